@@ -1,0 +1,1 @@
+"""FlowForge bridges: MQTT, RTSP and batch directories into Kafka."""

@@ -1,0 +1,5 @@
+"""`python -m flowforge` runs the `flowforge` command."""
+
+from flowforge.cli import main
+
+main()

@@ -1,0 +1,203 @@
+"""The ``flowforge`` command: one entry point for operators (settings, local stack, ...)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import click
+
+from flowforge.errors import FlowForgeError, SettingsError
+from flowforge.logs import setup_logging
+from flowforge.settings import Settings, settings_table_markdown
+
+log = logging.getLogger("flowforge")
+
+T = TypeVar("T")
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class State:
+    """What the root command hands to subcommands."""
+
+    def __init__(self, settings: Settings, debug: bool) -> None:
+        self.settings = settings
+        self.debug = debug
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="""\b
+Examples:
+  flowforge stack up        start Kafka and Mosquitto locally, wait until they answer
+  flowforge config          print the effective settings, secrets redacted
+""",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log at debug level and show tracebacks.")
+@click.option("--debug", is_flag=True, help="Same as --verbose.")
+@click.version_option(package_name="flowforge", prog_name="flowforge")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool, debug: bool) -> None:
+    """FlowForge: images from MQTT, RTSP and directories through Kafka and Faust into ClickHouse.
+
+    Settings come from FLOWFORGE_* environment variables (see `flowforge config`).
+    """
+    debug = debug or verbose
+    level = "info"
+    if not debug:
+        # The level setting itself may be bad; that is reported below, naming the variable.
+        level = os.environ.get("FLOWFORGE_LOG_LEVEL", "info").lower()
+        level = level if level in {"debug", "info", "warning", "error", "critical"} else "info"
+    setup_logging("debug" if debug else level)
+    ctx.obj = State(Settings.from_env(os.environ), debug)
+
+
+# --- config -------------------------------------------------------------------------------
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  flowforge config
+  flowforge config --json | jq .FLOWFORGE_KAFKA_BOOTSTRAP_SERVERS
+  FLOWFORGE_MQTT_PORT=abc flowforge config     # exits 2: names the variable
+"""
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of lines.")
+@click.option("--markdown", is_flag=True, help="Print the settings reference table (README).")
+@pass_state
+def config(state: State, as_json: bool, markdown: bool) -> None:
+    """Print the effective settings (VARIABLE=value), secrets and URL credentials redacted."""
+    if markdown:
+        click.echo(settings_table_markdown(), nl=False)
+    elif as_json:
+        click.echo(state.settings.to_json())
+    else:
+        for variable, value in state.settings.describe():
+            click.echo(f"{variable}={value}")
+
+
+# --- stack --------------------------------------------------------------------------------
+
+
+@cli.group(
+    epilog="""\b
+Examples:
+  flowforge stack up && flowforge stack status
+  FLOWFORGE_HOME=/tmp/ff FLOWFORGE_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092 flowforge stack up
+  flowforge stack down
+"""
+)
+def stack() -> None:
+    """The local services (Kafka, Mosquitto; ClickHouse is embedded), without Docker.
+
+    Data, logs (logs/*.log) and PID files live under FLOWFORGE_HOME (default .flowforge).
+    """
+
+
+@stack.command("up", epilog="Example:\n\n  flowforge stack up")
+@pass_state
+def stack_up(state: State) -> None:
+    """Start Kafka (KRaft) and Mosquitto unless running; wait until each answers; create topics."""
+    from flowforge.stack import Stack
+
+    run_async(Stack(state.settings).up(report=_echo_nonempty))
+
+
+@stack.command("down", epilog="Example:\n\n  flowforge stack down")
+@pass_state
+def stack_down(state: State) -> None:
+    """Stop the services this home's stack started (by PID); leave others alone."""
+    from flowforge.stack import Stack
+
+    Stack(state.settings).down(report=_echo_nonempty)
+
+
+@stack.command("status", epilog="Example:\n\n  flowforge stack status --json")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@pass_state
+def stack_status(state: State, as_json: bool) -> None:
+    """Show each service's state, PID, address and health; exit 1 if any is unhealthy."""
+    from flowforge.stack import Stack
+
+    statuses = run_async(Stack(state.settings).status())
+    if as_json:
+        click.echo(json.dumps([s.__dict__ | {"healthy": s.healthy} for s in statuses], indent=2))
+    else:
+        click.echo(f"{'SERVICE':<11} {'STATE':<10} {'PID':>7}  {'ADDRESS':<22} DETAIL")
+        for s in statuses:
+            pid = str(s.pid) if s.pid else "-"
+            click.echo(f"{s.name:<11} {s.state:<10} {pid:>7}  {s.address:<22} {s.detail}")
+    if not all(s.healthy for s in statuses):
+        raise SystemExit(EXIT_FAILURE)
+
+
+def _echo_nonempty(line: str) -> None:
+    if line:
+        click.echo(line)
+
+
+# --- entry point --------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the command; turn FlowForge errors into one clear line."""
+    debug = any(flag in (argv or sys.argv[1:]) for flag in ("-v", "--verbose", "--debug"))
+    _run(
+        lambda: _exit_on_error(cli.main(args=argv, prog_name="flowforge", standalone_mode=False)),
+        debug,
+    )
+
+
+def _exit_on_error(result: object) -> None:
+    if isinstance(result, int) and result != 0:
+        raise SystemExit(result)
+
+
+def _run(command: Callable[[], object], debug: bool) -> None:
+    try:
+        command()
+    except click.exceptions.Abort:
+        click.echo("flowforge: aborted", err=True)
+        raise SystemExit(130) from None
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except click.exceptions.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except SettingsError as exc:
+        if debug:
+            log.exception("bad setting")
+        click.echo(f"flowforge: bad setting {exc}", err=True)
+        raise SystemExit(EXIT_USAGE) from None
+    except FlowForgeError as exc:
+        if debug:
+            log.exception("failed")
+        click.echo(f"flowforge: error: {exc}", err=True)
+        raise SystemExit(EXIT_FAILURE) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except Exception as exc:
+        if debug:
+            log.exception("unexpected error")
+        else:
+            click.echo(
+                f"flowforge: unexpected error: {type(exc).__name__}: {exc} "
+                "(run with --debug for the traceback)",
+                err=True,
+            )
+        raise SystemExit(EXIT_FAILURE) from None

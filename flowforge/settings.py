@@ -1,0 +1,515 @@
+"""FlowForge settings: one frozen dataclass tree, loaded from an environment passed in.
+
+Every field is declared once, with its default, a one-line doc and a parser; the environment
+variable is ``FLOWFORGE_<SECTION>_<FIELD>`` (``FLOWFORGE_<FIELD>`` at the top level). The seed's
+names (``MQTT_HOST``, ``MQTT_PORT``, ``RTSP_URL``, ``CLICKHOUSE_HOST``, ``CLICKHOUSE_PORT``) are
+honoured when the ``FLOWFORGE_`` variable is not set. Secrets can also come from
+``<VARIABLE>_FILE`` and never appear in ``repr``, logs or ``flowforge config``.
+
+    settings = Settings.from_env(os.environ)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import logging
+import os
+import stat
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TypeVar, cast
+from urllib.parse import urlsplit
+
+from flowforge.errors import SettingsError
+from flowforge.urls import REDACTED, redact_url
+
+log = logging.getLogger(__name__)
+
+PREFIX: Final = "FLOWFORGE_"
+MIB: Final = 1024 * 1024
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A secret string: ``repr`` and ``str`` never show it; call :meth:`reveal` where it is used."""
+
+    _value: str = field(repr=False)
+
+    def reveal(self) -> str:
+        """Return the secret itself, for handing to a client library."""
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __str__(self) -> str:
+        return REDACTED if self._value else ""
+
+    def __repr__(self) -> str:
+        return f"Secret({str(self)!r})"
+
+
+# --- parsers: str -> value, raising ValueError("expected ...") ------------------------------
+
+
+def parse_str(raw: str) -> str:
+    return raw.strip()
+
+
+def parse_port(raw: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ValueError("expected a TCP port number 1-65535") from None
+    if not 1 <= value <= 65535:
+        raise ValueError("expected a TCP port number 1-65535")
+    return value
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected an integer >= {minimum}") from None
+        if value < minimum:
+            raise ValueError(f"expected an integer >= {minimum}")
+        return value
+
+    return parse
+
+
+def parse_positive_float(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("expected a number > 0") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValueError("expected a number > 0")
+    return value
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def parse_bool(raw: str) -> bool:
+    text = raw.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError("expected true or false (also 1/0, yes/no, on/off)")
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "kib": 1024, "kb": 1000, "mib": MIB, "mb": 1000**2, "gib": 1024**3}
+
+
+def parse_size(raw: str) -> int:
+    """Bytes, with an optional unit: ``16777216``, ``16MiB``, ``512KiB``, ``1GB``."""
+    text = raw.strip().lower().replace(" ", "")
+    digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(digits) :]
+    if not digits.isdigit() or unit not in _SIZE_UNITS:
+        raise ValueError("expected a size in bytes, optionally with a unit (16MiB, 512KiB)")
+    value = int(digits) * _SIZE_UNITS[unit]
+    if value < 1:
+        raise ValueError("expected a size of at least 1 byte")
+    return value
+
+
+def parse_hostports(raw: str) -> str:
+    """``host:port[,host:port...]`` as Kafka clients take it."""
+    items = [item.strip() for item in raw.split(",") if item.strip()]
+    if not items:
+        raise ValueError("expected host:port[,host:port...]")
+    for item in items:
+        host, sep, port = item.rpartition(":")
+        if not sep or not host:
+            raise ValueError("expected host:port[,host:port...]")
+        parse_port(port)
+    return ",".join(items)
+
+
+def parse_log_level(raw: str) -> str:
+    text = raw.strip().lower()
+    aliases = {"warn": "warning", "crit": "critical"}
+    text = aliases.get(text, text)
+    if text not in {"debug", "info", "warning", "error", "critical"}:
+        raise ValueError("expected one of debug, info, warning, error, critical")
+    return text
+
+
+CLICKHOUSE_SCHEMES: Final = ("chdb", "http", "https")
+
+
+def parse_clickhouse_url(raw: str) -> str:
+    """``chdb://PATH`` (the embedded engine), ``chdb://memory``, or ``http(s)://host:port``."""
+    text = raw.strip()
+    if not text:
+        return ""
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        raise ValueError("expected chdb://PATH or http(s)://HOST:PORT") from None
+    if parts.scheme not in CLICKHOUSE_SCHEMES:
+        raise ValueError(
+            f"unknown scheme {parts.scheme + '://' if parts.scheme else '(none)'}; "
+            "expected chdb://PATH or http(s)://HOST:PORT"
+        )
+    if parts.scheme == "chdb" and not (parts.netloc + parts.path):
+        raise ValueError("expected a data directory after chdb:// (or chdb://memory)")
+    if parts.scheme != "chdb":
+        if not parts.hostname:
+            raise ValueError("expected http(s)://HOST:PORT")
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValueError("expected http(s)://HOST:PORT with a port 1-65535") from None
+    return text
+
+
+def parse_rtsp_urls(raw: str) -> tuple[str, ...]:
+    """Comma-separated ``rtsp://`` / ``rtsps://`` URLs."""
+    urls = tuple(item.strip() for item in raw.split(",") if item.strip())
+    for url in urls:
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            raise ValueError("expected comma-separated rtsp:// or rtsps:// URLs") from None
+        if parts.scheme not in ("rtsp", "rtsps") or not parts.hostname:
+            raise ValueError("expected comma-separated rtsp:// or rtsps:// URLs")
+    return urls
+
+
+def parse_path(raw: str) -> Path:
+    text = raw.strip()
+    if not text:
+        raise ValueError("expected a path")
+    return Path(text).expanduser()
+
+
+def parse_secret(raw: str) -> Secret:
+    return Secret(raw.rstrip("\r\n"))
+
+
+# --- declaration --------------------------------------------------------------------------
+
+
+def setting(
+    default: T,
+    doc: str,
+    parse: Callable[[str], T],
+    *,
+    aliases: tuple[str, ...] = (),
+    shown_default: str | None = None,
+) -> T:
+    """Declare one setting: its default, one line of documentation, its parser, seed aliases."""
+    meta = {"doc": doc, "parse": parse, "aliases": aliases, "shown_default": shown_default}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """Kafka connection, topic names and topic sizing."""
+
+    bootstrap_servers: str = setting(
+        "127.0.0.1:9092", "Kafka bootstrap servers, host:port[,host:port...].", parse_hostports
+    )
+    topic_raw: str = setting("images.raw", "Topic the bridges publish images to.", parse_str)
+    topic_processed: str = setting(
+        "images.processed", "Topic of resized JPEGs from the worker.", parse_str
+    )
+    topic_metadata: str = setting(
+        "images.metadata", "Topic of per-image metadata records (JSON).", parse_str
+    )
+    topic_dlq: str = setting("images.dlq", "Dead-letter topic for rejected images.", parse_str)
+    partitions: int = setting(6, "Partitions of each FlowForge topic.", _int_at_least(1))
+    replication_factor: int = setting(1, "Replication factor of each topic.", _int_at_least(1))
+    retention_hours: int = setting(
+        168, "Retention of each topic in hours (-1 keeps forever).", _int_at_least(-1)
+    )
+    max_message_bytes: int = setting(
+        16 * MIB,
+        "Largest image message; sets broker, topic, producer and fetch limits together.",
+        parse_size,
+        shown_default="16MiB",
+    )
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """MQTT broker connection and the image topic."""
+
+    host: str = setting("127.0.0.1", "MQTT broker host.", parse_str, aliases=("MQTT_HOST",))
+    port: int = setting(1883, "MQTT broker port.", parse_port, aliases=("MQTT_PORT",))
+    topic: str = setting(
+        "images/raw", "Image topic; images/raw/<source> sets the source id.", parse_str
+    )
+    username: str = setting("", "MQTT username (empty: anonymous).", parse_str)
+    password: Secret = setting(Secret(""), "MQTT password (or *_FILE).", parse_secret)
+    tls: bool = setting(False, "Connect to the broker over TLS.", parse_bool)
+    ca_file: str = setting("", "CA bundle for TLS (empty: system CAs).", parse_str)
+
+
+@dataclass(frozen=True)
+class ClickHouseSettings:
+    """Where image metadata is stored."""
+
+    url: str = setting(
+        "",
+        "chdb://PATH (embedded engine) or http(s)://HOST:PORT (server).",
+        parse_clickhouse_url,
+        shown_default="chdb://$FLOWFORGE_HOME/clickhouse",
+    )
+    username: str = setting("default", "ClickHouse user (server mode).", parse_str)
+    password: Secret = setting(Secret(""), "ClickHouse password (or *_FILE).", parse_secret)
+    database: str = setting("default", "ClickHouse database.", parse_str)
+
+
+@dataclass(frozen=True)
+class RtspSettings:
+    """RTSP camera streams for the RTSP bridge."""
+
+    urls: tuple[str, ...] = setting(
+        (), "Comma-separated rtsp:// URLs to capture.", parse_rtsp_urls, aliases=("RTSP_URL",)
+    )
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """The local (no Docker) service stack run by `flowforge stack`."""
+
+    kafka_controller_port: int = setting(
+        9093, "Port of the local Kafka's KRaft controller listener.", parse_port
+    )
+    kafka_heap: str = setting("512m", "Java heap (-Xmx) of the local Kafka broker.", parse_str)
+    cache_dir: Path = setting(
+        Path(""),
+        "Cache of downloaded artefacts (Kafka jars), shared by stacks.",
+        parse_path,
+        shown_default="$FLOWFORGE_HOME/cache",
+    )
+    start_timeout_s: float = setting(
+        90.0, "Seconds to wait for a local service to answer.", parse_positive_float
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All of FlowForge's settings."""
+
+    home: Path = setting(
+        Path(".flowforge"), "Directory for local data, logs, PIDs and caches.", parse_path
+    )
+    log_level: str = setting("info", "Log level: debug, info, warning, error.", parse_log_level)
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    clickhouse: ClickHouseSettings = field(default_factory=ClickHouseSettings)
+    rtsp: RtspSettings = field(default_factory=RtspSettings)
+    stack: StackSettings = field(default_factory=StackSettings)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Load from ``env`` (pass ``os.environ``); a bad value raises SettingsError naming it."""
+        return _load(env)
+
+    def describe(self, *, redact: bool = True) -> Iterator[tuple[str, str]]:
+        """Yield ``(VARIABLE, value)`` for every setting, secrets and URL credentials redacted."""
+        for spec in SPECS:
+            value = spec.get(self)
+            yield spec.variable, _show(value, redact=redact)
+
+    def to_json(self) -> str:
+        """The effective settings as JSON, redacted."""
+        return json.dumps(dict(self.describe()), indent=2)
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """One declared setting, with where it lives in the tree."""
+
+    section: str | None
+    name: str
+    variable: str
+    doc: str
+    default: Any
+    shown_default: str | None
+    parse: Callable[[str], Any]
+    aliases: tuple[str, ...]
+
+    @property
+    def is_secret(self) -> bool:
+        return isinstance(self.default, Secret)
+
+    def get(self, settings: Settings) -> Any:
+        holder = getattr(settings, self.section) if self.section else settings
+        return getattr(holder, self.name)
+
+
+def _specs() -> tuple[SettingSpec, ...]:
+    specs: list[SettingSpec] = []
+    for top in dataclasses.fields(Settings):
+        if "doc" in top.metadata:
+            specs.append(_spec(None, top))
+    for name, section_cls in _sections().items():
+        for sub in dataclasses.fields(section_cls):
+            specs.append(_spec(name, sub))
+    return tuple(specs)
+
+
+def _sections() -> dict[str, type[Any]]:
+    """The section dataclasses of Settings, by field name (kafka -> KafkaSettings, ...)."""
+    return {
+        f.name: cast(type[Any], f.default_factory)
+        for f in dataclasses.fields(Settings)
+        if "doc" not in f.metadata
+    }
+
+
+def _spec(section: str | None, f: dataclasses.Field[Any]) -> SettingSpec:
+    variable = PREFIX + (f"{section}_{f.name}" if section else f.name).upper()
+    return SettingSpec(
+        section=section,
+        name=f.name,
+        variable=variable,
+        doc=f.metadata["doc"],
+        default=f.default,
+        shown_default=f.metadata["shown_default"],
+        parse=f.metadata["parse"],
+        aliases=f.metadata["aliases"],
+    )
+
+
+SPECS: Final = _specs()
+_KNOWN: Final = frozenset(
+    {s.variable for s in SPECS} | {s.variable + "_FILE" for s in SPECS if s.is_secret}
+)
+# FLOWFORGE_ variables that are not settings but are read by tooling (Makefile, tests).
+_NOT_SETTINGS: Final = frozenset({"FLOWFORGE_PYTHON"})
+
+
+def _read_secret_file(variable: str, path_text: str) -> str:
+    path = Path(path_text).expanduser()
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(variable, f"cannot read secret file {path}: {exc.strerror}") from exc
+    if mode & stat.S_IROTH:
+        log.warning("secret file %s (%s) is world-readable; chmod o-r it", path, variable)
+    return text
+
+
+def _raw_value(spec: SettingSpec, env: Mapping[str, str]) -> tuple[str, str] | None:
+    """Return ``(variable, raw text)`` for ``spec`` from ``env``, or None for the default."""
+    if spec.variable in env:
+        return spec.variable, env[spec.variable]
+    file_var = spec.variable + "_FILE"
+    if spec.is_secret and env.get(file_var):
+        return file_var, _read_secret_file(file_var, env[file_var])
+    for alias in spec.aliases:
+        if alias in env:
+            return alias, env[alias]
+    return None
+
+
+def _load(env: Mapping[str, str]) -> Settings:
+    values: dict[str | None, dict[str, Any]] = {}
+    for spec in SPECS:
+        found = _raw_value(spec, env)
+        if found is None:
+            continue
+        variable, raw = found
+        try:
+            value = spec.parse(raw)
+        except ValueError as exc:
+            shown = "" if spec.is_secret else f"={raw!r}"
+            raise SettingsError(f"{variable}{shown}", str(exc)) from None
+        values.setdefault(spec.section, {})[spec.name] = value
+    _warn_unknown(env)
+    top = values.pop(None, {})
+    sections = {name: cls(**values.get(name, {})) for name, cls in _sections().items()}
+    settings = Settings(**top, **sections)
+    return _resolve_derived(settings, env)
+
+
+def _resolve_derived(settings: Settings, env: Mapping[str, str]) -> Settings:
+    """Fill defaults that derive from other settings: the stack cache and the ClickHouse URL."""
+    if settings.stack.cache_dir == Path(""):
+        stack = dataclasses.replace(settings.stack, cache_dir=settings.home / "cache")
+        settings = dataclasses.replace(settings, stack=stack)
+    if settings.clickhouse.url:
+        return settings
+    url = f"chdb://{(settings.home / 'clickhouse').resolve()}"
+    host = env.get("CLICKHOUSE_HOST", "").strip()
+    if host:
+        port = 8123
+        if env.get("CLICKHOUSE_PORT", "").strip():
+            try:
+                port = parse_port(env["CLICKHOUSE_PORT"])
+            except ValueError as exc:
+                raise SettingsError(
+                    f"CLICKHOUSE_PORT={env['CLICKHOUSE_PORT']!r}", str(exc)
+                ) from None
+            if port == 9000:
+                raise SettingsError(
+                    "CLICKHOUSE_PORT=9000",
+                    "9000 is ClickHouse's native-protocol port; FlowForge talks HTTP "
+                    "(8123 by default). Set CLICKHOUSE_PORT=8123 or FLOWFORGE_CLICKHOUSE_URL.",
+                )
+        url = f"http://{host}:{port}"
+    return dataclasses.replace(
+        settings, clickhouse=dataclasses.replace(settings.clickhouse, url=url)
+    )
+
+
+def _warn_unknown(env: Mapping[str, str]) -> None:
+    for name in env:
+        if name.startswith(PREFIX) and name not in _KNOWN and name not in _NOT_SETTINGS:
+            close = difflib.get_close_matches(name, sorted(_KNOWN), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            log.warning("unknown setting %s is ignored%s", name, hint)
+
+
+def _show(value: Any, *, redact: bool) -> str:
+    if isinstance(value, Secret):
+        return str(value) if redact else value.reveal()
+    if isinstance(value, tuple):
+        return ",".join(_show(v, redact=redact) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+    return redact_url(text) if redact and "://" in text else text
+
+
+def settings_table_markdown() -> str:
+    """The settings reference as a Markdown table (the README embeds it; a test keeps it true)."""
+    lines = ["| variable | default | description |", "|---|---|---|"]
+    for spec in SPECS:
+        default = spec.shown_default or _show(spec.default, redact=True)
+        names = f"`{spec.variable}`"
+        if spec.aliases:
+            names += " (or " + ", ".join(f"`{a}`" for a in spec.aliases) + ")"
+        if spec.is_secret:
+            names += f" / `{spec.variable}_FILE`"
+        shown = f"`{default}`" if default else "(empty)"
+        lines.append(f"| {names} | {shown} | {spec.doc} |")
+    lines.append(
+        "| `CLICKHOUSE_HOST`, `CLICKHOUSE_PORT` | (unset) | Seed names: select "
+        "`http://HOST:PORT` (port 8123 by default) when `FLOWFORGE_CLICKHOUSE_URL` is unset. |"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def load() -> Settings:
+    """Settings from the process environment (entry points only; library code takes Settings)."""
+    return Settings.from_env(os.environ)

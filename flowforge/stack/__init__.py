@@ -1,0 +1,58 @@
+"""The local (no Docker) service stack: Kafka and Mosquitto as processes; ClickHouse embedded.
+
+``Stack(settings).up()`` starts what is not running and waits until each service answers a real
+round trip; ``down()`` stops only processes it started (by PID file); ``status()`` reports each.
+Everything lives under ``settings.home`` (data, logs in ``logs/``, PID files in ``run/``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from flowforge.settings import Settings
+from flowforge.stack.kafka import KafkaService
+from flowforge.stack.mosquitto import MosquittoService
+from flowforge.stack.service import LocalService, ServiceStatus
+
+log = logging.getLogger(__name__)
+
+__all__ = ["KafkaService", "MosquittoService", "ServiceStatus", "Stack"]
+
+
+class Stack:
+    """Kafka and Mosquitto for one FlowForge home; ClickHouse runs in-process (chdb) or remotely."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.services: list[LocalService] = [KafkaService(settings), MosquittoService(settings)]
+
+    async def up(self, report: Callable[[str], None] = log.info) -> None:
+        """Start every service not yet running, in order, and wait for each to answer."""
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        for service in self.services:
+            report(await service.up())
+        report(self.clickhouse_status().detail)
+
+    def down(self, report: Callable[[str], None] = log.info) -> None:
+        """Stop the processes this home's stack started, in reverse order."""
+        for service in reversed(self.services):
+            report(service.down())
+
+    async def status(self) -> list[ServiceStatus]:
+        """Each service's state, PID, address and health."""
+        statuses = [await service.status() for service in self.services]
+        return [*statuses, self.clickhouse_status()]
+
+    def clickhouse_status(self) -> ServiceStatus:
+        url = self.settings.clickhouse.url
+        if url.startswith("chdb://"):
+            return ServiceStatus(
+                "clickhouse",
+                "embedded",
+                None,
+                url,
+                f"clickhouse: embedded engine at {url.removeprefix('chdb://')} "
+                "(opened by the process that owns it; nothing to start)",
+            )
+        return ServiceStatus("clickhouse", "external", None, url, f"clickhouse: server at {url}")

@@ -1,0 +1,113 @@
+"""The local Mosquitto broker (Debian's ``mosquitto``) and the MQTT round-trip health probe."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from string import Template
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from flowforge.errors import ServiceUnhealthy
+from flowforge.resources import infra_dir
+from flowforge.settings import MqttSettings
+from flowforge.stack.service import LocalService, find_program, read_text
+
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost"})
+
+
+class MosquittoService(LocalService):
+    """Mosquitto on 127.0.0.1 with infra/mosquitto/local.conf."""
+
+    name = "mosquitto"
+
+    @property
+    def local(self) -> bool:
+        return self.settings.mqtt.host in LOCAL_HOSTS
+
+    @property
+    def port(self) -> int:
+        return self.settings.mqtt.port
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.mqtt.host}:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.settings.home / "mosquitto" / "mosquitto.conf"
+
+    def render_config(self) -> str:
+        template = Template((infra_dir() / "mosquitto" / "local.conf").read_text("utf-8"))
+        return template.substitute(
+            port=self.port, data_dir=(self.settings.home / "mosquitto" / "data").resolve()
+        )
+
+    def prepare(self) -> Sequence[str]:
+        binary = find_program("mosquitto", "Debian's mosquitto package")
+        text = self.render_config()
+        (self.settings.home / "mosquitto" / "data").mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(text, encoding="utf-8")
+        return [binary, "-c", str(self.config_path.resolve())]
+
+    def adopt(self, holder_cmdline: Sequence[str]) -> bool:
+        """Reuse a Mosquitto already on our port only if it runs exactly our configuration."""
+        if not holder_cmdline or not Path(holder_cmdline[0]).name.startswith("mosquitto"):
+            return False
+        args = list(holder_cmdline)
+        if "-c" not in args or args.index("-c") + 1 >= len(args):
+            return False
+        their_config = read_text(Path(args[args.index("-c") + 1]))
+        return bool(their_config) and their_config == self.render_config()
+
+    async def probe(self) -> None:
+        await asyncio.to_thread(mqtt_round_trip, self.settings.mqtt, 3.0)
+
+
+def mqtt_client(mqtt_settings: MqttSettings, client_id: str, **kwargs: object) -> mqtt.Client:
+    """A paho v2 client with FlowForge's credentials and TLS settings applied (not connected)."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, **kwargs)  # type: ignore[arg-type]
+    if mqtt_settings.username:
+        client.username_pw_set(mqtt_settings.username, mqtt_settings.password.reveal() or None)
+    if mqtt_settings.tls:
+        client.tls_set(ca_certs=mqtt_settings.ca_file or None)
+    return client
+
+
+def mqtt_round_trip(mqtt_settings: MqttSettings, timeout: float) -> None:
+    """Publish a message to a unique topic and receive it back; raise ServiceUnhealthy if not."""
+    token = uuid.uuid4().hex
+    topic = f"flowforge/health/{token}"
+    received = threading.Event()
+    subscribed = threading.Event()
+
+    def on_subscribe(*_: object) -> None:
+        subscribed.set()
+
+    def on_message(_c: object, _u: object, message: mqtt.MQTTMessage) -> None:
+        if message.payload == token.encode():
+            received.set()
+
+    client = mqtt_client(mqtt_settings, f"flowforge-health-{token[:12]}")
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
+    address = f"{mqtt_settings.host}:{mqtt_settings.port}"
+    try:
+        client.connect(mqtt_settings.host, mqtt_settings.port, keepalive=10)
+    except OSError as exc:
+        raise ServiceUnhealthy(f"MQTT broker at {address} refuses connections: {exc}") from exc
+    client.loop_start()
+    try:
+        client.subscribe(topic, qos=1)
+        if not subscribed.wait(timeout):
+            raise ServiceUnhealthy(f"MQTT broker at {address} did not confirm a subscription")
+        client.publish(topic, token.encode(), qos=1)
+        if not received.wait(timeout):
+            raise ServiceUnhealthy(f"MQTT broker at {address} did not deliver a test message")
+    finally:
+        client.disconnect()
+        client.loop_stop()

@@ -1,0 +1,1 @@
+"""FlowForge stream processing: the Faust app, records, topics, tables and agents."""

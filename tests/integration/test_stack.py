@@ -1,0 +1,107 @@
+"""The local stack via `flowforge stack`: up, status, idempotence, down, start failures."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from flowforge.settings import Settings
+from flowforge.stack import Stack
+from tests.conftest import stack_env
+
+FLOWFORGE = [sys.executable, "-m", "flowforge"]
+
+
+def test_status_reports_both_services_healthy(settings: Settings, services: Stack) -> None:
+    """With the test stack up, status shows Kafka and Mosquitto running with a PID."""
+    statuses = {s.name: s for s in asyncio.run(services.status())}
+    for name in ("kafka", "mosquitto"):
+        assert statuses[name].state == "running", statuses[name]
+        assert statuses[name].pid
+        assert psutil.pid_exists(statuses[name].pid)
+    assert statuses["clickhouse"].state == "embedded"
+
+
+def test_up_is_idempotent(settings: Settings, services: Stack) -> None:
+    """A second `up` starts nothing new: the same PIDs keep running."""
+    before = [s.process.pid() for s in services.services]
+    lines: list[str] = []
+    asyncio.run(Stack(settings).up(report=lines.append))
+    assert [s.process.pid() for s in services.services] == before
+    assert any(line.startswith("kafka: already running") for line in lines)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def other_stack_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Environment for a second, throw-away stack on free ports (stopped afterwards)."""
+    env = dict(os.environ)
+    env.update(stack_env())
+    env.update(
+        {
+            "FLOWFORGE_HOME": str(tmp_path / "home"),
+            "FLOWFORGE_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{_free_port()}",
+            "FLOWFORGE_STACK_KAFKA_CONTROLLER_PORT": str(_free_port()),
+            "FLOWFORGE_MQTT_PORT": str(_free_port()),
+        }
+    )
+    yield env
+    subprocess.run([*FLOWFORGE, "stack", "down"], env=env, capture_output=True, check=False)
+
+
+def test_cli_up_status_down_leaves_nothing_behind(other_stack_env: dict[str, str]) -> None:
+    """`stack up` then `status` exit 0; `stack down` stops both and frees their ports."""
+    env = other_stack_env
+    up = subprocess.run([*FLOWFORGE, "stack", "up"], env=env, capture_output=True, text=True)
+    assert up.returncode == 0, up.stderr
+    assert "kafka: started pid" in up.stdout
+    assert "mosquitto: started pid" in up.stdout
+    status = subprocess.run(
+        [*FLOWFORGE, "stack", "status", "--json"], env=env, capture_output=True, text=True
+    )
+    assert status.returncode == 0, status.stdout + status.stderr
+    import json
+
+    pids = [s["pid"] for s in json.loads(status.stdout) if s["name"] in ("kafka", "mosquitto")]
+    assert len(pids) == 2
+    assert all(pids)
+    down = subprocess.run([*FLOWFORGE, "stack", "down"], env=env, capture_output=True, text=True)
+    assert down.returncode == 0, down.stderr
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    settings = Settings.from_env(env)
+    kafka_port = int(settings.kafka.bootstrap_servers.rsplit(":", 1)[1])
+    for port in (kafka_port, settings.mqtt.port):
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers"
+    after = subprocess.run([*FLOWFORGE, "stack", "status"], env=env, capture_output=True, text=True)
+    assert after.returncode == 1
+    assert "stopped" in after.stdout
+
+
+def test_up_fails_loudly_when_a_port_is_taken(other_stack_env: dict[str, str]) -> None:
+    """`stack up` with Mosquitto's port held by another process exits 1 naming port and holder."""
+    env = other_stack_env
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", int(env["FLOWFORGE_MQTT_PORT"])))
+        blocker.listen()
+        up = subprocess.run([*FLOWFORGE, "stack", "up"], env=env, capture_output=True, text=True)
+    assert up.returncode == 1
+    last = up.stderr.strip().splitlines()[-1]
+    port = env["FLOWFORGE_MQTT_PORT"]
+    assert last.startswith(
+        f"flowforge: error: mosquitto: port {port} is taken by pid {os.getpid()}"
+    )

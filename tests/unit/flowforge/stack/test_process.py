@@ -1,0 +1,52 @@
+"""PID-file process tracking: stop only what we started, never a process that reused the PID."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import psutil
+
+from flowforge.stack.process import ManagedProcess
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
+
+
+def _managed(tmp_path: Path) -> ManagedProcess:
+    return ManagedProcess("sleeper", tmp_path / "run" / "s.pid", tmp_path / "logs" / "s.log")
+
+
+def test_start_then_stop_leaves_no_process(tmp_path: Path) -> None:
+    """A started process is tracked by its PID file and gone after stop()."""
+    managed = _managed(tmp_path)
+    pid = managed.start(SLEEPER)
+    assert managed.pid() == pid
+    assert managed.stop(timeout=5)
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert managed.pid() is None
+    assert not managed.pid_file.exists()
+
+
+def test_stop_without_a_process_reports_nothing_stopped(tmp_path: Path) -> None:
+    """stop() with no PID file returns False and signals nothing."""
+    assert _managed(tmp_path).stop() is False
+
+
+def test_pid_file_of_another_process_is_treated_as_stale(tmp_path: Path) -> None:
+    """A PID file whose start time does not match the live process (PID reuse) is ignored."""
+    managed = _managed(tmp_path)
+    managed.pid_file.parent.mkdir(parents=True)
+    me = psutil.Process()
+    managed.pid_file.write_text(json.dumps({"pid": me.pid, "create_time": me.create_time() - 1000}))
+    assert managed.pid() is None
+    assert managed.stop() is False
+    assert psutil.pid_exists(me.pid)
+
+
+def test_log_tail_shows_the_last_lines(tmp_path: Path) -> None:
+    """log_tail() gives the end of the service's log for error messages."""
+    managed = _managed(tmp_path)
+    managed.log_file.parent.mkdir(parents=True)
+    managed.log_file.write_text("one\ntwo\nthree\n")
+    assert managed.log_tail(2) == "two | three"

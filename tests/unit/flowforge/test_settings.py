@@ -1,0 +1,228 @@
+"""Settings: defaults, FLOWFORGE_ variables, seed aliases, secrets, errors naming the variable."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import string
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flowforge.errors import SettingsError
+from flowforge.settings import MIB, SPECS, Secret, Settings, parse_size
+
+
+def test_defaults_match_the_architecture() -> None:
+    """With an empty environment the settings are the documented local defaults."""
+    s = Settings.from_env({})
+    assert s.kafka.bootstrap_servers == "127.0.0.1:9092"
+    assert (s.kafka.topic_raw, s.kafka.topic_processed) == ("images.raw", "images.processed")
+    assert (s.kafka.topic_metadata, s.kafka.topic_dlq) == ("images.metadata", "images.dlq")
+    assert s.kafka.partitions == 6
+    assert s.kafka.max_message_bytes == 16 * MIB
+    assert (s.mqtt.host, s.mqtt.port, s.mqtt.topic) == ("127.0.0.1", 1883, "images/raw")
+    assert s.clickhouse.url == f"chdb://{Path('.flowforge/clickhouse').resolve()}"
+    assert s.stack.cache_dir == Path(".flowforge/cache")
+
+
+def test_flowforge_variables_are_parsed_into_the_tree() -> None:
+    """FLOWFORGE_<SECTION>_<FIELD> sets that field, parsed to its type."""
+    s = Settings.from_env(
+        {
+            "FLOWFORGE_KAFKA_PARTITIONS": "12",
+            "FLOWFORGE_KAFKA_MAX_MESSAGE_BYTES": "8MiB",
+            "FLOWFORGE_MQTT_TLS": "yes",
+            "FLOWFORGE_HOME": "/tmp/ffhome",
+            "FLOWFORGE_LOG_LEVEL": "WARN",
+        }
+    )
+    assert s.kafka.partitions == 12
+    assert s.kafka.max_message_bytes == 8 * MIB
+    assert s.mqtt.tls is True
+    assert s.home == Path("/tmp/ffhome")
+    assert s.stack.cache_dir == Path("/tmp/ffhome/cache")
+    assert s.log_level == "warning"
+
+
+def test_settings_are_frozen() -> None:
+    """The tree cannot be modified after loading."""
+    s = Settings.from_env({})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.kafka.partitions = 3  # type: ignore[misc]
+
+
+def test_seed_variables_are_honoured() -> None:
+    """MQTT_HOST, MQTT_PORT, RTSP_URL, CLICKHOUSE_HOST and CLICKHOUSE_PORT work as in the seed."""
+    s = Settings.from_env(
+        {
+            "MQTT_HOST": "mqtt-broker",
+            "MQTT_PORT": "1884",
+            "RTSP_URL": "rtsp://rtsp-simulator:8554/test",
+            "CLICKHOUSE_HOST": "clickhouse-db",
+            "CLICKHOUSE_PORT": "8124",
+        }
+    )
+    assert (s.mqtt.host, s.mqtt.port) == ("mqtt-broker", 1884)
+    assert s.rtsp.urls == ("rtsp://rtsp-simulator:8554/test",)
+    assert s.clickhouse.url == "http://clickhouse-db:8124"
+
+
+def test_flowforge_variable_wins_over_seed_alias() -> None:
+    """When both are set, the FLOWFORGE_ variable is used."""
+    s = Settings.from_env(
+        {
+            "MQTT_HOST": "seed",
+            "FLOWFORGE_MQTT_HOST": "ours",
+            "CLICKHOUSE_HOST": "seed",
+            "FLOWFORGE_CLICKHOUSE_URL": "http://ours:8123",
+        }
+    )
+    assert s.mqtt.host == "ours"
+    assert s.clickhouse.url == "http://ours:8123"
+
+
+def test_clickhouse_host_defaults_to_http_port() -> None:
+    """CLICKHOUSE_HOST alone selects the server on the HTTP port 8123."""
+    assert Settings.from_env({"CLICKHOUSE_HOST": "db"}).clickhouse.url == "http://db:8123"
+
+
+def test_clickhouse_native_port_is_refused_with_advice() -> None:
+    """CLICKHOUSE_PORT=9000 (the seed's native port) fails, saying FlowForge speaks HTTP."""
+    with pytest.raises(SettingsError, match=r"CLICKHOUSE_PORT=9000.*HTTP \(8123"):
+        Settings.from_env({"CLICKHOUSE_HOST": "db", "CLICKHOUSE_PORT": "9000"})
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"FLOWFORGE_MQTT_PORT": "abc"}, "FLOWFORGE_MQTT_PORT='abc': expected a TCP port"),
+        ({"MQTT_PORT": "70000"}, "MQTT_PORT='70000': expected a TCP port"),
+        ({"FLOWFORGE_CLICKHOUSE_URL": "ftp://x"}, "unknown scheme ftp://"),
+        ({"FLOWFORGE_CLICKHOUSE_URL": "chdb://"}, "expected a data directory"),
+        ({"FLOWFORGE_KAFKA_BOOTSTRAP_SERVERS": "kafka"}, "expected host:port"),
+        ({"FLOWFORGE_KAFKA_PARTITIONS": "0"}, "expected an integer >= 1"),
+        ({"FLOWFORGE_MQTT_TLS": "maybe"}, "expected true or false"),
+        ({"FLOWFORGE_KAFKA_MAX_MESSAGE_BYTES": "16 parsecs"}, "expected a size in bytes"),
+        ({"RTSP_URL": "http://cam/x"}, "expected comma-separated rtsp://"),
+        ({"FLOWFORGE_LOG_LEVEL": "loud"}, "expected one of debug, info"),
+        ({"CLICKHOUSE_HOST": "db", "CLICKHOUSE_PORT": "x"}, "CLICKHOUSE_PORT='x'"),
+    ],
+)
+def test_bad_value_names_the_variable_and_what_is_expected(
+    env: dict[str, str], expected: str
+) -> None:
+    """A bad value raises SettingsError whose one-line message names the variable."""
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(env)
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message
+    assert info.value.variable.split("=")[0] in env
+
+
+def test_secret_is_read_from_file_and_redacted(tmp_path: Path) -> None:
+    """A *_FILE secret is read (trailing newline stripped) and never shown by repr or describe."""
+    secret_file = tmp_path / "pw"
+    secret_file.write_text("s3cret-pw\n")
+    secret_file.chmod(0o600)
+    s = Settings.from_env({"FLOWFORGE_MQTT_PASSWORD_FILE": str(secret_file)})
+    assert s.mqtt.password.reveal() == "s3cret-pw"
+    assert "s3cret" not in repr(s)
+    assert "s3cret" not in s.to_json()
+    assert dict(s.describe())["FLOWFORGE_MQTT_PASSWORD"] == "***"
+
+
+def test_missing_secret_file_is_a_settings_error(tmp_path: Path) -> None:
+    """A *_FILE that cannot be read is reported naming the _FILE variable."""
+    with pytest.raises(SettingsError, match="FLOWFORGE_CLICKHOUSE_PASSWORD_FILE: cannot read"):
+        Settings.from_env({"FLOWFORGE_CLICKHOUSE_PASSWORD_FILE": str(tmp_path / "nope")})
+
+
+def test_world_readable_secret_file_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A secret file others can read is used but logged as a warning."""
+    secret_file = tmp_path / "pw"
+    secret_file.write_text("pw")
+    secret_file.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="flowforge.settings"):
+        Settings.from_env({"FLOWFORGE_MQTT_PASSWORD_FILE": str(secret_file)})
+    assert "world-readable" in caplog.text
+
+
+def test_bad_secret_value_is_not_echoed() -> None:
+    """Errors about a secret setting never repeat its value."""
+    secret = Secret("hunter2")
+    assert str(secret) == "***"
+    assert "hunter2" not in repr(secret)
+
+
+def test_url_credentials_are_redacted_in_describe() -> None:
+    """RTSP and ClickHouse URLs with user-info are shown with *** instead of it."""
+    s = Settings.from_env(
+        {
+            "RTSP_URL": "rtsp://admin:pw123@cam1:554/live",
+            "FLOWFORGE_CLICKHOUSE_URL": "https://app:pw456@ch:8443",
+        }
+    )
+    shown = dict(s.describe())
+    assert shown["FLOWFORGE_RTSP_URLS"] == "rtsp://***@cam1:554/live"
+    assert shown["FLOWFORGE_CLICKHOUSE_URL"] == "https://***@ch:8443"
+    assert "pw123" not in s.to_json()
+    assert "pw456" not in s.to_json()
+
+
+def test_unknown_flowforge_variable_warns_with_suggestion(caplog: pytest.LogCaptureFixture) -> None:
+    """A misspelt FLOWFORGE_ variable is reported with the closest real name."""
+    with caplog.at_level(logging.WARNING, logger="flowforge.settings"):
+        Settings.from_env({"FLOWFORGE_MQTT_PROT": "1884"})
+    assert "FLOWFORGE_MQTT_PROT" in caplog.text
+    assert "did you mean FLOWFORGE_MQTT_PORT" in caplog.text
+
+
+def test_every_setting_has_a_doc_and_a_unique_variable() -> None:
+    """Each declared setting is documented, and no two share an environment variable."""
+    assert all(spec.doc.strip() for spec in SPECS)
+    variables = [spec.variable for spec in SPECS]
+    assert len(variables) == len(set(variables))
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("1", 1), ("16MiB", 16 * MIB), ("512 KiB", 512 * 1024), ("2MB", 2_000_000)]
+)
+def test_parse_size_units(text: str, value: int) -> None:
+    """Sizes accept bytes or a binary/decimal unit."""
+    assert parse_size(text) == value
+
+
+_env_values = st.text(alphabet=string.printable + "é€\x00", max_size=40)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [spec.variable for spec in SPECS if not spec.is_secret]
+            + ["MQTT_HOST", "MQTT_PORT", "RTSP_URL", "CLICKHOUSE_HOST", "CLICKHOUSE_PORT"]
+        ),
+        _env_values,
+        max_size=6,
+    )
+)
+def test_any_environment_loads_or_raises_settings_error(env: dict[str, str]) -> None:
+    """Arbitrary values for any setting either load or raise SettingsError, never another error."""
+    error: SettingsError | None = None
+    try:
+        Settings.from_env(env)
+    except SettingsError as exc:
+        error = exc
+    if error is not None:
+        assert error.variable.split("=")[0] in env
+
+
+def test_from_env_reads_only_the_mapping_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings come from the mapping passed in, not from the process environment."""
+    monkeypatch.setenv("FLOWFORGE_KAFKA_PARTITIONS", "99")
+    assert Settings.from_env({}).kafka.partitions == 6
+    assert Settings.from_env(os.environ).kafka.partitions == 99
