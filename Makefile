@@ -9,7 +9,7 @@ TEST_ENV := $(shell grep -v '^\#' tests/stack.env | xargs)
 .PHONY: help install run stop test test-unit lint format docs clean
 
 help:
-	@echo "make run    install, start the local stack (Kafka, Mosquitto), show where to look"
+	@echo "make run    install, start the local stack (Kafka, Mosquitto) and the worker"
 	@echo "make test   install, start the test stack, run unit + integration tests, stop it"
 	@echo "make lint   ruff + mypy"
 	@echo "make stop   stop the local stack started by make run"
@@ -26,12 +26,14 @@ $(STAMP): pyproject.toml scripts/install-system-deps.sh
 	touch $(STAMP)
 
 run: install
-	$(BIN)/flowforge stack up
+	$(BIN)/flowforge stack up --pipeline
 	$(BIN)/flowforge stack status
 	@echo
-	@echo "FlowForge's local stack is up. Logs: .flowforge/logs/  Settings: $(BIN)/flowforge config"
-	@echo "Publish an image:  mosquitto_pub -h 127.0.0.1 -t images/raw -f photo.jpg"
-	@echo "Stop it:           make stop"
+	@echo "FlowForge is running. Logs: .flowforge/logs/   Settings: $(BIN)/flowforge config"
+	@echo "Worker:  http://127.0.0.1:6066/stats  /metrics  /readyz"
+	@echo "Publish: kcat -P -b 127.0.0.1:9092 -t images.raw -k cam-01 photo.jpg"
+	@echo "Watch:   kcat -C -b 127.0.0.1:9092 -t images.metadata"
+	@echo "Stop:    make stop"
 
 stop:
 	@test -x $(BIN)/flowforge && $(BIN)/flowforge stack down || true

@@ -14,7 +14,7 @@ import click
 
 from flowforge.errors import FlowForgeError, SettingsError
 from flowforge.logs import setup_logging
-from flowforge.settings import Settings, settings_table_markdown
+from flowforge.settings import Settings, parse_port, settings_table_markdown
 
 log = logging.getLogger("flowforge")
 
@@ -91,6 +91,72 @@ def config(state: State, as_json: bool, markdown: bool) -> None:
             click.echo(f"{variable}={value}")
 
 
+# --- worker -------------------------------------------------------------------------------
+
+
+@cli.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+    epilog="""\b
+Examples:
+  flowforge worker                         process images.raw with the settings' defaults
+  flowforge worker -l info --web-port 6070 a second worker on this machine (own port, own state)
+  flowforge worker --help                  Faust's worker options
+""",
+)
+@click.argument("faust_args", nargs=-1, type=click.UNPROCESSED)
+@pass_state
+def worker(state: State, faust_args: tuple[str, ...]) -> None:
+    """Run the Faust worker (agent "process"); Faust's worker options pass through.
+
+    Each worker process keeps its table state under FLOWFORGE_HOME/worker-<web port>, so give
+    each worker on one machine its own --web-port.
+    """
+    from faust.cli.faust import cli as faust_cli
+
+    from streams.app import create_app
+
+    settings = state.settings
+    port = _option_value(faust_args, "--web-port")
+    if port is not None:
+        try:
+            port_number = parse_port(port)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--web-port") from None
+        derived = "FLOWFORGE_WORKER_DATA_DIR" not in os.environ
+        settings = settings.with_worker_port(port_number, derive_data_dir=derived)
+    if "-h" in faust_args or "--help" in faust_args:
+        click.echo(click.get_current_context().get_help())
+        click.echo()
+    flow = create_app(settings)
+    app = flow.app
+    app.finalize()
+    app.worker_init()
+    app.worker_init_post_autodiscover()
+    args = ["worker", *faust_args]
+    if not any(a in ("-l", "--loglevel") or a.startswith("--loglevel=") for a in faust_args):
+        args[1:1] = ["--loglevel", _FAUST_LEVELS[settings.log_level]]
+    faust_cli.main(args=args, prog_name="flowforge", app=app)
+
+
+_FAUST_LEVELS = {
+    "debug": "debug",
+    "info": "info",
+    "warning": "warn",
+    "error": "error",
+    "critical": "crit",
+}
+
+
+def _option_value(args: tuple[str, ...], name: str) -> str | None:
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 # --- stack --------------------------------------------------------------------------------
 
 
@@ -109,19 +175,22 @@ def stack() -> None:
     """
 
 
-@stack.command("up", epilog="Example:\n\n  flowforge stack up")
+@stack.command("up", epilog="\b\nExamples:\n  flowforge stack up\n  flowforge stack up --pipeline")
+@click.option(
+    "--pipeline", is_flag=True, help="Also start FlowForge's worker in the background (make run)."
+)
 @pass_state
-def stack_up(state: State) -> None:
+def stack_up(state: State, pipeline: bool) -> None:
     """Start Kafka (KRaft) and Mosquitto unless running; wait until each answers; create topics."""
     from flowforge.stack import Stack
 
-    run_async(Stack(state.settings).up(report=_echo_nonempty))
+    run_async(Stack(state.settings, pipeline=pipeline).up(report=_echo_nonempty))
 
 
 @stack.command("down", epilog="Example:\n\n  flowforge stack down")
 @pass_state
 def stack_down(state: State) -> None:
-    """Stop the services this home's stack started (by PID); leave others alone."""
+    """Stop what this home's stack started (by PID), pipeline included; leave others alone."""
     from flowforge.stack import Stack
 
     Stack(state.settings).down(report=_echo_nonempty)

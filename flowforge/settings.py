@@ -281,6 +281,108 @@ class RtspSettings:
     )
 
 
+RESIZE_POLICIES: Final = ("stretch", "letterbox", "crop")
+
+
+def parse_resize_policy(raw: str) -> str:
+    text = raw.strip().lower()
+    if text not in RESIZE_POLICIES:
+        raise ValueError("expected one of stretch, letterbox, crop")
+    return text
+
+
+def parse_size_wxh(raw: str) -> tuple[int, int]:
+    """``640x360``."""
+    width, sep, height = raw.strip().lower().partition("x")
+    try:
+        value = (int(width), int(height))
+    except ValueError:
+        raise ValueError("expected WIDTHxHEIGHT, e.g. 640x360") from None
+    if not sep or not all(16 <= v <= 8192 for v in value):
+        raise ValueError("expected WIDTHxHEIGHT with each side 16-8192, e.g. 640x360")
+    return value
+
+
+def _float_in(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected a number {low:g}-{high:g}") from None
+        if not low <= value <= high:
+            raise ValueError(f"expected a number {low:g}-{high:g}")
+        return value
+
+    return parse
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected an integer {low}-{high}") from None
+        if not low <= value <= high:
+            raise ValueError(f"expected an integer {low}-{high}")
+        return value
+
+    return parse
+
+
+@dataclass(frozen=True)
+class ProcessingSettings:
+    """What the worker does to each image."""
+
+    max_pixels: int = setting(
+        50_000_000, "Reject images whose header declares more pixels (bombs).", _int_at_least(1)
+    )
+    dark_threshold: float = setting(
+        40.0, "Skip as dark below this mean luma (0-255).", _float_in(0, 255)
+    )
+    min_contrast: float = setting(
+        10.0, "Skip as low quality below this luma standard deviation.", _float_in(0, 255)
+    )
+    min_sharpness: float = setting(
+        15.0, "Skip as low quality below this Laplacian variance (fixed size).", _float_in(0, 1e9)
+    )
+    output_size: tuple[int, int] = setting(
+        (640, 360), "Size of the resized output image.", parse_size_wxh, shown_default="640x360"
+    )
+    resize_policy: str = setting(
+        "stretch", "Resize policy: stretch, letterbox or crop.", parse_resize_policy
+    )
+    jpeg_quality: int = setting(85, "JPEG quality of the resized output.", _int_in(1, 100))
+    fast_path: bool = setting(
+        True, "Decode large JPEGs at reduced size in the DCT domain.", parse_bool
+    )
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """The Faust worker (`flowforge worker`)."""
+
+    app_id: str = setting(
+        "flowforge", "Faust app id: consumer group and changelog topic prefix.", parse_str
+    )
+    web_bind: str = setting("127.0.0.1", "Address of /livez, /readyz, /metrics, /stats.", parse_str)
+    web_port: int = setting(6066, "Port of the worker's web endpoints.", parse_port)
+    concurrency: int = setting(
+        0, "Images processed in parallel (threads); 0 = number of CPUs.", _int_at_least(0)
+    )
+    dedup_ttl_hours: float = setting(
+        6.0, "How long an image id is remembered to drop redeliveries.", parse_positive_float
+    )
+    stats_interval_s: float = setting(
+        30.0, "Seconds between processing-statistics log lines.", parse_positive_float
+    )
+    data_dir: Path = setting(
+        Path(""),
+        "Worker state (SQLite table files); one per worker process.",
+        parse_path,
+        shown_default="$FLOWFORGE_HOME/worker-<web port>",
+    )
+
+
 @dataclass(frozen=True)
 class StackSettings:
     """The local (no Docker) service stack run by `flowforge stack`."""
@@ -312,12 +414,21 @@ class Settings:
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     clickhouse: ClickHouseSettings = field(default_factory=ClickHouseSettings)
     rtsp: RtspSettings = field(default_factory=RtspSettings)
+    processing: ProcessingSettings = field(default_factory=ProcessingSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
     stack: StackSettings = field(default_factory=StackSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Load from ``env`` (pass ``os.environ``); a bad value raises SettingsError naming it."""
         return _load(env)
+
+    def with_worker_port(self, port: int, *, derive_data_dir: bool) -> Settings:
+        """A copy with the worker's web port changed (and its data dir following, if derived)."""
+        worker = dataclasses.replace(self.worker, web_port=port)
+        if derive_data_dir:
+            worker = dataclasses.replace(worker, data_dir=self.home / f"worker-{port}")
+        return dataclasses.replace(self, worker=worker)
 
     def describe(self, *, redact: bool = True) -> Iterator[tuple[str, str]]:
         """Yield ``(VARIABLE, value)`` for every setting, secrets and URL credentials redacted."""
@@ -447,6 +558,8 @@ def _resolve_derived(settings: Settings, env: Mapping[str, str]) -> Settings:
     if settings.stack.cache_dir == Path(""):
         stack = dataclasses.replace(settings.stack, cache_dir=settings.home / "cache")
         settings = dataclasses.replace(settings, stack=stack)
+    if settings.worker.data_dir == Path(""):
+        settings = settings.with_worker_port(settings.worker.web_port, derive_data_dir=True)
     if settings.clickhouse.url:
         return settings
     url = f"chdb://{(settings.home / 'clickhouse').resolve()}"
@@ -483,6 +596,8 @@ def _warn_unknown(env: Mapping[str, str]) -> None:
 def _show(value: Any, *, redact: bool) -> str:
     if isinstance(value, Secret):
         return str(value) if redact else value.reveal()
+    if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return f"{value[0]}x{value[1]}"
     if isinstance(value, tuple):
         return ",".join(_show(v, redact=redact) for v in value)
     if isinstance(value, bool):

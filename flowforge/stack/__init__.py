@@ -1,4 +1,5 @@
-"""The local (no Docker) service stack: Kafka and Mosquitto as processes; ClickHouse embedded.
+"""The local (no Docker) stack: Kafka and Mosquitto as processes, ClickHouse embedded, and with
+``pipeline=True`` FlowForge's own worker as a managed process too.
 
 ``Stack(settings).up()`` starts what is not running and waits until each service answers a real
 round trip; ``down()`` stops only processes it started (by PID file); ``status()`` reports each.
@@ -13,19 +14,24 @@ from collections.abc import Callable
 from flowforge.settings import Settings
 from flowforge.stack.kafka import KafkaService
 from flowforge.stack.mosquitto import MosquittoService
+from flowforge.stack.pipeline import WorkerService
 from flowforge.stack.service import LocalService, ServiceStatus
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KafkaService", "MosquittoService", "ServiceStatus", "Stack"]
+__all__ = ["KafkaService", "MosquittoService", "ServiceStatus", "Stack", "WorkerService"]
 
 
 class Stack:
     """Kafka and Mosquitto for one FlowForge home; ClickHouse runs in-process (chdb) or remotely."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, pipeline: bool = False) -> None:
         self.settings = settings
         self.services: list[LocalService] = [KafkaService(settings), MosquittoService(settings)]
+        # FlowForge's own processes; `down` and `status` always include them, so nothing
+        # started by `up --pipeline` is left behind.
+        self.pipeline: list[LocalService] = [WorkerService(settings)]
+        self.include_pipeline = pipeline
 
     async def up(self, report: Callable[[str], None] = log.info) -> None:
         """Start every service not yet running, in order, and wait for each to answer."""
@@ -33,16 +39,24 @@ class Stack:
         for service in self.services:
             report(await service.up())
         report(self.clickhouse_status().detail)
+        if self.include_pipeline:
+            for service in self.pipeline:
+                report(await service.up())
 
     def down(self, report: Callable[[str], None] = log.info) -> None:
         """Stop the processes this home's stack started, in reverse order."""
-        for service in reversed(self.services):
-            report(service.down())
+        for service in reversed([*self.services, *self.pipeline]):
+            if service in self.services or service.process.pid() is not None:
+                report(service.down())
 
     async def status(self) -> list[ServiceStatus]:
         """Each service's state, PID, address and health."""
         statuses = [await service.status() for service in self.services]
-        return [*statuses, self.clickhouse_status()]
+        statuses.append(self.clickhouse_status())
+        for service in self.pipeline:
+            if self.include_pipeline or service.process.pid() is not None:
+                statuses.append(await service.status())
+        return statuses
 
     def clickhouse_status(self) -> ServiceStatus:
         url = self.settings.clickhouse.url

@@ -6,7 +6,15 @@ import pytest
 
 from flowforge.cli import cli, main
 
-COMMANDS = [[], ["config"], ["stack"], ["stack", "up"], ["stack", "down"], ["stack", "status"]]
+COMMANDS = [
+    [],
+    ["config"],
+    ["worker"],
+    ["stack"],
+    ["stack", "up"],
+    ["stack", "down"],
+    ["stack", "status"],
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "flowforge")
@@ -14,7 +22,12 @@ def test_every_command_has_help_with_an_example(
     command: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`--help` succeeds and shows at least one example line."""
-    main([*command, "--help"])  # raises SystemExit on a non-zero exit
+    code: object = 0
+    try:
+        main([*command, "--help"])
+    except SystemExit as exc:  # `worker --help` ends in Faust's own CLI, which exits
+        code = exc.code
+    assert code in (0, None)
     assert "Example" in capsys.readouterr().out
 
 

@@ -1,0 +1,112 @@
+"""The envelope: Kafka headers on every image message (bridges write them, workers read them)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+IMAGE_ID = "ff-image-id"
+SOURCE_TYPE = "ff-source-type"
+SOURCE_ID = "ff-source-id"
+CAPTURED_AT = "ff-captured-at"
+CONTENT_TYPE = "ff-content-type"
+ORIGIN = "ff-origin"
+ENVELOPE_HEADERS = (IMAGE_ID, SOURCE_TYPE, SOURCE_ID, CAPTURED_AT, CONTENT_TYPE, ORIGIN)
+
+ERROR_STAGE = "ff-error-stage"
+ERROR_REASON = "ff-error-reason"
+ERROR_DETAIL = "ff-error-detail"
+ORIGINAL_TOPIC = "ff-original-topic"
+ORIGINAL_PARTITION = "ff-original-partition"
+ORIGINAL_OFFSET = "ff-original-offset"
+
+SOURCE_TYPES = ("mqtt", "rtsp", "batch")
+MAX_HEADER_TEXT = 1024
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The envelope headers of one image message, decoded and checked."""
+
+    image_id: str
+    source_type: str
+    source_id: str
+    captured_at_ms: int
+    content_type: str
+    origin: str
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        """The envelope as Kafka headers (UTF-8 values)."""
+        values = (
+            self.image_id,
+            self.source_type,
+            self.source_id,
+            str(self.captured_at_ms),
+            self.content_type,
+            self.origin,
+        )
+        return [
+            (name, value.encode()) for name, value in zip(ENVELOPE_HEADERS, values, strict=True)
+        ]
+
+
+class EnvelopeError(ValueError):
+    """The envelope headers are missing or malformed; ``reason`` is the DLQ code."""
+
+    retriable = False
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def header_map(headers: Iterable[tuple[str, bytes]] | Mapping[str, bytes] | None) -> dict[str, str]:
+    """Kafka headers as a dict of UTF-8 strings (undecodable bytes replaced, never raising)."""
+    if headers is None:
+        return {}
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return {
+        str(name): (value or b"").decode("utf-8", errors="replace")[:MAX_HEADER_TEXT]
+        for name, value in items
+    }
+
+
+def content_image_id(source_id: str, data: bytes) -> str:
+    """The stable id of an image: a hash of its source id and content (redeliveries keep it)."""
+    digest = hashlib.sha256(source_id.encode("utf-8", errors="replace") + b"\0")
+    digest.update(data)
+    return digest.hexdigest()[:32]
+
+
+def parse_envelope(
+    headers: Mapping[str, str], key: bytes | None, data: bytes, now_ms: int
+) -> Envelope:
+    """Decode the envelope of a message from any producer, filling what a bridge would have set.
+
+    A missing image id is derived from source id and content (as bridges do), a missing source
+    id from the message key, a missing capture time from ``now_ms``. A capture time that is not
+    epoch milliseconds raises EnvelopeError(``bad_envelope``).
+    """
+    source_type = headers.get(SOURCE_TYPE, "").strip() or "unknown"
+    key_text = (key or b"").decode("utf-8", errors="replace")
+    source_id = headers.get(SOURCE_ID, "").strip() or key_text or "unknown"
+    image_id = headers.get(IMAGE_ID, "").strip() or content_image_id(source_id, data)
+    raw_captured = headers.get(CAPTURED_AT, "").strip()
+    try:
+        captured_at_ms = int(raw_captured) if raw_captured else now_ms
+    except ValueError:
+        raise EnvelopeError(
+            "bad_envelope", f"{CAPTURED_AT} is not epoch milliseconds: {raw_captured[:40]!r}"
+        ) from None
+    if not 0 <= captured_at_ms < 10**14:
+        raise EnvelopeError("bad_envelope", f"{CAPTURED_AT} out of range: {captured_at_ms}")
+    return Envelope(
+        image_id=image_id[:128],
+        source_type=source_type[:32],
+        source_id=source_id[:256],
+        captured_at_ms=captured_at_ms,
+        content_type=headers.get(CONTENT_TYPE, ""),
+        origin=headers.get(ORIGIN, ""),
+    )

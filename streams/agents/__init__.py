@@ -1,0 +1,1 @@
+"""Faust agents, one per module: process (images.raw -> outcomes)."""

@@ -1,0 +1,233 @@
+"""Agent "process": every images.raw message gets exactly one outcome (metadata or dead letter)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from flowforge.envelope import (
+    CONTENT_TYPE,
+    ERROR_DETAIL,
+    ERROR_REASON,
+    ERROR_STAGE,
+    ORIGINAL_OFFSET,
+    ORIGINAL_PARTITION,
+    ORIGINAL_TOPIC,
+    Envelope,
+    EnvelopeError,
+    header_map,
+    parse_envelope,
+)
+from streams import metrics
+from streams.processing import ImageRejected, ProcessedImage, process_image
+from streams.records import ImageMetadata, SourceStats
+
+if TYPE_CHECKING:
+    from streams.app import FlowForgeApp
+
+log = logging.getLogger(__name__)
+
+BRIGHTNESS_EMA_ALPHA = 0.05
+MAX_DETAIL = 300
+
+
+class ImageProcessor:
+    """Turns one Kafka event into its outcome; the agent only feeds events to it."""
+
+    def __init__(self, flow: FlowForgeApp) -> None:
+        self.flow = flow
+        self.ttl_ms = int(flow.settings.worker.dedup_ttl_hours * 3_600_000)
+        self._in_flight: set[str] = set()
+        self.progress = Progress()
+
+    async def handle(self, event: Any) -> None:
+        """One event: dedup, decode/score/resize in the pool, send outputs, update tables."""
+        message = event.message
+        data = message.value if isinstance(message.value, bytes) else b""
+        headers = header_map(message.headers)
+        now_ms = int(time.time() * 1000)
+        try:
+            envelope = parse_envelope(headers, message.key, data, now_ms)
+        except EnvelopeError as exc:
+            await self._dead_letter(message, data, headers, "envelope", exc.reason, exc.detail)
+            self._count("unknown", "rejected")
+            self.progress.note("rejected")
+            return
+        image_id = envelope.image_id
+        first_seen = self.flow.tables.seen.get(image_id)
+        fresh = first_seen is not None and now_ms - int(first_seen) < self.ttl_ms
+        if fresh or image_id in self._in_flight:
+            self._duplicate(envelope)
+            return
+        self._in_flight.add(image_id)
+        metrics.IN_FLIGHT.inc()
+        try:
+            status = await self._process(message, data, headers, envelope)
+            self.flow.tables.seen[image_id] = now_ms
+        finally:
+            metrics.IN_FLIGHT.dec()
+            self._in_flight.discard(image_id)
+        self.progress.note(status)
+
+    async def _process(
+        self, message: Any, data: bytes, headers: dict[str, str], envelope: Envelope
+    ) -> str:
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(
+                self.flow.pool, process_image, data, self.flow.config
+            )
+        except ImageRejected as exc:
+            await self._dead_letter(message, data, headers, "process", exc.reason, exc.detail)
+            self._update_stats(envelope.source_id, "rejected", None)
+            return "rejected"
+        except Exception as exc:
+            # A processing bug must not stop the worker: the image goes to the dead-letter
+            # topic with the error, and the worker goes on.
+            log.exception("processing image %s failed unexpectedly", envelope.image_id)
+            detail = f"{type(exc).__name__}: {exc}"
+            await self._dead_letter(message, data, headers, "process", "internal_error", detail)
+            self._update_stats(envelope.source_id, "rejected", None)
+            return "rejected"
+        metrics.DECODE_MS.observe(result.decode_ms)
+        metrics.RESIZE_MS.observe(result.resize_ms)
+        metrics.TOTAL_MS.observe(result.total_ms)
+        topics = self.flow.topics
+        if result.jpeg is not None:
+            out_headers = [
+                (name, value) for name, value in envelope.headers() if name != CONTENT_TYPE
+            ]
+            out_headers.append((CONTENT_TYPE, b"image/jpeg"))
+            await topics.processed.send(key=message.key, value=result.jpeg, headers=out_headers)
+        record = self._metadata(message, envelope, result, len(data))
+        await topics.metadata.send(key=envelope.source_id.encode(), value=record)
+        self._update_stats(envelope.source_id, result.status, result.brightness)
+        return result.status
+
+    def _metadata(
+        self, message: Any, envelope: Envelope, result: ProcessedImage, size: int
+    ) -> ImageMetadata:
+        return ImageMetadata(
+            image_id=envelope.image_id,
+            source_type=envelope.source_type,
+            source_id=envelope.source_id,
+            captured_at=datetime.fromtimestamp(envelope.captured_at_ms / 1000, tz=UTC),
+            processed_at=datetime.now(tz=UTC),
+            status=result.status,
+            reason=result.reason,
+            width=result.width,
+            height=result.height,
+            out_width=result.out_width,
+            out_height=result.out_height,
+            bytes=size,
+            format=result.format,
+            brightness=round(result.brightness, 3),
+            contrast=round(result.contrast, 3),
+            sharpness=round(result.sharpness, 3),
+            processing_ms=round(result.total_ms, 3),
+            kafka_partition=message.partition,
+            kafka_offset=message.offset,
+            worker=self.flow.worker_name,
+        )
+
+    async def _dead_letter(
+        self,
+        message: Any,
+        data: bytes,
+        headers: dict[str, str],
+        stage: str,
+        reason: str,
+        detail: str,
+    ) -> None:
+        """Send the original bytes with the original headers plus the reason to images.dlq."""
+        out = [
+            (name, value.encode())
+            for name, value in headers.items()
+            if not name.startswith("ff-error-")
+        ]
+        out += [
+            (ERROR_STAGE, stage.encode()),
+            (ERROR_REASON, reason.encode()),
+            (ERROR_DETAIL, detail[:MAX_DETAIL].encode("utf-8", errors="replace")),
+            (ORIGINAL_TOPIC, str(message.topic).encode()),
+            (ORIGINAL_PARTITION, str(message.partition).encode()),
+            (ORIGINAL_OFFSET, str(message.offset).encode()),
+        ]
+        await self.flow.topics.dlq.send(key=message.key, value=data, headers=out)
+        metrics.DLQ.labels(reason=reason).inc()
+        log.debug(
+            "dead letter %s/%s@%s: %s", message.topic, message.partition, message.offset, reason
+        )
+
+    def _duplicate(self, envelope: Envelope) -> None:
+        self._count(envelope.source_id, "duplicate")
+        stats = self.flow.tables.stats[envelope.source_id]
+        self.flow.tables.stats[envelope.source_id] = stats.derive(duplicates=stats.duplicates + 1)
+        self.progress.note("duplicate")
+
+    def _count(self, source: str, status: str) -> None:
+        metrics.IMAGES.labels(source=source, status=status).inc()
+
+    def _update_stats(self, source: str, status: str, brightness: float | None) -> None:
+        self._count(source, status)
+        table = self.flow.tables.stats
+        s: SourceStats = table[source]
+        avg = s.brightness_avg
+        if brightness is not None:
+            decoded = s.processed + s.dark + s.low_quality
+            avg = brightness if decoded == 0 else avg + BRIGHTNESS_EMA_ALPHA * (brightness - avg)
+        table[source] = s.derive(
+            images=s.images + 1,
+            processed=s.processed + (status == "processed"),
+            dark=s.dark + (status == "skipped_dark"),
+            low_quality=s.low_quality + (status == "skipped_low_quality"),
+            rejected=s.rejected + (status == "rejected"),
+            brightness_avg=round(avg, 3),
+            last_seen=time.time(),
+        )
+
+
+class Progress:
+    """Counts outcomes and the time of the last one, for readiness and the statistics log line."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.last_progress = time.monotonic()
+        self._logged: dict[str, int] = {}
+        self._logged_at = time.monotonic()
+
+    def note(self, status: str) -> None:
+        self.counts[status] = self.counts.get(status, 0) + 1
+        self.last_progress = time.monotonic()
+
+    def log_line(self) -> str:
+        """Outcomes since the previous call, and the rate."""
+        now = time.monotonic()
+        delta = {k: v - self._logged.get(k, 0) for k, v in self.counts.items()}
+        total = sum(delta.values())
+        rate = total / max(now - self._logged_at, 1e-9)
+        self._logged, self._logged_at = dict(self.counts), now
+        parts = " ".join(f"{k}={v}" for k, v in sorted(delta.items()) if v)
+        return f"processing: n={total} rate={rate:.1f}/s {parts}".rstrip()
+
+
+def register(flow: FlowForgeApp) -> Any:
+    """Register the "process" agent (concurrency = the pool size) and its statistics timer."""
+    processor = ImageProcessor(flow)
+
+    async def process(stream: Any) -> None:
+        async for event in stream.events():
+            await processor.handle(event)
+
+    agent = flow.app.agent(flow.topics.raw, name="process", concurrency=flow.concurrency)(process)
+
+    async def log_statistics() -> None:
+        if sum(processor.progress.counts.values()):
+            log.info(processor.progress.log_line())
+
+    flow.app.timer(interval=flow.settings.worker.stats_interval_s)(log_statistics)
+    flow.processor = processor
+    return agent

@@ -1,0 +1,105 @@
+"""The Faust app: built here and only here, from Settings, isolated from ambient variables."""
+
+from __future__ import annotations
+
+import os
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import faust
+
+from flowforge.settings import Settings
+from streams.processing import ProcessingConfig
+
+if TYPE_CHECKING:
+    from streams.agents.process import ImageProcessor
+from streams.tables import Tables, create_tables
+from streams.topics import Topics, create_topics
+
+# Framing and headers on top of the largest image value.
+REQUEST_OVERHEAD_BYTES = 256 * 1024
+
+
+def processing_config(settings: Settings) -> ProcessingConfig:
+    """The pure processing functions' configuration, from settings."""
+    p = settings.processing
+    return ProcessingConfig(
+        max_bytes=settings.kafka.max_message_bytes,
+        max_pixels=p.max_pixels,
+        dark_threshold=p.dark_threshold,
+        min_contrast=p.min_contrast,
+        min_sharpness=p.min_sharpness,
+        out_width=p.output_size[0],
+        out_height=p.output_size[1],
+        resize_policy=p.resize_policy,  # type: ignore[arg-type]
+        jpeg_quality=p.jpeg_quality,
+        fast_path=p.fast_path,
+    )
+
+
+@dataclass
+class FlowForgeApp:
+    """The Faust app with FlowForge's topics, tables, thread pool and processing config."""
+
+    settings: Settings
+    app: faust.App
+    topics: Topics
+    tables: Tables
+    pool: ThreadPoolExecutor
+    concurrency: int
+    config: ProcessingConfig
+    worker_name: str
+    agents: dict[str, Any] = field(default_factory=dict)
+    processor: ImageProcessor | None = None
+
+
+def create_app(settings: Settings) -> FlowForgeApp:
+    """Build the worker's Faust app and register its agents and web pages."""
+    worker = settings.worker
+    concurrency = worker.concurrency or os.cpu_count() or 1
+    # Our pool gives the parallelism; OpenCV's own threads would only oversubscribe the cores.
+    cv2.setNumThreads(1)
+    max_bytes = settings.kafka.max_message_bytes
+    worker.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
+    app = faust.App(
+        worker.app_id,
+        env={},  # Faust must not read BROKER_URL, WEB_PORT, ... from the environment
+        autodiscover=False,
+        broker=[f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")],
+        store="sqlite://",
+        datadir=str(worker.data_dir.resolve()),
+        topic_partitions=settings.kafka.partitions,
+        topic_replication_factor=settings.kafka.replication_factor,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        # Image payloads: Faust's default prefetch of 4,096 events per agent is gigabytes.
+        stream_buffer_maxsize=max(4, 2 * concurrency),
+        broker_max_poll_records=max(8, 4 * concurrency),
+        consumer_max_fetch_size=max_bytes + REQUEST_OVERHEAD_BYTES,
+        producer_max_request_size=max_bytes + REQUEST_OVERHEAD_BYTES,
+        producer_acks=-1,
+        table_standby_replicas=0,
+        web_enabled=True,
+        web_bind=worker.web_bind,
+        web_port=worker.web_port,
+        web_host=worker.web_bind,
+    )
+    flow = FlowForgeApp(
+        settings=settings,
+        app=app,
+        topics=create_topics(app, settings),
+        tables=create_tables(app, settings),
+        pool=ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ff-process"),
+        concurrency=concurrency,
+        config=processing_config(settings),
+        worker_name=f"{socket.gethostname()}:{worker.web_port}",
+    )
+    from streams import web
+    from streams.agents import process
+
+    flow.agents["process"] = process.register(flow)
+    web.register(flow)
+    return flow

@@ -1,0 +1,51 @@
+"""All Faust tables of the worker: the processed-image cache and per-source statistics.
+
+Both live on the ``sqlite://`` store (one SQLite file per partition under the worker's data
+directory) and are keyed so that their changelog partition equals the images.raw partition the
+key arrives on (image ids and source ids both travel with the source-id message key).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from flowforge.settings import Settings
+from streams.records import SourceStats
+
+HOUR_MS = 3_600_000
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The worker's tables."""
+
+    seen: Any  # image id -> epoch ms first processed: drops redelivered or replayed images
+    stats: Any  # source id -> SourceStats
+
+
+def create_tables(app: faust.App, settings: Settings) -> Tables:
+    """Declare the tables on ``app``."""
+    ttl_ms = int(settings.worker.dedup_ttl_hours * HOUR_MS)
+    seen = app.Table(
+        "seen-images",
+        key_type=str,
+        value_type=int,
+        default=None,
+        partitions=settings.kafka.partitions,
+        help="Image ids already given an outcome, with the time (epoch ms).",
+        # Kafka deletes changelog entries older than the dedup window, so the changelog (and a
+        # store rebuilt from it) stays bounded; the agent ignores entries older than the window.
+        extra_topic_configs={"cleanup.policy": "compact,delete", "retention.ms": str(ttl_ms)},
+    )
+    stats = app.Table(
+        "source-stats",
+        key_type=str,
+        value_type=SourceStats,
+        default=SourceStats,
+        partitions=settings.kafka.partitions,
+        help="Per-source image counters and brightness average.",
+    )
+    return Tables(seen=seen, stats=stats)

@@ -1,0 +1,76 @@
+"""The worker's web pages: /livez, /readyz, /metrics (Prometheus text) and /stats (JSON)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from streams import metrics
+
+if TYPE_CHECKING:
+    from streams.app import FlowForgeApp
+
+# Not ready when messages wait on assigned partitions and none was finished for this long.
+STALL_SECONDS = 30.0
+
+
+def lag(flow: FlowForgeApp) -> int:
+    """Messages on the assigned images.raw partitions that the worker has not read yet."""
+    consumer = flow.app.consumer
+    total = 0
+    for tp in consumer.assignment():
+        if tp.topic != flow.settings.kafka.topic_raw:
+            continue
+        highwater = consumer.highwater(tp)
+        read = getattr(consumer, "_read_offset", {}).get(tp)  # Faust has no public getter
+        if highwater is not None and highwater > 0:
+            total += max(0, highwater - (read + 1 if read is not None else 0))
+    return total
+
+
+def readiness(flow: FlowForgeApp) -> tuple[bool, str]:
+    """Ready means making progress: not recovering tables, and not stuck with work waiting."""
+    app = flow.app
+    if not app.consumer or not app.consumer.assignment():
+        return True, "no partitions assigned"
+    if app.in_recovery or app.rebalancing:
+        return False, "recovering tables / rebalancing"
+    waiting = lag(flow)
+    metrics.LAG.set(waiting)
+    processor = flow.processor
+    if processor is None:
+        return False, "process agent not registered"
+    idle = time.monotonic() - processor.progress.last_progress
+    if waiting and idle > STALL_SECONDS:
+        return False, f"{waiting} messages waiting, no progress for {idle:.0f}s"
+    return True, f"lag {waiting}"
+
+
+def register(flow: FlowForgeApp) -> None:
+    """Add the pages to the Faust app's web server."""
+    app = flow.app
+
+    @app.page("/livez")
+    async def livez(web: Any, request: Any) -> Any:
+        return web.text("ok\n")
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        ready, why = readiness(flow)
+        text = f"{'ready' if ready else 'not ready'}: {why}\n"
+        return web.text(text, status=200 if ready else 503)
+
+    @app.page("/metrics")
+    async def prometheus(web: Any, request: Any) -> Any:
+        if app.consumer and app.consumer.assignment():
+            metrics.LAG.set(lag(flow))
+        # aiohttp refuses a charset inside content_type=, so the header is set directly.
+        body = generate_latest(metrics.REGISTRY)
+        return web.bytes(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @app.page("/stats")
+    async def stats(web: Any, request: Any) -> Any:
+        table = flow.tables.stats
+        return web.json({source: value.asdict() for source, value in table.items()})

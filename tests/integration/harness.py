@@ -1,0 +1,198 @@
+"""Real `flowforge worker` processes on the real broker: produce images, collect outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from flowforge.envelope import Envelope, content_image_id, header_map
+from flowforge.kafka_admin import ensure_topics, topic_spec
+from flowforge.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Outcomes:
+    """What the worker(s) wrote: metadata records, processed images and dead letters."""
+
+    metadata: list[dict[str, Any]] = field(default_factory=list)
+    processed: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    dlq: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+
+    def ids(self) -> list[str]:
+        """Image ids of every outcome (metadata and dead letters), with repeats."""
+        return [m["image_id"] for m in self.metadata] + [h["ff-image-id"] for h, _ in self.dlq]
+
+
+@dataclass
+class Pipeline:
+    """A private set of topics, an app id and worker processes for one test."""
+
+    settings: Settings
+    env: dict[str, str]
+    workdir: Path
+    workers: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def kafka(self) -> Any:
+        return Settings.from_env(self.env).kafka
+
+    def start_worker(self, web_port: int | None = None) -> int:
+        """Start `flowforge worker` on ``web_port`` (fresh by default); return the port."""
+        port = web_port or free_port()
+        log = (self.workdir / f"worker-{port}.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flowforge", "worker", "-l", "info", "--web-port", str(port)],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+        )
+        log.close()
+        self.workers[port] = proc
+        return port
+
+    def kill_worker(self, port: int, sig: signal.Signals = signal.SIGKILL) -> None:
+        proc = self.workers.pop(port)
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+
+    def stop_all(self) -> None:
+        for port in list(self.workers):
+            proc = self.workers[port]
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            del self.workers[port]
+
+    def worker_log(self, port: int) -> str:
+        return (self.workdir / f"worker-{port}.log").read_text(errors="replace")
+
+    def alive(self, port: int) -> bool:
+        return self.workers[port].poll() is None
+
+    def produce(self, items: Iterable[tuple[str, bytes]], source: str = "cam-01") -> list[str]:
+        """Publish (name, payload) pairs to images.raw with bridge-style envelopes; return ids."""
+        return asyncio.run(self._produce(list(items), source))
+
+    async def _produce(self, items: list[tuple[str, bytes]], source: str) -> list[str]:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka.bootstrap_servers,
+            acks="all",
+            enable_idempotence=True,
+            max_request_size=self.settings.kafka.max_message_bytes + 256 * 1024,
+        )
+        await producer.start()
+        ids = []
+        try:
+            for name, payload in items:
+                image_id = content_image_id(source, payload)
+                envelope = Envelope(
+                    image_id=image_id,
+                    source_type="batch",
+                    source_id=source,
+                    captured_at_ms=int(time.time() * 1000),
+                    content_type="application/octet-stream",
+                    origin=name,
+                )
+                await producer.send_and_wait(
+                    self.kafka.topic_raw,
+                    payload,
+                    key=source.encode(),
+                    headers=envelope.headers(),
+                )
+                ids.append(image_id)
+        finally:
+            await producer.stop()
+        return ids
+
+    def collect(self, expected: int, timeout: float = 90.0, settle: float = 0.0) -> Outcomes:
+        """Read the output topics from the start until ``expected`` outcomes (then ``settle`` s)."""
+        return asyncio.run(self._collect(expected, timeout, settle))
+
+    async def _collect(self, expected: int, timeout: float, settle: float) -> Outcomes:
+        kafka = self.kafka
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka.bootstrap_servers,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=self.settings.kafka.max_message_bytes + 256 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
+        )
+        await consumer.start()
+        outcomes = Outcomes()
+        try:
+            topics = (kafka.topic_metadata, kafka.topic_processed, kafka.topic_dlq)
+            tps = [
+                TopicPartition(t, p) for t in topics for p in range(self.settings.kafka.partitions)
+            ]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            deadline = time.monotonic() + timeout
+            settle_until: float | None = None
+            while time.monotonic() < deadline:
+                if self.workers and all(p.poll() is not None for p in self.workers.values()):
+                    break  # every worker died: the test fails on the counts, with the logs
+                batch = await consumer.getmany(timeout_ms=500)
+                for tp, records in batch.items():
+                    for r in records:
+                        headers = header_map(r.headers)
+                        if tp.topic == kafka.topic_metadata:
+                            outcomes.metadata.append(json.loads(r.value))
+                        elif tp.topic == kafka.topic_processed:
+                            outcomes.processed.append((headers, r.value))
+                        else:
+                            outcomes.dlq.append((headers, r.value))
+                done = len(outcomes.metadata) + len(outcomes.dlq) >= expected
+                if done and settle_until is None:
+                    settle_until = time.monotonic() + settle
+                if settle_until is not None and time.monotonic() >= settle_until:
+                    break
+        finally:
+            await consumer.stop()
+        return outcomes
+
+
+def make_pipeline(
+    name: str, settings: Settings, base_env: dict[str, str], workdir: Path
+) -> Pipeline:
+    """Create private topics and an app id named after the test, and the env for its workers."""
+    env = dict(os.environ)
+    env.update(base_env)
+    env.update(
+        {
+            "FLOWFORGE_KAFKA_TOPIC_RAW": f"{name}.raw",
+            "FLOWFORGE_KAFKA_TOPIC_PROCESSED": f"{name}.processed",
+            "FLOWFORGE_KAFKA_TOPIC_METADATA": f"{name}.metadata",
+            "FLOWFORGE_KAFKA_TOPIC_DLQ": f"{name}.dlq",
+            "FLOWFORGE_WORKER_APP_ID": name,
+            "FLOWFORGE_HOME": str(workdir / "home"),
+            "FLOWFORGE_WORKER_STATS_INTERVAL_S": "5",
+            "FLOWFORGE_WORKER_CONCURRENCY": "2",
+        }
+    )
+    private = Settings.from_env(env)
+    kafka = private.kafka
+    names = (kafka.topic_raw, kafka.topic_processed, kafka.topic_metadata, kafka.topic_dlq)
+    asyncio.run(ensure_topics(kafka, [topic_spec(kafka, n) for n in names]))
+    return Pipeline(settings=private, env=env, workdir=workdir)

@@ -1,0 +1,137 @@
+"""The worker on the real Kafka broker: one outcome per message, dedup, scaling, crashes."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from flowforge.settings import Settings
+from flowforge.stack import Stack
+from tests.conftest import stack_env, unique_name
+from tests.images import jpeg, mixed_set, scene
+from tests.integration.harness import Pipeline, make_pipeline
+
+
+@pytest.fixture
+def pipeline(
+    request: pytest.FixtureRequest, settings: Settings, services: Stack, tmp_path: Path
+) -> Iterator[Pipeline]:
+    """Private topics and app id for this test; its workers are stopped at the end."""
+    p = make_pipeline(unique_name(request, "w"), settings, stack_env(), tmp_path)
+    yield p
+    p.stop_all()
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _wait_http(port: int, path: str, timeout: float = 60) -> tuple[int, str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return _get(port, path)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def test_mixed_images_get_exactly_one_outcome_each(pipeline: Pipeline) -> None:
+    """Every message (each format, dark, flat, corrupt, empty, bomb) gets its one right outcome."""
+    cases = mixed_set()
+    ids = pipeline.produce((name, payload) for name, (payload, _) in cases.items())
+    expected = {image_id: cases[name][1] for image_id, name in zip(ids, cases, strict=True)}
+    port = pipeline.start_worker()
+    out = pipeline.collect(len(cases), settle=3)
+
+    assert Counter(out.ids()) == Counter(expected.keys()), "not exactly one outcome per message"
+    got = {m["image_id"]: m["status"] for m in out.metadata}
+    got |= {h["ff-image-id"]: "dlq:" + h["ff-error-reason"] for h, _ in out.dlq}
+    assert got == expected
+    processed_ids = {m["image_id"] for m in out.metadata if m["status"] == "processed"}
+    assert {h["ff-image-id"] for h, _ in out.processed} == processed_ids
+    for headers, data in out.processed:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        assert img.shape[:2] == (360, 640)
+        assert headers["ff-content-type"] == "image/jpeg"
+    for headers, data in out.dlq:
+        name = headers["ff-origin"]
+        assert data == cases[name][0], f"DLQ must carry the original bytes of {name}"
+        assert headers["ff-original-topic"] == pipeline.kafka.topic_raw
+        assert headers["ff-error-stage"] == "process"
+    assert pipeline.alive(port), pipeline.worker_log(port)
+
+
+def test_metadata_record_matches_the_contract(pipeline: Pipeline) -> None:
+    """A metadata record has every ClickHouse column with sensible values for a 720p JPEG."""
+    payload = jpeg(scene(1280, 720, seed=21))
+    [image_id] = pipeline.produce([("one.jpg", payload)], source="cam-07")
+    pipeline.start_worker()
+    out = pipeline.collect(1)
+    [record] = out.metadata
+    assert set(record) == {
+        "image_id", "source_type", "source_id", "captured_at", "processed_at", "status",
+        "reason", "width", "height", "out_width", "out_height", "bytes", "format",
+        "brightness", "contrast", "sharpness", "processing_ms", "kafka_partition",
+        "kafka_offset", "worker",
+    }  # fmt: skip
+    assert record["image_id"] == image_id
+    assert (record["source_type"], record["source_id"]) == ("batch", "cam-07")
+    assert (record["width"], record["height"]) == (1280, 720)
+    assert (record["out_width"], record["out_height"]) == (640, 360)
+    assert record["bytes"] == len(payload)
+    assert record["format"] == "jpeg"
+    assert 40 < record["brightness"] < 255
+    captured = datetime.fromisoformat(record["captured_at"])
+    processed = datetime.fromisoformat(record["processed_at"])
+    assert captured.utcoffset() == timedelta(0)
+    assert processed.utcoffset() == timedelta(0)
+    assert captured <= processed
+
+
+def test_same_image_twice_is_processed_once(pipeline: Pipeline) -> None:
+    """A redelivered image (same image id) yields one outcome, counted as a duplicate."""
+    payload = jpeg(scene(1280, 720, seed=31))
+    other = jpeg(scene(1280, 720, seed=32))
+    pipeline.produce([("a", payload), ("a-again", payload), ("b", other), ("a-third", payload)])
+    port = pipeline.start_worker()
+    out = pipeline.collect(2, settle=4)
+    assert len(out.metadata) == 2
+    assert len({m["image_id"] for m in out.metadata}) == 2
+    status, body = _wait_http(port, "/stats")
+    assert status == 200
+    assert json.loads(body)["cam-01"]["duplicates"] == 2
+
+
+def test_worker_serves_health_metrics_and_stats(pipeline: Pipeline) -> None:
+    """/livez, /readyz, /metrics (Prometheus text with the outcome counters) and /stats answer."""
+    pipeline.produce([("x", jpeg(scene(640, 360, seed=41))), ("bad", b"")])
+    port = pipeline.start_worker()
+    pipeline.collect(2)
+    assert _wait_http(port, "/livez") == (200, "ok\n")
+    deadline = time.monotonic() + 30
+    while (ready := _get(port, "/readyz"))[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert ready[0] == 200, ready
+    status, text = _get(port, "/metrics")
+    assert status == 200
+    assert 'flowforge_worker_images_total{source="cam-01",status="processed"} 1.0' in text
+    assert 'flowforge_worker_dlq_total{reason="empty"} 1.0' in text
+    assert "flowforge_worker_decode_ms_bucket" in text
+    stats = json.loads(_get(port, "/stats")[1])
+    assert stats["cam-01"]["processed"] == 1
+    assert stats["cam-01"]["rejected"] == 1
