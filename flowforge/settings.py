@@ -372,6 +372,9 @@ class WorkerSettings:
     dedup_ttl_hours: float = setting(
         6.0, "How long an image id is remembered to drop redeliveries.", parse_positive_float
     )
+    commit_interval_s: float = setting(
+        2.8, "Seconds between consumer offset commits (Faust's default).", parse_positive_float
+    )
     stats_interval_s: float = setting(
         30.0, "Seconds between processing-statistics log lines.", parse_positive_float
     )

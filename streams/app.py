@@ -81,6 +81,7 @@ def create_app(settings: Settings) -> FlowForgeApp:
         consumer_max_fetch_size=max_bytes + REQUEST_OVERHEAD_BYTES,
         producer_max_request_size=max_bytes + REQUEST_OVERHEAD_BYTES,
         producer_acks=-1,
+        broker_commit_interval=worker.commit_interval_s,
         table_standby_replicas=0,
         web_enabled=True,
         web_bind=worker.web_bind,

@@ -41,6 +41,12 @@ TOTAL_MS = Histogram(
 IN_FLIGHT = Gauge(
     "flowforge_worker_in_flight", "Images being processed right now.", registry=REGISTRY
 )
+CHANGELOG_REPLAYED = Gauge(
+    "flowforge_worker_table_changelog_replayed",
+    "Changelog events a table applied from Kafka since start (recovery and standby).",
+    ["table"],
+    registry=REGISTRY,
+)
 LAG = Gauge(
     "flowforge_worker_lag",
     "Messages on assigned images.raw partitions not yet read.",

@@ -66,6 +66,9 @@ def register(flow: FlowForgeApp) -> None:
     async def prometheus(web: Any, request: Any) -> Any:
         if app.consumer and app.consumer.assignment():
             metrics.LAG.set(lag(flow))
+        for table in (flow.tables.seen, flow.tables.stats):
+            replayed = getattr(table.data, "changelog_events_applied", 0)
+            metrics.CHANGELOG_REPLAYED.labels(table=table.name).set(replayed)
         # aiohttp refuses a charset inside content_type=, so the header is set directly.
         body = generate_latest(metrics.REGISTRY)
         return web.bytes(body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -96,14 +96,18 @@ class ImageProcessor:
         metrics.RESIZE_MS.observe(result.resize_ms)
         metrics.TOTAL_MS.observe(result.total_ms)
         topics = self.flow.topics
+        sent = []
         if result.jpeg is not None:
             out_headers = [
                 (name, value) for name, value in envelope.headers() if name != CONTENT_TYPE
             ]
             out_headers.append((CONTENT_TYPE, b"image/jpeg"))
-            await topics.processed.send(key=message.key, value=result.jpeg, headers=out_headers)
+            sent.append(
+                await topics.processed.send(key=message.key, value=result.jpeg, headers=out_headers)
+            )
         record = self._metadata(message, envelope, result, len(data))
-        await topics.metadata.send(key=envelope.source_id.encode(), value=record)
+        sent.append(await topics.metadata.send(key=envelope.source_id.encode(), value=record))
+        await _acked(sent)
         self._update_stats(envelope.source_id, result.status, result.brightness)
         return result.status
 
@@ -156,7 +160,7 @@ class ImageProcessor:
             (ORIGINAL_PARTITION, str(message.partition).encode()),
             (ORIGINAL_OFFSET, str(message.offset).encode()),
         ]
-        await self.flow.topics.dlq.send(key=message.key, value=data, headers=out)
+        await _acked([await self.flow.topics.dlq.send(key=message.key, value=data, headers=out)])
         metrics.DLQ.labels(reason=reason).inc()
         log.debug(
             "dead letter %s/%s@%s: %s", message.topic, message.partition, message.offset, reason
@@ -190,6 +194,15 @@ class ImageProcessor:
         )
 
 
+async def _acked(futures: list[Any]) -> None:
+    """Wait until Kafka acknowledged every output of an image.
+
+    Only then is the image recorded in the seen-images table: a worker killed earlier leaves
+    no record, so the redelivered input is processed again instead of being skipped as done.
+    """
+    await asyncio.gather(*futures)
+
+
 class Progress:
     """Counts outcomes and the time of the last one, for readiness and the statistics log line."""
 
@@ -215,14 +228,17 @@ class Progress:
 
 
 def register(flow: FlowForgeApp) -> Any:
-    """Register the "process" agent (concurrency = the pool size) and its statistics timer."""
+    """Register the "process" agent and its statistics timer."""
     processor = ImageProcessor(flow)
 
     async def process(stream: Any) -> None:
         async for event in stream.events():
             await processor.handle(event)
 
-    agent = flow.app.agent(flow.topics.raw, name="process", concurrency=flow.concurrency)(process)
+    # Twice as many actors as pool threads: while some wait for Kafka's acks, others keep the
+    # threads busy. In-flight images stay bounded by the actor count.
+    actors = 2 * flow.concurrency
+    agent = flow.app.agent(flow.topics.raw, name="process", concurrency=actors)(process)
 
     async def log_statistics() -> None:
         if sum(processor.progress.counts.values()):

@@ -222,6 +222,9 @@ class SQLiteStore(base.SerializedStore[Any, Any]):
         self._pending: dict[int, deque[tuple[bytes, bytes | None]]] = {}
         self._overlay: dict[int, dict[bytes, bytes | None]] = {}
         self._queued: dict[int, Counter[bytes]] = {}
+        #: Changelog events applied by recovery or standby since start (a restart with intact
+        #: files replays only the tail; with files deleted, the whole changelog).
+        self.changelog_events_applied = 0
 
     @property
     def path(self) -> Path:
@@ -375,6 +378,7 @@ class SQLiteStore(base.SerializedStore[Any, Any]):
         rows: dict[int, dict[bytes, bytes | None]] = {}
         offsets: dict[int, dict[TP, int]] = {}
         for event in batch:
+            self.changelog_events_applied += 1
             message = event.message
             if message.key is None:
                 raise TypeError(f"Changelog entry is missing key: {message}")

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from flowforge.envelope import Envelope, content_image_id, header_map
-from flowforge.kafka_admin import ensure_topics, topic_spec
+from flowforge.kafka_admin import admin_client, ensure_topics, topic_spec
 from flowforge.settings import Settings
 
 
@@ -86,6 +87,50 @@ class Pipeline:
                     proc.wait()
             del self.workers[port]
 
+    def wait_group(self, members: int, timeout: float = 60.0) -> None:
+        """Wait until the workers' consumer group is Stable with ``members`` members."""
+        asyncio.run(self._wait_group(members, timeout))
+
+    async def _wait_group(self, members: int, timeout: float) -> None:
+        admin = admin_client(self.settings.kafka)
+        await admin.start()
+        state: Any = None
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                [response] = await admin.describe_consumer_groups([self.settings.worker.app_id])
+                [group] = response.to_object()["groups"]
+                state = (group["state"], len(group["members"]))
+                if state == ("Stable", members):
+                    return
+                await asyncio.sleep(0.5)
+        finally:
+            await admin.close()
+        raise AssertionError(f"consumer group not Stable with {members} members: {state}")
+
+    def metric(self, port: int, name: str, **labels: str) -> float:
+        """Sum of the samples of metric ``name`` on the worker's /metrics matching ``labels``."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        wanted = [f'{key}="{value}"' for key, value in labels.items()]
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith((name + "{", name + " ")) and all(w in line for w in wanted)
+        )
+
+    def get_json(self, port: int, path: str, timeout: float = 60.0) -> Any:
+        """GET a JSON page of the worker, retrying until its web server answers."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                    return json.loads(r.read())
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+
     def worker_log(self, port: int) -> str:
         return (self.workdir / f"worker-{port}.log").read_text(errors="replace")
 
@@ -128,7 +173,8 @@ class Pipeline:
         return ids
 
     def collect(self, expected: int, timeout: float = 90.0, settle: float = 0.0) -> Outcomes:
-        """Read the output topics from the start until ``expected`` outcomes (then ``settle`` s)."""
+        """Read the output topics from the start until ``expected`` distinct images have an
+        outcome, then ``settle`` seconds more (to catch any extra outcome)."""
         return asyncio.run(self._collect(expected, timeout, settle))
 
     async def _collect(self, expected: int, timeout: float, settle: float) -> Outcomes:
@@ -163,7 +209,7 @@ class Pipeline:
                             outcomes.processed.append((headers, r.value))
                         else:
                             outcomes.dlq.append((headers, r.value))
-                done = len(outcomes.metadata) + len(outcomes.dlq) >= expected
+                done = len(set(outcomes.ids())) >= expected  # distinct: replays do not count
                 if done and settle_until is None:
                     settle_until = time.monotonic() + settle
                 if settle_until is not None and time.monotonic() >= settle_until:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 import urllib.request
 from collections import Counter
@@ -17,7 +18,7 @@ import pytest
 from flowforge.settings import Settings
 from flowforge.stack import Stack
 from tests.conftest import stack_env, unique_name
-from tests.images import jpeg, mixed_set, scene
+from tests.images import jpeg, mixed_set, numbered, scene
 from tests.integration.harness import Pipeline, make_pipeline
 
 
@@ -135,3 +136,122 @@ def test_worker_serves_health_metrics_and_stats(pipeline: Pipeline) -> None:
     stats = json.loads(_get(port, "/stats")[1])
     assert stats["cam-01"]["processed"] == 1
     assert stats["cam-01"]["rejected"] == 1
+
+
+def _camera_frames(count: int, sources: int) -> list[tuple[str, bytes, str]]:
+    """(name, JPEG, source) for ``count`` distinct 640x360 frames spread over ``sources``."""
+    return [
+        (
+            f"frame-{i}",
+            jpeg(numbered(scene(640, 360, seed=100 + i % 4), i)),
+            f"cam-{i % sources:02d}",
+        )
+        for i in range(count)
+    ]
+
+
+def _produce_frames(pipeline: Pipeline, frames: list[tuple[str, bytes, str]]) -> list[str]:
+    ids: list[str] = []
+    for source in sorted({s for _, _, s in frames}):
+        ids += pipeline.produce([(n, d) for n, d, s in frames if s == source], source=source)
+    return ids
+
+
+def test_two_workers_split_the_partitions(pipeline: Pipeline) -> None:
+    """Two workers in one group share the partitions and still give one outcome per message."""
+    first = pipeline.start_worker()
+    second = pipeline.start_worker()
+    pipeline.wait_group(2)
+    ids = _produce_frames(pipeline, _camera_frames(60, sources=12))
+    out = pipeline.collect(len(ids), settle=3)
+    assert Counter(out.ids()) == Counter(ids)
+    by_worker = Counter(m["worker"] for m in out.metadata)
+    assert len(by_worker) == 2, f"one worker did all the work: {by_worker}"
+    partitions_by_worker: dict[str, set[int]] = {}
+    for m in out.metadata:
+        partitions_by_worker.setdefault(m["worker"], set()).add(m["kafka_partition"])
+    a, b = partitions_by_worker.values()
+    assert not a & b, "a partition was processed by both workers"
+    assert pipeline.alive(first)
+    assert pipeline.alive(second)
+
+
+def test_sigkill_mid_stream_loses_nothing_and_the_cache_skips_redeliveries(
+    pipeline: Pipeline,
+) -> None:
+    """A worker killed mid-stream and restarted gives every image an outcome, and its table
+    cache skips the images it had finished but not committed (all of them: commits are off)."""
+    pipeline.env["FLOWFORGE_WORKER_COMMIT_INTERVAL_S"] = "600"  # everything is redelivered
+    frames = _camera_frames(150, sources=6)
+    ids = _produce_frames(pipeline, frames)
+    port = pipeline.start_worker()
+    before = pipeline.collect(50, timeout=120)
+    pipeline.kill_worker(port, signal.SIGKILL)
+    done_before = set(before.ids())
+
+    pipeline.env["FLOWFORGE_WORKER_COMMIT_INTERVAL_S"] = "2.8"
+    port = pipeline.start_worker(port)  # same port: same data directory and SQLite files
+    out = pipeline.collect(len(ids), timeout=180, settle=3)
+    counts = Counter(out.ids())
+    assert set(counts) == set(ids), f"lost: {set(ids) - set(counts)}"
+    # Every image finished before the kill came back (no commit happened) and was skipped by the
+    # cache; only one whose outputs were acked but whose table entry's changelog message was not
+    # yet can be emitted twice. That window is milliseconds wide, so a handful at most.
+    duplicates = [i for i, n in counts.items() if n > 1]
+    skipped = pipeline.metric(port, "flowforge_worker_images_total", status="duplicate")
+    figures = f"done before kill {len(done_before)}, skipped {skipped}, twice {len(duplicates)}"
+    assert len(done_before) >= 50
+    assert skipped + len(duplicates) >= len(done_before), figures
+    assert len(duplicates) <= 8, figures
+
+
+def test_restart_recovers_tables_from_sqlite_or_rebuilds_them_from_the_changelog(
+    pipeline: Pipeline,
+) -> None:
+    """With its SQLite files a restarted worker replays almost nothing; without them it rebuilds
+    the same per-source stats from the whole changelog."""
+    ids = _produce_frames(pipeline, _camera_frames(30, sources=3))
+    port = pipeline.start_worker()
+    pipeline.collect(len(ids))
+    deadline = time.monotonic() + 30
+    stats = pipeline.get_json(port, "/stats")
+    while sum(s["images"] for s in stats.values()) < 30:
+        assert time.monotonic() < deadline, stats
+        time.sleep(0.5)
+        stats = pipeline.get_json(port, "/stats")
+    pipeline.kill_worker(port, signal.SIGTERM)
+
+    port = pipeline.start_worker(port)
+    pipeline.wait_group(1)
+    assert _recovered(pipeline, port) == stats
+    replayed = pipeline.metric(port, "flowforge_worker_table_changelog_replayed")
+    assert replayed <= 2 * 6, f"replayed {replayed} changelog events with the files intact"
+    pipeline.kill_worker(port, signal.SIGTERM)
+
+    data_dir = Settings.from_env(pipeline.env).home / f"worker-{port}"
+    removed = list(data_dir.rglob("*.sqlite3"))
+    assert removed, f"no SQLite table files under {data_dir}"
+    for path in data_dir.rglob("*.sqlite3*"):
+        path.unlink()
+    port = pipeline.start_worker(port)
+    pipeline.wait_group(1)
+    assert _recovered(pipeline, port) == stats
+    replayed = pipeline.metric(port, "flowforge_worker_table_changelog_replayed")
+    assert replayed >= 60, f"only {replayed} changelog events replayed into empty files"
+
+
+def _recovered(pipeline: Pipeline, port: int, timeout: float = 60.0) -> dict[str, object]:
+    """The worker's /stats once recovery finished (it answers ready)."""
+    deadline = time.monotonic() + timeout
+    while _get_or_none(port, "/readyz") != 200 or not pipeline.get_json(port, "/stats"):
+        assert time.monotonic() < deadline, "worker did not recover in time"
+        time.sleep(0.5)
+    stats: dict[str, object] = pipeline.get_json(port, "/stats")
+    return stats
+
+
+def _get_or_none(port: int, path: str) -> int | None:
+    try:
+        return _get(port, path)[0]
+    except OSError:
+        return None

@@ -18,8 +18,8 @@ from streams.processing import (
     read_header,
     resize,
 )
-from tests.unit.streams.processing import images
-from tests.unit.streams.processing.images import scene
+from tests import images
+from tests.images import scene
 
 FAST = ProcessingConfig()
 PLAIN = ProcessingConfig(fast_path=False)

@@ -10,8 +10,8 @@ import pytest
 
 from streams.processing import ImageHeader, ImageRejected, read_header, sniff_format
 from streams.processing.header import MAX_SIDE, exif_orientation
-from tests.unit.streams.processing import images
-from tests.unit.streams.processing.images import scene
+from tests import images
+from tests.images import scene
 
 WIDTH, HEIGHT = 96, 64
 

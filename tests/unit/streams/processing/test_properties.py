@@ -15,8 +15,8 @@ from streams.processing import (
     ProcessingConfig,
     process_image,
 )
-from tests.unit.streams.processing import images
-from tests.unit.streams.processing.images import scene
+from tests import images
+from tests.images import scene
 
 # A lower pixel limit keeps mutated headers that declare large images fast to reject.
 CONFIG = ProcessingConfig(max_pixels=2_000_000)

@@ -10,8 +10,8 @@ import pytest
 
 import streams.processing.decoding as decode_module
 from streams.processing import ImageRejected, ProcessedImage, ProcessingConfig, process_image
-from tests.unit.streams.processing import images
-from tests.unit.streams.processing.images import scene
+from tests import images
+from tests.images import scene
 
 CONFIG = ProcessingConfig()
 

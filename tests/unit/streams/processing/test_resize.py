@@ -8,8 +8,8 @@ import pytest
 
 from streams.processing import ProcessingConfig, ResizePolicy, process_image, resize
 from streams.processing.resizing import interpolation_for
-from tests.unit.streams.processing import images
-from tests.unit.streams.processing.images import scene
+from tests import images
+from tests.images import scene
 
 POLICIES: list[ResizePolicy] = ["stretch", "letterbox", "crop"]
 RED, BLUE, GREY = (0, 0, 255), (255, 0, 0), (128, 128, 128)

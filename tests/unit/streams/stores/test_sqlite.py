@@ -636,3 +636,12 @@ async def test_iteration_merges_pending_writes_with_the_file(
     assert dict(store.items()) == {b"b": b"changed", b"c": b"3"}
     assert sorted(store.keys()) == [b"b", b"c"]
     assert len(store) == 2
+
+
+def test_changelog_events_applied_counts_replayed_events(table: Any, store: SQLiteStore) -> None:
+    """The store counts changelog events it applied (what /metrics reports as replayed)."""
+    store.apply_changelog_batch(
+        [changelog(table, 0, i, f"k{i}".encode(), b"v") for i in range(5)], bytes, bytes
+    )
+    store.apply_changelog_batch([changelog(table, 1, 0, b"x", None)], bytes, bytes)
+    assert store.changelog_events_applied == 6
