@@ -1,16 +1,17 @@
 """Worker throughput through the real broker: the fast path against the plain path, one run.
 
-    .venv/bin/python -m bench.worker_throughput [--images 600] [--concurrency 2]
+    .venv/bin/python -m bench.worker_throughput [--images 600] [--concurrency 2] [--repeat 2]
 
-Needs the test stack (`make test` starts it; or FLOWFORGE_* from tests/stack.env and
-`flowforge stack up`). Publishes the same deterministic 1280x720 q85 JPEGs to a fresh topic for
-each variant, starts one `flowforge worker`, and times first outcome to last. Prints images/s and
-the ratio fast/plain; not a test.
+Starts the test stack (tests/stack.env) unless it is running, and stops what it started.
+Publishes the same deterministic 1280x720 q85 JPEGs to a fresh topic for each variant, starts
+one `flowforge worker`, and times first outcome to last (from the records' processed_at).
+Prints min/median/max images/s per variant and the ratio fast/plain; not a test.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
 import tempfile
@@ -19,6 +20,7 @@ import uuid
 from pathlib import Path
 
 from flowforge.settings import Settings
+from flowforge.stack import Stack
 from tests.conftest import stack_env
 from tests.images import jpeg, numbered, scene
 from tests.integration.harness import make_pipeline
@@ -52,6 +54,17 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
+    stack = Stack(Settings.from_env(stack_env()))
+    ours = [s for s in stack.services if s.process.pid() is None]
+    asyncio.run(stack.up(report=lambda _line: None))
+    try:
+        _measure(args)
+    finally:
+        for service in ours:
+            service.down()
+
+
+def _measure(args: argparse.Namespace) -> None:
     base = [scene(1280, 720, seed=s) for s in range(4)]
     payloads = [jpeg(numbered(base[i % 4], i)) for i in range(args.images)]  # distinct ids
     results: dict[str, list[float]] = {"plain": [], "fast": []}

@@ -75,9 +75,12 @@ def create_app(settings: Settings) -> FlowForgeApp:
         topic_replication_factor=settings.kafka.replication_factor,
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
-        # Image payloads: Faust's default prefetch of 4,096 events per agent is gigabytes.
+        # Image payloads: Faust's default prefetch of 4,096 events per agent is gigabytes. With
+        # this small stream buffer, what is held is bounded by it plus aiokafka's fetch buffer
+        # (one fetch of at most consumer_max_fetch_size per partition). broker_max_poll_records
+        # stays unset: capping it at N throttled the worker to about N images/s here (each
+        # capped poll waits out Faust's 1 s getmany timeout before the next batch).
         stream_buffer_maxsize=max(4, 2 * concurrency),
-        broker_max_poll_records=max(8, 4 * concurrency),
         consumer_max_fetch_size=max_bytes + REQUEST_OVERHEAD_BYTES,
         producer_max_request_size=max_bytes + REQUEST_OVERHEAD_BYTES,
         producer_acks=-1,

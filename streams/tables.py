@@ -36,9 +36,15 @@ def create_tables(app: faust.App, settings: Settings) -> Tables:
         default=None,
         partitions=settings.kafka.partitions,
         help="Image ids already given an outcome, with the time (epoch ms).",
-        # Kafka deletes changelog entries older than the dedup window, so the changelog (and a
-        # store rebuilt from it) stays bounded; the agent ignores entries older than the window.
-        extra_topic_configs={"cleanup.policy": "compact,delete", "retention.ms": str(ttl_ms)},
+        # A bounded cache: the SQLite store purges rows older than the dedup window, and Kafka
+        # deletes the same changelog records (segments rolled at a quarter of the window, so
+        # retention acts on time); the agent also ignores entries older than the window.
+        store=f"sqlite://?ttl_s={ttl_ms / 1000:.0f}",
+        extra_topic_configs={
+            "cleanup.policy": "compact,delete",
+            "retention.ms": str(ttl_ms),
+            "segment.ms": str(max(ttl_ms // 4, 60_000)),
+        },
     )
     stats = app.Table(
         "source-stats",

@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -48,12 +49,15 @@ __all__ = ["SQLiteStore"]
 logger = logging.getLogger(__name__)
 
 SUFFIX = ".sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Seconds between purges of expired rows, for tables with a ``ttl_s`` (see SQLiteStore).
+PURGE_INTERVAL_S = 60.0
 #: Rows fetched per query while iterating, so no statement stays open between yields.
 PAGE_ROWS = 1000
 
 _CREATE_KV = (
-    "CREATE TABLE IF NOT EXISTS kv (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID"
+    "CREATE TABLE IF NOT EXISTS kv"
+    " (key BLOB PRIMARY KEY, value BLOB NOT NULL, written_at REAL NOT NULL) WITHOUT ROWID"
 )
 _CREATE_META = (
     "CREATE TABLE IF NOT EXISTS meta ("
@@ -66,9 +70,10 @@ _CREATE_META = (
 _GET = "SELECT value FROM kv WHERE key = ?"
 _CONTAINS = "SELECT 1 FROM kv WHERE key = ?"
 _PUT = (
-    "INSERT INTO kv (key, value) VALUES (?, ?)"
-    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+    "INSERT INTO kv (key, value, written_at) VALUES (?, ?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value, written_at = excluded.written_at"
 )
+_PURGE = "DELETE FROM kv WHERE written_at < ?"
 _DELETE = "DELETE FROM kv WHERE key = ?"
 _COUNT = "SELECT count(*) FROM kv"
 _KEYS_FIRST = "SELECT key FROM kv ORDER BY key LIMIT ?"
@@ -123,7 +128,7 @@ class _PartitionDB:
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(_CREATE_KV)
         conn.execute(_CREATE_META)
-        conn.execute("PRAGMA user_version = 1")  # = SCHEMA_VERSION
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
         conn.execute("COMMIT")
 
     @property
@@ -139,8 +144,9 @@ class _PartitionDB:
     def contains(self, key: bytes) -> bool:
         return self.conn.execute(_CONTAINS, (key,)).fetchone() is not None
 
-    def put(self, key: bytes, value: bytes) -> None:
-        self.conn.execute(_PUT, (key, value))
+    def purge(self, written_before: float) -> int:
+        """Delete rows written before ``written_before`` (epoch seconds); return how many."""
+        return self.conn.execute(_PURGE, (written_before,)).rowcount
 
     def delete(self, key: bytes) -> None:
         self.conn.execute(_DELETE, (key,))
@@ -173,14 +179,18 @@ class _PartitionDB:
     def set_offset(self, topic: str, partition: int, offset: int) -> None:
         self.conn.execute(_SET_OFFSET, (topic, partition, offset))
 
-    def apply(self, rows: Mapping[bytes, bytes | None], offsets: Mapping[Any, int]) -> None:
-        """Write ``rows`` (None deletes) and the changelog ``offsets`` in one transaction."""
+    def apply(
+        self, rows: Mapping[bytes, tuple[bytes | None, float]], offsets: Mapping[Any, int]
+    ) -> None:
+        """Write ``rows`` (key -> (value, written_at); a None value deletes) and the changelog
+        ``offsets`` in one transaction."""
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(_DELETE, ((key,) for key, value in rows.items() if value is None))
+            conn.executemany(_DELETE, ((key,) for key, (value, _) in rows.items() if value is None))
             conn.executemany(
-                _PUT, ((key, value) for key, value in rows.items() if value is not None)
+                _PUT,
+                ((key, value, at) for key, (value, at) in rows.items() if value is not None),
             )
             conn.executemany(
                 _SET_OFFSET, ((tp.topic, tp.partition, offset) for tp, offset in offsets.items())
@@ -197,6 +207,19 @@ class _PartitionDB:
             self._conn = None
 
 
+def _ttl_from(url: URL) -> float | None:
+    raw = url.query.get("ttl_s")
+    if raw is None:
+        return None
+    try:
+        ttl = float(raw)
+    except ValueError:
+        ttl = 0.0
+    if not ttl > 0:
+        raise ImproperlyConfigured(f"store URL {str(url)!r}: ttl_s must be a number of seconds > 0")
+    return ttl
+
+
 class SQLiteStore(base.SerializedStore[Any, Any]):
     """Faust table store keeping each table partition in its own SQLite file.
 
@@ -207,6 +230,9 @@ class SQLiteStore(base.SerializedStore[Any, Any]):
     Modelled on Faust's RocksDB store: writes go to the current event's partition, reads too for
     partitioned tables (global and ``use_partitioner`` tables search every open partition), and
     iteration covers the actively assigned partitions (every open one for global tables).
+
+    ``?ttl_s=SECONDS`` in the URL (``Table(store="sqlite://?ttl_s=21600")``) makes the table a
+    bounded cache: rows older than that are purged every ``PURGE_INTERVAL_S`` seconds.
     """
 
     def __init__(self, url: str | URL, app: AppT, table: CollectionT, **kwargs: Any) -> None:
@@ -217,6 +243,7 @@ class SQLiteStore(base.SerializedStore[Any, Any]):
                 "'sqlite:///absolute/directory'"
             )
         self._dbs: dict[int, _PartitionDB] = {}
+        self.ttl_s = _ttl_from(self.url)
         # Write-behind state per partition: writes awaiting their changelog ack, in send order;
         # the newest pending value per key (None = deleted) and how many writes of it are queued.
         self._pending: dict[int, deque[tuple[bytes, bytes | None]]] = {}
@@ -356,7 +383,7 @@ class SQLiteStore(base.SerializedStore[Any, Any]):
             db.set_offset(tp.topic, partition, offset)
             return
         key, value = queue.popleft()
-        db.apply({key: value}, {tp: offset})
+        db.apply({key: (value, time.time())}, {tp: offset})
         queued = self._queued[partition]
         queued[key] -= 1
         if queued[key] <= 0:
@@ -375,18 +402,44 @@ class SQLiteStore(base.SerializedStore[Any, Any]):
         Within a partition the last event for a key wins. A failure leaves that partition's
         data and offset as they were (partitions committed before it keep their progress).
         """
-        rows: dict[int, dict[bytes, bytes | None]] = {}
+        rows: dict[int, dict[bytes, tuple[bytes | None, float]]] = {}
         offsets: dict[int, dict[TP, int]] = {}
         for event in batch:
             self.changelog_events_applied += 1
             message = event.message
             if message.key is None:
                 raise TypeError(f"Changelog entry is missing key: {message}")
-            rows.setdefault(message.partition, {})[message.key] = message.value
+            # A row's age counts from when its changelog message was written, not from recovery.
+            written_at = float(message.timestamp or time.time())
+            rows.setdefault(message.partition, {})[message.key] = (message.value, written_at)
             tp_offsets = offsets.setdefault(message.partition, {})
             tp_offsets[message.tp] = max(message.offset, tp_offsets.get(message.tp, -1))
         for partition, partition_rows in rows.items():
             self._db_for_partition(partition).apply(partition_rows, offsets[partition])
+
+    def purge_expired(self, now: float | None = None) -> int:
+        """Delete rows older than the table's ``ttl_s`` from every open file; return how many.
+
+        Local eviction only, without changelog tombstones: give the changelog topic the same
+        retention (``cleanup.policy=compact,delete``), so Kafka drops the same records and a
+        rebuild does not bring them back for longer than a segment.
+        """
+        if self.ttl_s is None:
+            return 0
+        cutoff = (time.time() if now is None else now) - self.ttl_s
+        removed = sum(db.purge(cutoff) for db in list(self._dbs.values()))
+        if removed:
+            logger.info(
+                "Expired %d rows older than %.0fs from table %s",
+                removed,
+                self.ttl_s,
+                self.table_name,
+            )
+        return removed
+
+    @base.Store.timer(PURGE_INTERVAL_S)
+    async def _purge_expired_periodically(self) -> None:
+        self.purge_expired()
 
     def reset_state(self) -> None:
         """Close this table's files and delete them, so the table is rebuilt from its changelog."""

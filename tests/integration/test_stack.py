@@ -93,15 +93,14 @@ def test_cli_up_status_down_leaves_nothing_behind(other_stack_env: dict[str, str
 
 
 def test_up_fails_loudly_when_a_port_is_taken(other_stack_env: dict[str, str]) -> None:
-    """`stack up` with Mosquitto's port held by another process exits 1 naming port and holder."""
+    """`stack up` with Kafka's port held by another process exits 1 naming port and holder."""
     env = other_stack_env
+    port = env["FLOWFORGE_KAFKA_BOOTSTRAP_SERVERS"].rsplit(":", 1)[1]
     with socket.socket() as blocker:
-        blocker.bind(("127.0.0.1", int(env["FLOWFORGE_MQTT_PORT"])))
+        blocker.bind(("127.0.0.1", int(port)))
         blocker.listen()
         up = subprocess.run([*FLOWFORGE, "stack", "up"], env=env, capture_output=True, text=True)
-    assert up.returncode == 1
+    assert up.returncode == 1, up.stdout + up.stderr
     last = up.stderr.strip().splitlines()[-1]
-    port = env["FLOWFORGE_MQTT_PORT"]
-    assert last.startswith(
-        f"flowforge: error: mosquitto: port {port} is taken by pid {os.getpid()}"
-    )
+    expected = f"flowforge: error: kafka: port {port} is taken by pid {os.getpid()}"
+    assert last.startswith(expected), up.stderr

@@ -645,3 +645,50 @@ def test_changelog_events_applied_counts_replayed_events(table: Any, store: SQLi
     )
     store.apply_changelog_batch([changelog(table, 1, 0, b"x", None)], bytes, bytes)
     assert store.changelog_events_applied == 6
+
+
+def test_ttl_purges_only_rows_older_than_it(
+    app: faust.App, table: Any, make_store: MakeStore
+) -> None:
+    """With ?ttl_s, purge_expired deletes rows written longer ago than the TTL, and no others."""
+    store = make_store(table, "sqlite://?ttl_s=3600")
+    now = time.time()
+    store.apply_changelog_batch(
+        [
+            changelog(table, 0, 0, b"old", b"1"),
+            changelog(table, 0, 1, b"new", b"2"),
+        ],
+        bytes,
+        bytes,
+    )
+    # Rows from the changelog are as old as their messages: age "old" by rewriting its time.
+    store._dbs[0].conn.execute("UPDATE kv SET written_at = ? WHERE key = ?", (now - 7200, b"old"))
+    assert store.purge_expired(now=now) == 1
+    with processing(app, 0):
+        assert b"old" not in store
+        assert store[b"new"] == b"2"
+    assert store.persisted_offset(ctp(table, 0)) == 1
+
+
+def test_changelog_rows_age_from_their_message_timestamp(
+    app: faust.App, table: Any, make_store: MakeStore
+) -> None:
+    """Recovered rows keep the age of their changelog message, so recovery does not renew them."""
+    store = make_store(table, "sqlite://?ttl_s=60")
+    event = changelog(table, 0, 0, b"k", b"v")
+    event.message.timestamp = time.time() - 120
+    store.apply_changelog_batch([event], bytes, bytes)
+    assert store.purge_expired() == 1
+
+
+def test_store_without_ttl_never_purges(table: Any, store: SQLiteStore) -> None:
+    """A table without ttl_s keeps every row (purge_expired is a no-op)."""
+    store.apply_changelog_batch([changelog(table, 0, 0, b"k", b"v")], bytes, bytes)
+    assert store.purge_expired(now=time.time() + 10**9) == 0
+
+
+@pytest.mark.parametrize("url", ["sqlite://?ttl_s=0", "sqlite://?ttl_s=soon"])
+def test_bad_ttl_is_refused(app: faust.App, table: Any, url: str) -> None:
+    """A ttl_s that is not a positive number of seconds is a configuration error."""
+    with pytest.raises(ImproperlyConfigured, match="ttl_s must be a number of seconds > 0"):
+        SQLiteStore(url, app, table)
