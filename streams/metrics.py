@@ -47,6 +47,11 @@ CHANGELOG_REPLAYED = Gauge(
     ["table"],
     registry=REGISTRY,
 )
+OFFSET_GAPS = Counter(
+    "flowforge_worker_offset_gaps",
+    "images.raw offsets skipped before reaching the agent (should stay 0).",
+    registry=REGISTRY,
+)
 LAG = Gauge(
     "flowforge_worker_lag",
     "Messages on assigned images.raw partitions not yet read.",

@@ -41,11 +41,13 @@ class ImageProcessor:
         self.flow = flow
         self.ttl_ms = int(flow.settings.worker.dedup_ttl_hours * 3_600_000)
         self._in_flight: set[str] = set()
+        self._next_offset: dict[int, int] = {}
         self.progress = Progress()
 
     async def handle(self, event: Any) -> None:
         """One event: dedup, decode/score/resize in the pool, send outputs, update tables."""
         message = event.message
+        self._check_gap(message)
         data = message.value if isinstance(message.value, bytes) else b""
         headers = header_map(message.headers)
         now_ms = int(time.time() * 1000)
@@ -166,6 +168,28 @@ class ImageProcessor:
             "dead letter %s/%s@%s: %s", message.topic, message.partition, message.offset, reason
         )
 
+    def _check_gap(self, message: Any) -> None:
+        """Log and count offsets that Faust skipped on a partition (they would be lost)."""
+        partition, offset = message.partition, message.offset
+        expected = self._next_offset.get(partition)
+        # Concurrent actors may see a partition's events slightly out of order; only a forward
+        # jump past every offset seen so far is a gap.
+        if expected is not None and offset > expected:
+            metrics.OFFSET_GAPS.inc(offset - expected)
+            log.error(
+                "offsets %d-%d of %s partition %d were skipped before reaching the agent",
+                expected,
+                offset - 1,
+                message.topic,
+                partition,
+            )
+        if expected is None or offset >= expected:
+            self._next_offset[partition] = offset + 1
+
+    def reset_offsets(self) -> None:
+        """Forget expected offsets (after a rebalance the next offsets are Faust's to choose)."""
+        self._next_offset.clear()
+
     def _duplicate(self, envelope: Envelope) -> None:
         self._count(envelope.source_id, "duplicate")
         stats = self.flow.tables.stats[envelope.source_id]
@@ -216,6 +240,10 @@ class Progress:
         self.counts[status] = self.counts.get(status, 0) + 1
         self.last_progress = time.monotonic()
 
+    def changed(self) -> bool:
+        """Whether any outcome happened since the last statistics line."""
+        return self.counts != self._logged
+
     def log_line(self) -> str:
         """Outcomes since the previous call, and the rate."""
         now = time.monotonic()
@@ -241,9 +269,13 @@ def register(flow: FlowForgeApp) -> Any:
     agent = flow.app.agent(flow.topics.raw, name="process", concurrency=actors)(process)
 
     async def log_statistics() -> None:
-        if sum(processor.progress.counts.values()):
+        if processor.progress.changed():
             log.info(processor.progress.log_line())
 
+    async def forget_offsets(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        processor.reset_offsets()
+
     flow.app.timer(interval=flow.settings.worker.stats_interval_s)(log_statistics)
+    flow.app.on_rebalance_complete.connect(forget_offsets)
     flow.processor = processor
     return agent

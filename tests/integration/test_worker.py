@@ -165,6 +165,8 @@ def test_two_workers_split_the_partitions(pipeline: Pipeline) -> None:
     ids = _produce_frames(pipeline, _camera_frames(60, sources=12))
     out = pipeline.collect(len(ids), settle=3)
     assert Counter(out.ids()) == Counter(ids)
+    for port in (first, second):
+        assert pipeline.metric(port, "flowforge_worker_offset_gaps_total") == 0
     by_worker = Counter(m["worker"] for m in out.metadata)
     assert len(by_worker) == 2, f"one worker did all the work: {by_worker}"
     partitions_by_worker: dict[str, set[int]] = {}
@@ -197,6 +199,7 @@ def test_sigkill_mid_stream_loses_nothing_and_the_cache_skips_redeliveries(
     # Every image finished before the kill came back (no commit happened) and was skipped by the
     # cache; only one whose outputs were acked but whose table entry's changelog message was not
     # yet can be emitted twice. That window is milliseconds wide, so a handful at most.
+    assert pipeline.metric(port, "flowforge_worker_offset_gaps_total") == 0
     duplicates = [i for i, n in counts.items() if n > 1]
     skipped = pipeline.metric(port, "flowforge_worker_images_total", status="duplicate")
     figures = f"done before kill {len(done_before)}, skipped {skipped}, twice {len(duplicates)}"
