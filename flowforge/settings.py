@@ -191,7 +191,10 @@ def parse_path(raw: str) -> Path:
     text = raw.strip()
     if not text:
         raise ValueError("expected a path")
-    return Path(text).expanduser()
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # "~someone" with no such user
+        raise ValueError("expected a path; ~USER names no known user") from None
 
 
 def parse_secret(raw: str) -> Secret:
@@ -270,6 +273,9 @@ class ClickHouseSettings:
     username: str = setting("default", "ClickHouse user (server mode).", parse_str)
     password: Secret = setting(Secret(""), "ClickHouse password (or *_FILE).", parse_secret)
     database: str = setting("default", "ClickHouse database.", parse_str)
+    ttl_days: int = setting(
+        90, "Days images_metadata rows are kept (by captured_at); 0 keeps them.", _int_at_least(0)
+    )
 
 
 @dataclass(frozen=True)
@@ -544,6 +550,8 @@ def _load(env: Mapping[str, str]) -> Settings:
             continue
         variable, raw = found
         try:
+            if "\x00" in raw:  # possible from a *_FILE secret or a mapping given by a caller
+                raise ValueError("contains a NUL byte")
             value = spec.parse(raw)
         except ValueError as exc:
             shown = "" if spec.is_secret else f"={raw!r}"

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from flowforge.kafka_admin import ensure_topics, topic_spec
 from flowforge.settings import Settings
 from flowforge.stack import Stack
 
 REPO = Path(__file__).resolve().parent.parent
+
+# CI (HYPOTHESIS_PROFILE=ci, set by .ci/run) draws the same examples every run, so a landing is
+# reproducible; local runs keep exploring new inputs (and remember failures in .hypothesis/).
+hypothesis_settings.register_profile("ci", derandomize=True, deadline=None)
+hypothesis_settings.register_profile("dev", deadline=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 STACK_ENV = REPO / "tests" / "stack.env"
 _PATH_VARS = {"FLOWFORGE_HOME", "FLOWFORGE_STACK_CACHE_DIR"}
 
