@@ -157,6 +157,35 @@ def _option_value(args: tuple[str, ...], name: str) -> str | None:
     return None
 
 
+# --- clickhouse ---------------------------------------------------------------------------
+
+
+@cli.group(
+    epilog="""\b
+Examples:
+  flowforge clickhouse migrate
+  FLOWFORGE_CLICKHOUSE_URL=http://db:8123 flowforge clickhouse migrate
+"""
+)
+def clickhouse() -> None:
+    """The ClickHouse schema (infra/clickhouse/migrations), embedded engine or server."""
+
+
+@clickhouse.command("migrate", epilog="Example:\n\n  flowforge clickhouse migrate")
+@pass_state
+def clickhouse_migrate(state: State) -> None:
+    """Apply the schema files not yet applied (idempotent), then the configured row TTL."""
+    from flowforge.clickhouse import connect, migrate, schema_version
+
+    ch = state.settings.clickhouse
+    client = connect(ch)
+    applied = migrate(client, ttl_days=ch.ttl_days)
+    for name in applied:
+        click.echo(f"applied {name}")
+    ttl = f"{ch.ttl_days} days" if ch.ttl_days else "none"
+    click.echo(f"schema version {schema_version(client)} (database {ch.database}, row TTL {ttl})")
+
+
 # --- stack --------------------------------------------------------------------------------
 
 

@@ -10,6 +10,8 @@ COMMANDS = [
     [],
     ["config"],
     ["worker"],
+    ["clickhouse"],
+    ["clickhouse", "migrate"],
     ["stack"],
     ["stack", "up"],
     ["stack", "down"],

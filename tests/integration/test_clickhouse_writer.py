@@ -1,0 +1,94 @@
+"""ClickHouseWriter on the real engine: columnar batches, retry-safe tokens, error classes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+from flowforge.clickhouse import ClickHouseUnavailable, migrate
+from streams.clickhouse_writer import COLUMNS, ClickHouseWriter, InsertRejected, batch_token
+
+
+def _record(i: int, source: str = "cam-1") -> dict[str, Any]:
+    """A metadata record as the worker publishes it (JSON: ISO timestamps with Z)."""
+    return {
+        "image_id": f"{source}-{i:04d}", "source_type": "mqtt", "source_id": source,
+        "captured_at": "2026-11-24T00:57:53.378000Z", "processed_at": "2026-11-24T00:57:53.394Z",
+        "status": "processed", "reason": "", "width": 1280, "height": 720, "out_width": 640,
+        "out_height": 360, "bytes": 112525, "format": "jpeg", "brightness": 60.5,
+        "contrast": 30.25, "sharpness": 405.5, "processing_ms": 13.75, "kafka_partition": 4,
+        "kafka_offset": i, "worker": "vm:6066",
+    }  # fmt: skip
+
+
+def test_batch_is_written_with_every_column(database: Any) -> None:
+    """A batch of worker records becomes rows whose columns hold the records' values."""
+    migrate(database, ttl_days=90)
+    records = [_record(i) for i in range(50)]
+    assert ClickHouseWriter(database).write(records) == 50
+    row = database.query(
+        f"SELECT {', '.join(COLUMNS)} FROM images_metadata WHERE image_id = %(id)s",  # noqa: S608
+        parameters={"id": "cam-1-0007"},
+    ).result_rows[0]
+    got = dict(zip(COLUMNS, row, strict=True))
+    assert got["captured_at"].replace(tzinfo=UTC) == datetime(2026, 11, 24, 0, 57, 53, 378000, UTC)
+    assert (got["width"], got["out_height"], got["kafka_offset"]) == (1280, 360, 7)
+    assert got["brightness"] == pytest.approx(60.5)
+    assert database.query("SELECT count() FROM images_metadata").result_rows == [(50,)]
+
+
+def test_retried_batch_does_not_double_rows(database: Any) -> None:
+    """Writing the same batch again (a retry after a timeout) leaves the row count unchanged."""
+    migrate(database, ttl_days=90)
+    records = [_record(i) for i in range(20)]
+    writer = ClickHouseWriter(database)
+    writer.write(records)
+    writer.write(records)
+    assert database.query("SELECT count() FROM images_metadata").result_rows == [(20,)]
+
+
+def test_token_depends_on_the_batch() -> None:
+    """The dedup token is the same for the same batch and differs for any other."""
+    batch = [_record(i) for i in range(3)]
+    assert batch_token(batch) == batch_token([dict(r) for r in batch])
+    assert batch_token(batch) != batch_token(batch[:2])
+    assert batch_token(batch) != batch_token([*batch[:2], _record(9)])
+
+
+def test_schema_mismatch_is_rejected_not_retried(database: Any) -> None:
+    """A table without the expected columns makes the engine refuse: InsertRejected, final."""
+    database.command(
+        "CREATE TABLE images_metadata (image_id String) ENGINE = MergeTree ORDER BY image_id"
+    )
+    with pytest.raises(InsertRejected) as info:
+        ClickHouseWriter(database).write([_record(1)])
+    assert info.value.retriable is False
+
+
+class _Failing:
+    """The real client, with inserts failing as an outage or overload would (client boundary)."""
+
+    def __init__(self, client: Any, error: Exception) -> None:
+        self.client, self.error = client, error
+
+    def insert(self, *args: Any, **kwargs: Any) -> None:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OperationalError("Error HTTPConnectionPool: Connection refused"),
+        DatabaseError("Code: 252. DB::Exception: Too many parts (300). (TOO_MANY_PARTS)"),
+        DatabaseError("Code: 159. DB::Exception: Timeout exceeded. (TIMEOUT_EXCEEDED)"),
+    ],
+    ids=["refused", "too-many-parts", "timeout"],
+)
+def test_outages_and_overload_are_retriable(database: Any, error: Exception) -> None:
+    """Refused connections, TOO_MANY_PARTS and timeouts raise ClickHouseUnavailable (retriable)."""
+    with pytest.raises(ClickHouseUnavailable) as info:
+        ClickHouseWriter(_Failing(database, error)).write([_record(1)])
+    assert info.value.retriable is True
