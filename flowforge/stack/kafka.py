@@ -25,6 +25,18 @@ STORAGE_TOOL = "kafka.tools.StorageTool"
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost"})
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: a random UUID, URL-safe base64, never starting with '-'.
+
+    Like Kafka's own ``Uuid.randomUuid()``: an id starting with '-' would be read as an option by
+    the storage tool's argument parser (1 in 64 ids would, failing `stack up` at random).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class KafkaService(LocalService):
     """Apache Kafka, single node, KRaft, on 127.0.0.1."""
 
@@ -139,7 +151,7 @@ class KafkaService(LocalService):
         data = self.kafka_dir / "data"
         if (data / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = new_cluster_id()
         result = subprocess.run(
             [java, "-cp", f"{jars}/*", STORAGE_TOOL, "format", "-t", cluster_id, "-c", str(config)],
             capture_output=True,
