@@ -186,6 +186,28 @@ def clickhouse_migrate(state: State) -> None:
     click.echo(f"schema version {schema_version(client)} (database {ch.database}, row TTL {ttl})")
 
 
+@clickhouse.command(
+    "kafka-engine-sql",
+    epilog="""\b
+Example:
+  flowforge clickhouse kafka-engine-sql --brokers kafka:9092 | clickhouse-client -n
+""",
+)
+@click.option("--brokers", help="Broker list as ClickHouse sees it (default: the settings').")
+@pass_state
+def clickhouse_kafka_engine_sql(state: State, brokers: str | None) -> None:
+    """Print the Kafka-engine table and view (server mode; apply after `migrate`)."""
+    from flowforge.clickhouse import kafka_engine_sql
+
+    kafka = state.settings.kafka
+    for statement in kafka_engine_sql(
+        brokers=brokers or kafka.bootstrap_servers,
+        topic=kafka.topic_metadata,
+        group=f"{state.settings.worker.app_id}-clickhouse",
+    ):
+        click.echo(f"{statement};\n")
+
+
 # --- stack --------------------------------------------------------------------------------
 
 

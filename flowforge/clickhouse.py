@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from string import Template
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -152,11 +153,12 @@ class Migration:
 
     def statements(self) -> list[str]:
         """The file's statements: ``--`` comment lines dropped, split at ``;`` ending a line."""
-        text = "\n".join(
-            line
-            for line in self.path.read_text(encoding="utf-8").splitlines()
-            if not line.lstrip().startswith("--")
-        )
+        return self.statements_of(self.path.read_text(encoding="utf-8"))
+
+    @staticmethod
+    def statements_of(sql: str) -> list[str]:
+        """Statements of an SQL text, by the same rule as :meth:`statements`."""
+        text = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
         return [s.strip() for s in _STATEMENT_END.split(text) if s.strip()]
 
 
@@ -208,6 +210,22 @@ def migrate(client: Any, *, ttl_days: int, directory: Path | None = None) -> lis
         log.info("clickhouse: applied %s", migration.path.name)
     apply_ttl(client, ttl_days)
     return applied_now
+
+
+def kafka_engine_sql(*, brokers: str, topic: str, group: str) -> list[str]:
+    """The Kafka-engine statements (infra/clickhouse/kafka_engine.sql) for these brokers/topic.
+
+    For a ClickHouse server only; apply after :func:`migrate`.
+    """
+    values = {"kafka_brokers": brokers, "topic": topic, "group": group}
+    for name, value in values.items():
+        if not re.fullmatch(r"[A-Za-z0-9._:,\-]+", value):
+            raise FlowForgeError(
+                f"kafka-engine SQL: {name} {value!r} has characters SQL cannot hold"
+            )
+    path = infra_dir() / "clickhouse" / "kafka_engine.sql"
+    rendered = Template(path.read_text(encoding="utf-8")).substitute(values)
+    return Migration(0, path.stem, path).statements_of(rendered)
 
 
 def apply_ttl(client: Any, ttl_days: int) -> None:

@@ -12,6 +12,7 @@ COMMANDS = [
     ["worker"],
     ["clickhouse"],
     ["clickhouse", "migrate"],
+    ["clickhouse", "kafka-engine-sql"],
     ["stack"],
     ["stack", "up"],
     ["stack", "down"],
