@@ -26,6 +26,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from flowforge.errors import FlowForgeError
 from flowforge.resources import infra_dir
 from flowforge.settings import ClickHouseSettings
+from flowforge.urls import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +139,6 @@ def _ident(name: str) -> str:
 
 
 def _safe(url: str) -> str:
-    from flowforge.urls import redact_url
-
     return redact_url(url)
 
 

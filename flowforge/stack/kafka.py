@@ -16,13 +16,18 @@ from string import Template
 from flowforge.errors import ServiceStartFailed
 from flowforge.kafka_admin import describe_cluster, ensure_topics, flowforge_topics
 from flowforge.resources import infra_dir
-from flowforge.stack.service import LocalService, find_program, read_text, tcp_accepts
+from flowforge.stack.service import (
+    LOCAL_HOSTS,
+    LocalService,
+    find_program,
+    read_text,
+    tcp_accepts,
+)
 
 log = logging.getLogger(__name__)
 
 KAFKA_MAIN = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
-LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost"})
 
 
 def new_cluster_id() -> str:

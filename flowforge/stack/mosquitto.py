@@ -15,9 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from flowforge.errors import ServiceUnhealthy
 from flowforge.resources import infra_dir
 from flowforge.settings import MqttSettings
-from flowforge.stack.service import LocalService, find_program, read_text
-
-LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost"})
+from flowforge.stack.service import LOCAL_HOSTS, LocalService, find_program, read_text
 
 
 class MosquittoService(LocalService):

@@ -24,6 +24,9 @@ from flowforge.stack.process import ManagedProcess, port_holder
 
 log = logging.getLogger(__name__)
 
+# Host names that mean "this machine": only then does the stack start a service itself.
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost"})
+
 # Debian installs daemons such as mosquitto in /usr/sbin, which is not on every user's PATH.
 _EXTRA_BIN_DIRS = ("/usr/sbin", "/usr/local/sbin")
 

@@ -16,6 +16,7 @@ import pytest
 from flowforge.settings import Settings
 from flowforge.stack import Stack
 from tests.conftest import stack_env
+from tests.integration.harness import free_port
 
 FLOWFORGE = [sys.executable, "-m", "flowforge"]
 
@@ -39,12 +40,6 @@ def test_up_is_idempotent(settings: Settings, services: Stack) -> None:
     assert any(line.startswith("kafka: already running") for line in lines)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def other_stack_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     """Environment for a second, throw-away stack on free ports (stopped afterwards)."""
@@ -53,9 +48,9 @@ def other_stack_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     env.update(
         {
             "FLOWFORGE_HOME": str(tmp_path / "home"),
-            "FLOWFORGE_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{_free_port()}",
-            "FLOWFORGE_STACK_KAFKA_CONTROLLER_PORT": str(_free_port()),
-            "FLOWFORGE_MQTT_PORT": str(_free_port()),
+            "FLOWFORGE_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "FLOWFORGE_STACK_KAFKA_CONTROLLER_PORT": str(free_port()),
+            "FLOWFORGE_MQTT_PORT": str(free_port()),
         }
     )
     yield env

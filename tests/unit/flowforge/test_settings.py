@@ -155,10 +155,13 @@ def test_world_readable_secret_file_warns(tmp_path: Path, caplog: pytest.LogCapt
 
 
 def test_bad_secret_value_is_not_echoed() -> None:
-    """Errors about a secret setting never repeat its value."""
-    secret = Secret("hunter2")
-    assert str(secret) == "***"
-    assert "hunter2" not in repr(secret)
+    """An error about a secret setting names the variable but never repeats its value."""
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"FLOWFORGE_MQTT_PASSWORD": "hunter2\x00"})
+    assert str(info.value) == "FLOWFORGE_MQTT_PASSWORD: contains a NUL byte"
+    assert "hunter2" not in repr(info.value)
+    assert str(Secret("hunter2")) == "***"
+    assert "hunter2" not in repr(Secret("hunter2"))
 
 
 def test_url_credentials_are_redacted_in_describe() -> None:
