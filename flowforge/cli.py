@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -14,7 +15,13 @@ import click
 
 from flowforge.errors import FlowForgeError, SettingsError
 from flowforge.logs import setup_logging
-from flowforge.settings import Settings, parse_port, settings_table_markdown
+from flowforge.settings import (
+    Settings,
+    parse_agents,
+    parse_duration,
+    parse_port,
+    settings_table_markdown,
+)
 
 log = logging.getLogger("flowforge")
 
@@ -99,24 +106,39 @@ def config(state: State, as_json: bool, markdown: bool) -> None:
     add_help_option=False,
     epilog="""\b
 Examples:
-  flowforge worker                         process images.raw with the settings' defaults
-  flowforge worker -l info --web-port 6070 a second worker on this machine (own port, own state)
-  flowforge worker --help                  Faust's worker options
+  flowforge worker                      process images.raw and sink images.metadata
+  flowforge worker --web-port 6070 --agents process
+                                        a second, processing-only worker on this machine
+  flowforge worker --agents sink        only the sink (the one owner of the embedded engine)
+  flowforge worker --help               Faust's worker options
 """,
 )
 @click.argument("faust_args", nargs=-1, type=click.UNPROCESSED)
 @pass_state
 def worker(state: State, faust_args: tuple[str, ...]) -> None:
-    """Run the Faust worker (agent "process"); Faust's worker options pass through.
+    """Run the Faust worker; Faust's worker options pass through.
 
-    Each worker process keeps its table state under FLOWFORGE_HOME/worker-<web port>, so give
-    each worker on one machine its own --web-port.
+    Agents (--agents or FLOWFORGE_WORKER_AGENTS, default process,sink): "process" decodes,
+    scores and resizes images.raw; "sink" writes images.metadata to ClickHouse. The embedded
+    ClickHouse engine has one owner, so with it run the sink in one worker only and start the
+    others with --agents process. Each worker keeps its state under
+    FLOWFORGE_HOME/worker-<web port>: give each worker on one machine its own --web-port.
     """
     from faust.cli.faust import cli as faust_cli
 
     from streams.app import create_app
 
     settings = state.settings
+    agents = _option_value(faust_args, "--agents")
+    if agents is not None:
+        try:
+            roles = parse_agents(agents)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--agents") from None
+        settings = dataclasses.replace(
+            settings, worker=dataclasses.replace(settings.worker, agents=roles)
+        )
+        faust_args = _without_option(faust_args, "--agents")
     port = _option_value(faust_args, "--web-port")
     if port is not None:
         try:
@@ -128,7 +150,10 @@ def worker(state: State, faust_args: tuple[str, ...]) -> None:
     if "-h" in faust_args or "--help" in faust_args:
         click.echo(click.get_current_context().get_help())
         click.echo()
-    flow = create_app(settings)
+    client = None
+    if "sink" in settings.worker.agents and settings.sink.mode == "agent":
+        client = _sink_client(settings)
+    flow = create_app(settings, client)
     app = flow.app
     app.finalize()
     app.worker_init()
@@ -146,6 +171,44 @@ _FAUST_LEVELS = {
     "error": "error",
     "critical": "crit",
 }
+
+
+def _sink_client(settings: Settings) -> Any:
+    """Open ClickHouse for the sink: owner check, schema, fault drills (if configured)."""
+    from pathlib import Path
+
+    from flowforge.clickhouse import EngineLocked, connect, migrate
+    from flowforge.faults import FaultInjectingClient
+
+    worker = settings.worker
+    web = f"http://{_loopback(worker.web_bind)}:{worker.web_port}"
+    try:
+        client = connect(settings.clickhouse, owner={"web": web})
+    except EngineLocked as exc:
+        raise EngineLocked(f"{exc}; or run this worker with --agents process") from exc
+    if settings.sink.migrate_on_start:
+        migrate(client, ttl_days=settings.clickhouse.ttl_days)
+    if settings.sink.fault_file:
+        log.warning("fault drills enabled: %s", settings.sink.fault_file)
+        client = FaultInjectingClient(client, Path(settings.sink.fault_file))
+    return client
+
+
+def _loopback(bind: str) -> str:
+    return "127.0.0.1" if bind in ("", "0.0.0.0", "::") else bind  # noqa: S104 - a comparison
+
+
+def _without_option(args: tuple[str, ...], name: str) -> tuple[str, ...]:
+    out: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            out.append(arg)
+    return tuple(out)
 
 
 def _option_value(args: tuple[str, ...], name: str) -> str | None:
@@ -206,6 +269,44 @@ def clickhouse_kafka_engine_sql(state: State, brokers: str | None) -> None:
         group=f"{state.settings.worker.app_id}-clickhouse",
     ):
         click.echo(f"{statement};\n")
+
+
+# --- stats --------------------------------------------------------------------------------
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  flowforge stats                 every source, all time
+  flowforge stats --since 15m     the last 15 minutes
+  flowforge stats --json | jq '.[] | select(.rejected > 0)'
+"""
+)
+@click.option(
+    "--since", "since", default=None, help="Only images captured in this window: 30s, 15m, 2h, 7d."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@pass_state
+def stats(state: State, since: str | None, as_json: bool) -> None:
+    """Per-source counts, brightness, last seen and ingest-to-row latency, from ClickHouse.
+
+    While a worker owns the embedded engine, the answer comes through that worker's web port.
+    """
+    from flowforge import stats as statistics
+
+    since_s = statistics.ALL_TIME_S
+    if since is not None:
+        try:
+            since_s = parse_duration(since)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--since") from None
+    rows = statistics.fetch(state.settings.clickhouse, since_s)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    elif not rows:
+        click.echo("no images in ClickHouse yet" + (f" in the last {since}" if since else ""))
+    else:
+        click.echo(statistics.format_table(rows))
 
 
 # --- stack --------------------------------------------------------------------------------

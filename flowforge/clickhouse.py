@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -58,14 +59,23 @@ def embedded_path(url: str) -> Path | None:
     return None if rest in ("", "memory", ":memory:") else Path(rest)
 
 
-def connect(settings: ClickHouseSettings, *, database: str | None = None) -> Any:
-    """A clickhouse-connect client for the configured URL and database (created if missing)."""
+def connect(
+    settings: ClickHouseSettings,
+    *,
+    database: str | None = None,
+    owner: Mapping[str, str] | None = None,
+) -> Any:
+    """A clickhouse-connect client for the configured URL and database (created if missing).
+
+    For the embedded engine, ``owner`` adds to the owner record (the worker's web address, so
+    `flowforge stats` can ask the owning worker).
+    """
     db = database or settings.database
     path = embedded_path(settings.url)
     if settings.url.startswith("chdb://"):
         if path is not None:
             path.mkdir(parents=True, exist_ok=True)
-        client = _open_embedded(settings.url, path)
+        client = _open_embedded(settings.url, path, owner=owner)
         if db != "default":
             client.command(f"CREATE DATABASE IF NOT EXISTS {_ident(db)}")
             client = _open_embedded(settings.url, path, database=db)
@@ -87,7 +97,12 @@ def connect(settings: ClickHouseSettings, *, database: str | None = None) -> Any
     return client
 
 
-def _open_embedded(url: str, path: Path | None, database: str | None = None) -> Any:
+def _open_embedded(
+    url: str,
+    path: Path | None,
+    database: str | None = None,
+    owner: Mapping[str, str] | None = None,
+) -> Any:
     try:
         if database:
             client = clickhouse_connect.get_client(dsn=url, database=database)
@@ -107,21 +122,29 @@ def _open_embedded(url: str, path: Path | None, database: str | None = None) -> 
             f"cannot open the embedded ClickHouse at {url}: {text}"
         ) from exc
     if path is not None and database is None:
-        _record_owner(path)
+        _record_owner(path, owner or {})
     return client
 
 
-def _record_owner(path: Path) -> None:
-    record = {"pid": os.getpid(), "argv": sys.argv[:6], "since": time.time()}
+def _record_owner(path: Path, extra: Mapping[str, str]) -> None:
+    record = {**extra, "pid": os.getpid(), "argv": sys.argv[:6], "since": time.time()}
     (path / OWNER_FILE).write_text(json.dumps(record), encoding="utf-8")
 
 
-def _other_owner_alive(path: Path) -> bool:
+def live_owner(path: Path) -> dict[str, Any] | None:
+    """The owner record of an embedded engine directory if another live process holds it."""
     try:
-        pid = int(json.loads((path / OWNER_FILE).read_text(encoding="utf-8"))["pid"])
+        record = json.loads((path / OWNER_FILE).read_text(encoding="utf-8"))
+        pid = int(record["pid"])
     except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return pid != os.getpid() and psutil.pid_exists(pid)
+        return None
+    if pid == os.getpid() or not psutil.pid_exists(pid):
+        return None
+    return dict(record)
+
+
+def _other_owner_alive(path: Path) -> bool:
+    return live_owner(path) is not None
 
 
 def _owner(path: Path) -> str:

@@ -187,6 +187,19 @@ def parse_rtsp_urls(raw: str) -> tuple[str, ...]:
     return urls
 
 
+_DURATION_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(raw: str) -> int:
+    """``90s``, ``15m``, ``2h``, ``7d`` (or plain seconds) as whole seconds."""
+    text = raw.strip().lower()
+    unit = _DURATION_UNITS.get(text[-1:], 0)
+    number = text[:-1] if unit else text
+    if not number.isdigit() or int(number) == 0:
+        raise ValueError("expected a duration such as 30s, 15m, 2h or 7d")
+    return int(number) * (unit or 1)
+
+
 def parse_path(raw: str) -> Path:
     text = raw.strip()
     if not text:
@@ -275,6 +288,66 @@ class ClickHouseSettings:
     database: str = setting("default", "ClickHouse database.", parse_str)
     ttl_days: int = setting(
         90, "Days images_metadata rows are kept (by captured_at); 0 keeps them.", _int_at_least(0)
+    )
+
+
+SINK_MODES: Final = ("agent", "kafka-engine")
+SPOOL_FILE: Final = "sink-spool.sqlite"
+WORKER_AGENTS: Final = ("process", "sink")
+
+
+def parse_sink_mode(raw: str) -> str:
+    text = raw.strip().lower()
+    if text not in SINK_MODES:
+        raise ValueError("expected agent or kafka-engine")
+    return text
+
+
+def parse_agents(raw: str) -> tuple[str, ...]:
+    """``process,sink``: the worker's roles, at least one, each known."""
+    names = tuple(dict.fromkeys(n.strip().lower() for n in raw.split(",") if n.strip()))
+    if not names or any(n not in WORKER_AGENTS for n in names):
+        raise ValueError("expected a comma-separated subset of process,sink")
+    return names
+
+
+@dataclass(frozen=True)
+class SinkSettings:
+    """The sink: images.metadata into ClickHouse, in batches, through a local spool."""
+
+    mode: str = setting(
+        "agent",
+        "agent: the worker's sink agent writes rows; kafka-engine: ClickHouse consumes the topic.",
+        parse_sink_mode,
+    )
+    batch_size: int = setting(1000, "Rows per insert at most (flush on size).", _int_at_least(1))
+    flush_s: float = setting(
+        0.5,
+        "Seconds a batch may wait to fill before it is written (flush on age).",
+        parse_positive_float,
+    )
+    spool_max_mb: int = setting(
+        256,
+        "Size bound of the local SQLite spool (MB); at the bound the sink pauses consuming.",
+        _int_at_least(1),
+    )
+    spool_path: Path = setting(
+        Path(""),
+        "SQLite file holding rows while ClickHouse is unavailable.",
+        parse_path,
+        shown_default="<worker data dir>/sink-spool.sqlite",
+    )
+    retry_initial_s: float = setting(
+        0.5, "First retry delay after a failed insert (doubles, jittered).", parse_positive_float
+    )
+    retry_max_s: float = setting(30.0, "Longest retry delay.", parse_positive_float)
+    migrate_on_start: bool = setting(
+        True, "Apply the ClickHouse schema when the sink starts.", parse_bool
+    )
+    fault_file: str = setting(
+        "",
+        "Fault drills: a JSON file of ClickHouse failures to inject at the client (empty: off).",
+        parse_str,
     )
 
 
@@ -384,6 +457,11 @@ class WorkerSettings:
     stats_interval_s: float = setting(
         30.0, "Seconds between processing-statistics log lines.", parse_positive_float
     )
+    agents: tuple[str, ...] = setting(
+        ("process", "sink"),
+        "Roles of this worker: process (images.raw) and/or sink (images.metadata).",
+        parse_agents,
+    )
     data_dir: Path = setting(
         Path(""),
         "Worker state (SQLite table files); one per worker process.",
@@ -422,6 +500,7 @@ class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     clickhouse: ClickHouseSettings = field(default_factory=ClickHouseSettings)
+    sink: SinkSettings = field(default_factory=SinkSettings)
     rtsp: RtspSettings = field(default_factory=RtspSettings)
     processing: ProcessingSettings = field(default_factory=ProcessingSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
@@ -435,9 +514,12 @@ class Settings:
     def with_worker_port(self, port: int, *, derive_data_dir: bool) -> Settings:
         """A copy with the worker's web port changed (and its data dir following, if derived)."""
         worker = dataclasses.replace(self.worker, web_port=port)
+        sink = self.sink
         if derive_data_dir:
             worker = dataclasses.replace(worker, data_dir=self.home / f"worker-{port}")
-        return dataclasses.replace(self, worker=worker)
+            if sink.spool_path in (Path(""), self.worker.data_dir / SPOOL_FILE):
+                sink = dataclasses.replace(sink, spool_path=worker.data_dir / SPOOL_FILE)
+        return dataclasses.replace(self, worker=worker, sink=sink)
 
     def describe(self, *, redact: bool = True) -> Iterator[tuple[str, str]]:
         """Yield ``(VARIABLE, value)`` for every setting, secrets and URL credentials redacted."""
@@ -571,6 +653,9 @@ def _resolve_derived(settings: Settings, env: Mapping[str, str]) -> Settings:
         settings = dataclasses.replace(settings, stack=stack)
     if settings.worker.data_dir == Path(""):
         settings = settings.with_worker_port(settings.worker.web_port, derive_data_dir=True)
+    if settings.sink.spool_path == Path(""):
+        sink = dataclasses.replace(settings.sink, spool_path=settings.worker.data_dir / SPOOL_FILE)
+        settings = dataclasses.replace(settings, sink=sink)
     if settings.clickhouse.url:
         return settings
     url = f"chdb://{(settings.home / 'clickhouse').resolve()}"

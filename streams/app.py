@@ -16,6 +16,7 @@ from streams.processing import ProcessingConfig
 
 if TYPE_CHECKING:
     from streams.agents.process import ImageProcessor
+    from streams.agents.sink import SinkAgent
 from streams.tables import Tables, create_tables
 from streams.topics import Topics, create_topics
 
@@ -47,13 +48,14 @@ class FlowForgeApp:
     settings: Settings
     app: faust.App
     topics: Topics
-    tables: Tables
+    tables: Tables | None  # None when this worker does not run the process agent
     pool: ThreadPoolExecutor
     concurrency: int
     config: ProcessingConfig
     worker_name: str
     agents: dict[str, Any] = field(default_factory=dict)
     processor: ImageProcessor | None = None
+    sink: SinkAgent | None = None
 
 
 def _hold_flow_during_seek(app: faust.App) -> None:
@@ -75,9 +77,19 @@ def _hold_flow_during_seek(app: faust.App) -> None:
     app.on_rebalance_complete.connect(stop_flow_until_seeked)
 
 
-def create_app(settings: Settings) -> FlowForgeApp:
-    """Build the worker's Faust app and register its agents and web pages."""
+def create_app(settings: Settings, clickhouse: Any = None) -> FlowForgeApp:
+    """Build the worker's Faust app with the agents of its roles, and its web pages.
+
+    Roles (``settings.worker.agents``): ``process`` consumes images.raw (with the tables);
+    ``sink`` consumes images.metadata into ClickHouse through ``clickhouse`` (a client, required
+    then, unless the sink mode is kafka-engine, where ClickHouse consumes the topic itself).
+    Workers with different roles share one consumer group: Faust assigns each topic only to
+    the members that subscribe to it.
+    """
     worker = settings.worker
+    run_sink = "sink" in worker.agents and settings.sink.mode == "agent"
+    if run_sink and clickhouse is None:
+        raise ValueError("the sink agent needs a ClickHouse client")
     concurrency = worker.concurrency or os.cpu_count() or 1
     # Our pool gives the parallelism; OpenCV's own threads would only oversubscribe the cores.
     cv2.setNumThreads(1)
@@ -114,16 +126,19 @@ def create_app(settings: Settings) -> FlowForgeApp:
         settings=settings,
         app=app,
         topics=create_topics(app, settings),
-        tables=create_tables(app, settings),
+        tables=create_tables(app, settings) if "process" in worker.agents else None,
         pool=ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ff-process"),
         concurrency=concurrency,
         config=processing_config(settings),
         worker_name=f"{socket.gethostname()}:{worker.web_port}",
     )
     from streams import web
-    from streams.agents import process
+    from streams.agents import process, sink
 
     _hold_flow_during_seek(app)
-    flow.agents["process"] = process.register(flow)
+    if "process" in worker.agents:
+        flow.agents["process"] = process.register(flow)
+    if run_sink:
+        flow.agents["sink"] = sink.register(flow, clickhouse)
     web.register(flow)
     return flow

@@ -81,8 +81,11 @@ class ClickHouseWriter:
         self.client = client
         self.table = table
 
-    def write(self, records: Sequence[Mapping[str, Any]]) -> int:
-        """Insert ``records``; return how many. Raises ClickHouseUnavailable or InsertRejected."""
+    def write(self, records: Sequence[Mapping[str, Any]], token: str | None = None) -> int:
+        """Insert ``records`` (deduplicated by ``token``, default :func:`batch_token`).
+
+        Returns how many; raises ClickHouseUnavailable (retry) or InsertRejected (do not).
+        """
         if not records:
             return 0
         columns = [[_value(name, record[name]) for record in records] for name in COLUMNS]
@@ -92,7 +95,7 @@ class ClickHouseWriter:
                 columns,
                 column_names=list(COLUMNS),
                 column_oriented=True,
-                settings={"insert_deduplication_token": batch_token(records)},
+                settings={"insert_deduplication_token": token or batch_token(records)},
             )
         except (ClickHouseError, OSError) as exc:
             raise classify(exc) from exc

@@ -57,3 +57,52 @@ LAG = Gauge(
     "Messages on assigned images.raw partitions not yet read.",
     registry=REGISTRY,
 )
+
+# --- the sink (agent "sink") ---------------------------------------------------------------
+
+SINK_ROWS = Counter(
+    "flowforge_sink_rows",
+    "Metadata rows by outcome: inserted (direct), spooled, drained (spool to ClickHouse), "
+    "dead_lettered.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+SINK_INSERT_SECONDS = Histogram(
+    "flowforge_sink_insert_seconds",
+    "Duration of one ClickHouse insert (successful or not).",
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+SINK_BATCH_ROWS = Histogram(
+    "flowforge_sink_batch_rows",
+    "Rows per ClickHouse insert.",
+    buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000),
+    registry=REGISTRY,
+)
+SINK_INSERT_FAILURES = Counter(
+    "flowforge_sink_insert_failures",
+    "ClickHouse inserts that failed, by kind (unavailable: retried; rejected: dead-lettered).",
+    ["kind"],
+    registry=REGISTRY,
+)
+SPOOL_ROWS = Gauge(
+    "flowforge_sink_spool_rows", "Rows waiting in the local spool.", registry=REGISTRY
+)
+SPOOL_BYTES = Gauge(
+    "flowforge_sink_spool_bytes", "Bytes of rows waiting in the local spool.", registry=REGISTRY
+)
+SPOOL_OLDEST_AGE = Gauge(
+    "flowforge_sink_spool_oldest_age_seconds",
+    "Age of the oldest spooled batch (0 when the spool is empty).",
+    registry=REGISTRY,
+)
+SINK_PAUSED = Gauge(
+    "flowforge_sink_paused",
+    "1 while the spool is at its bound and the sink has stopped consuming images.metadata.",
+    registry=REGISTRY,
+)
+SINK_CLICKHOUSE_UP = Gauge(
+    "flowforge_sink_clickhouse_up",
+    "1 when the last ClickHouse insert succeeded, 0 while ClickHouse is failing.",
+    registry=REGISTRY,
+)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
+from typing import Any
 
 import faust
 
-STATUSES = ("processed", "skipped_dark", "skipped_low_quality")
+#: Outcomes of a decoded image, then the outcome of an image sent to the dead-letter topic.
+STATUSES = ("processed", "skipped_dark", "skipped_low_quality", "rejected")
 
 
 class ImageMetadata(faust.Record, serializer="json", include_metadata=False):
@@ -17,8 +20,8 @@ class ImageMetadata(faust.Record, serializer="json", include_metadata=False):
     source_id: str
     captured_at: datetime  # UTC, from the envelope's ff-captured-at (epoch ms)
     processed_at: datetime  # UTC, when the worker finished the image
-    status: str  # processed | skipped_dark | skipped_low_quality
-    reason: str
+    status: str  # processed | skipped_dark | skipped_low_quality | rejected
+    reason: str  # why skipped or rejected (the dead-letter reason code); empty if processed
     width: int
     height: int
     out_width: int
@@ -45,3 +48,53 @@ class SourceStats(faust.Record, serializer="json", include_metadata=False):
     duplicates: int = 0
     brightness_avg: float = 0.0  # exponential moving average over decoded images
     last_seen: float = 0.0  # epoch seconds
+
+
+class MetadataInvalid(ValueError):
+    """A images.metadata value is not an ImageMetadata record; ``reason`` is the DLQ code."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = "bad_metadata"
+        self.detail = detail
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    name: (float, int) if kind is float else (kind,)
+    for name, kind in ImageMetadata._options.fields.items()
+    if kind in (str, int, float)
+}
+
+
+def metadata_row(raw: bytes) -> dict[str, Any]:
+    """One images.metadata value (JSON) checked against ImageMetadata, as a row dict.
+
+    Timestamps stay ISO 8601 strings (the writer converts them); raises MetadataInvalid naming
+    the first problem, so the sink can dead-letter the record instead of failing the batch.
+    """
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MetadataInvalid(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise MetadataInvalid(f"expected a JSON object, got {type(value).__name__}")
+    row: dict[str, Any] = {}
+    for name in ImageMetadata._options.fields:
+        if name not in value:
+            raise MetadataInvalid(f"field {name} is missing")
+        item = value[name]
+        if name in ("captured_at", "processed_at"):
+            if not isinstance(item, str):
+                raise MetadataInvalid(f"field {name} must be an ISO 8601 time")
+            try:
+                datetime.fromisoformat(item)
+            except ValueError:
+                raise MetadataInvalid(f"field {name} must be an ISO 8601 time") from None
+        else:
+            types = _FIELD_TYPES[name]
+            if isinstance(item, bool) or not isinstance(item, types):
+                raise MetadataInvalid(f"field {name} must be {types[0].__name__}")
+        row[name] = item
+    if row["status"] not in STATUSES:
+        raise MetadataInvalid(f"status {row['status']!r} is not one of {', '.join(STATUSES)}")
+    return row

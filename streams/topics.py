@@ -18,6 +18,7 @@ class Topics:
     raw: Any
     processed: Any
     metadata: Any
+    metadata_in: Any  # images.metadata as raw bytes: the sink checks each record itself
     dlq: Any
 
 
@@ -47,5 +48,6 @@ def create_topics(app: faust.App, settings: Settings) -> Topics:
             value_type=ImageMetadata,
             partitions=kafka.partitions,
         ),
+        metadata_in=_raw_bytes_topic(app, kafka.topic_metadata, settings),
         dlq=_raw_bytes_topic(app, kafka.topic_dlq, settings),
     )

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from flowforge.stats import ALL_TIME_S, SQL, rows_to_dicts
 from streams import metrics
 
 if TYPE_CHECKING:
@@ -31,7 +32,16 @@ def lag(flow: FlowForgeApp) -> int:
 
 
 def readiness(flow: FlowForgeApp) -> tuple[bool, str]:
-    """Ready means making progress: not recovering tables, and not stuck with work waiting."""
+    """Ready means making progress: processing not stuck, and the sink not degraded."""
+    ready, why = _processing_readiness(flow)
+    if flow.sink is not None:
+        sink_ready, sink_why = flow.sink.readiness()
+        return ready and sink_ready, f"{why}; {sink_why}"
+    return ready, why
+
+
+def _processing_readiness(flow: FlowForgeApp) -> tuple[bool, str]:
+    """Not recovering tables, and not stuck with work waiting."""
     app = flow.app
     if not app.consumer or not app.consumer.assignment():
         return True, "no partitions assigned"
@@ -41,7 +51,7 @@ def readiness(flow: FlowForgeApp) -> tuple[bool, str]:
     metrics.LAG.set(waiting)
     processor = flow.processor
     if processor is None:
-        return False, "process agent not registered"
+        return True, "no process agent"
     idle = time.monotonic() - processor.progress.last_progress
     if waiting and idle > STALL_SECONDS:
         return False, f"{waiting} messages waiting, no progress for {idle:.0f}s"
@@ -66,14 +76,33 @@ def register(flow: FlowForgeApp) -> None:
     async def prometheus(web: Any, request: Any) -> Any:
         if app.consumer and app.consumer.assignment():
             metrics.LAG.set(lag(flow))
-        for table in (flow.tables.seen, flow.tables.stats):
+        for table in (flow.tables.seen, flow.tables.stats) if flow.tables else ():
             replayed = getattr(table.data, "changelog_events_applied", 0)
             metrics.CHANGELOG_REPLAYED.labels(table=table.name).set(replayed)
+        if flow.sink is not None:
+            metrics.SPOOL_OLDEST_AGE.set(flow.sink.core.spool.oldest_age_s())
         # aiohttp refuses a charset inside content_type=, so the header is set directly.
         body = generate_latest(metrics.REGISTRY)
         return web.bytes(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.page("/stats")
     async def stats(web: Any, request: Any) -> Any:
+        if flow.tables is None:
+            return web.json({})
         table = flow.tables.stats
         return web.json({source: value.asdict() for source, value in table.items()})
+
+    @app.page("/clickhouse/stats")
+    async def clickhouse_stats(web: Any, request: Any) -> Any:
+        """`flowforge stats` asks here while this worker owns the embedded engine."""
+        if flow.sink is None:
+            return web.json({"error": "this worker runs no sink"}, status=404)
+        try:
+            since_s = int(request.query.get("since_s", ALL_TIME_S))
+        except ValueError:
+            return web.json({"error": "since_s must be an integer"}, status=400)
+        try:
+            result = await flow.sink.query(SQL, {"since_s": max(0, since_s)})
+        except Exception as exc:  # noqa: BLE001 - reported to the caller, the worker goes on
+            return web.json({"error": f"ClickHouse query failed: {exc}"}, status=503)
+        return web.json(rows_to_dicts(result.result_rows))

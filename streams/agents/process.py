@@ -10,18 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 from flowforge.envelope import (
     CONTENT_TYPE,
-    ERROR_DETAIL,
-    ERROR_REASON,
-    ERROR_STAGE,
-    ORIGINAL_OFFSET,
-    ORIGINAL_PARTITION,
-    ORIGINAL_TOPIC,
+    SOURCE_TYPE,
     Envelope,
     EnvelopeError,
+    content_image_id,
     header_map,
     parse_envelope,
 )
 from streams import metrics
+from streams.dlq import acked, dead_letter
 from streams.processing import ImageRejected, ProcessedImage, process_image
 from streams.records import ImageMetadata, SourceStats
 
@@ -31,14 +28,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BRIGHTNESS_EMA_ALPHA = 0.05
-MAX_DETAIL = 300
 
 
 class ImageProcessor:
     """Turns one Kafka event into its outcome; the agent only feeds events to it."""
 
     def __init__(self, flow: FlowForgeApp) -> None:
+        if flow.tables is None:
+            raise ValueError("the process agent needs the worker's tables")
         self.flow = flow
+        self.tables = flow.tables
         self.ttl_ms = int(flow.settings.worker.dedup_ttl_hours * 3_600_000)
         self._in_flight: set[str] = set()
         self._next_offset: dict[int, int] = {}
@@ -54,12 +53,12 @@ class ImageProcessor:
         try:
             envelope = parse_envelope(headers, message.key, data, now_ms)
         except EnvelopeError as exc:
-            await self._dead_letter(message, data, headers, "envelope", exc.reason, exc.detail)
+            await self._reject(message, data, headers, None, "envelope", exc.reason, exc.detail)
             self._count("unknown", "rejected")
             self.progress.note("rejected")
             return
         image_id = envelope.image_id
-        first_seen = self.flow.tables.seen.get(image_id)
+        first_seen = self.tables.seen.get(image_id)
         fresh = first_seen is not None and now_ms - int(first_seen) < self.ttl_ms
         if fresh or image_id in self._in_flight:
             self._duplicate(envelope)
@@ -68,7 +67,7 @@ class ImageProcessor:
         metrics.IN_FLIGHT.inc()
         try:
             status = await self._process(message, data, headers, envelope)
-            self.flow.tables.seen[image_id] = now_ms
+            self.tables.seen[image_id] = now_ms
         finally:
             metrics.IN_FLIGHT.dec()
             self._in_flight.discard(image_id)
@@ -83,7 +82,7 @@ class ImageProcessor:
                 self.flow.pool, process_image, data, self.flow.config
             )
         except ImageRejected as exc:
-            await self._dead_letter(message, data, headers, "process", exc.reason, exc.detail)
+            await self._reject(message, data, headers, envelope, "process", exc.reason, exc.detail)
             self._update_stats(envelope.source_id, "rejected", None)
             return "rejected"
         except Exception as exc:
@@ -91,7 +90,9 @@ class ImageProcessor:
             # topic with the error, and the worker goes on.
             log.exception("processing image %s failed unexpectedly", envelope.image_id)
             detail = f"{type(exc).__name__}: {exc}"
-            await self._dead_letter(message, data, headers, "process", "internal_error", detail)
+            await self._reject(
+                message, data, headers, envelope, "process", "internal_error", detail
+            )
             self._update_stats(envelope.source_id, "rejected", None)
             return "rejected"
         metrics.DECODE_MS.observe(result.decode_ms)
@@ -109,7 +110,7 @@ class ImageProcessor:
             )
         record = self._metadata(message, envelope, result, len(data))
         sent.append(await topics.metadata.send(key=envelope.source_id.encode(), value=record))
-        await _acked(sent)
+        await acked(sent)
         self._update_stats(envelope.source_id, result.status, result.brightness)
         return result.status
 
@@ -139,34 +140,60 @@ class ImageProcessor:
             worker=self.flow.worker_name,
         )
 
-    async def _dead_letter(
+    async def _reject(
         self,
         message: Any,
         data: bytes,
         headers: dict[str, str],
+        envelope: Envelope | None,
         stage: str,
         reason: str,
         detail: str,
     ) -> None:
-        """Send the original bytes with the original headers plus the reason to images.dlq."""
-        out = [
-            (name, value.encode())
-            for name, value in headers.items()
-            if not name.startswith("ff-error-")
-        ]
-        out += [
-            (ERROR_STAGE, stage.encode()),
-            (ERROR_REASON, reason.encode()),
-            (ERROR_DETAIL, detail[:MAX_DETAIL].encode("utf-8", errors="replace")),
-            (ORIGINAL_TOPIC, str(message.topic).encode()),
-            (ORIGINAL_PARTITION, str(message.partition).encode()),
-            (ORIGINAL_OFFSET, str(message.offset).encode()),
-        ]
-        await _acked([await self.flow.topics.dlq.send(key=message.key, value=data, headers=out)])
-        metrics.DLQ.labels(reason=reason).inc()
-        log.debug(
-            "dead letter %s/%s@%s: %s", message.topic, message.partition, message.offset, reason
+        """Dead-letter the image, and record it on images.metadata with status ``rejected``.
+
+        The metadata row makes every image visible in ClickHouse (rejects by reason on the
+        dashboard); the dead letter keeps the bytes for inspection and replay.
+        """
+        await dead_letter(
+            self.flow, message, data, headers, stage=stage, reason=reason, detail=detail
         )
+        now = datetime.now(tz=UTC)
+        if envelope is not None:
+            image_id, source_type, source_id = (
+                envelope.image_id,
+                envelope.source_type,
+                envelope.source_id,
+            )
+            captured_at = datetime.fromtimestamp(envelope.captured_at_ms / 1000, tz=UTC)
+        else:
+            key = message.key if isinstance(message.key, bytes) else b""
+            source_id = key.decode("utf-8", errors="replace")[:200] or "unknown"
+            source_type = headers.get(SOURCE_TYPE, "")[:20] or "unknown"
+            image_id, captured_at = content_image_id(source_id, data), now
+        record = ImageMetadata(
+            image_id=image_id,
+            source_type=source_type,
+            source_id=source_id,
+            captured_at=captured_at,
+            processed_at=now,
+            status="rejected",
+            reason=reason,
+            width=0,
+            height=0,
+            out_width=0,
+            out_height=0,
+            bytes=len(data),
+            format="",
+            brightness=0.0,
+            contrast=0.0,
+            sharpness=0.0,
+            processing_ms=0.0,
+            kafka_partition=message.partition,
+            kafka_offset=message.offset,
+            worker=self.flow.worker_name,
+        )
+        await acked([await self.flow.topics.metadata.send(key=source_id.encode(), value=record)])
 
     def _check_gap(self, message: Any) -> None:
         """Log and count offsets that Faust skipped on a partition (they would be lost)."""
@@ -192,8 +219,8 @@ class ImageProcessor:
 
     def _duplicate(self, envelope: Envelope) -> None:
         self._count(envelope.source_id, "duplicate")
-        stats = self.flow.tables.stats[envelope.source_id]
-        self.flow.tables.stats[envelope.source_id] = stats.derive(duplicates=stats.duplicates + 1)
+        stats = self.tables.stats[envelope.source_id]
+        self.tables.stats[envelope.source_id] = stats.derive(duplicates=stats.duplicates + 1)
         self.progress.note("duplicate")
 
     def _count(self, source: str, status: str) -> None:
@@ -201,7 +228,7 @@ class ImageProcessor:
 
     def _update_stats(self, source: str, status: str, brightness: float | None) -> None:
         self._count(source, status)
-        table = self.flow.tables.stats
+        table = self.tables.stats
         s: SourceStats = table[source]
         avg = s.brightness_avg
         if brightness is not None:
@@ -216,15 +243,6 @@ class ImageProcessor:
             brightness_avg=round(avg, 3),
             last_seen=time.time(),
         )
-
-
-async def _acked(futures: list[Any]) -> None:
-    """Wait until Kafka acknowledged every output of an image.
-
-    Only then is the image recorded in the seen-images table: a worker killed earlier leaves
-    no record, so the redelivered input is processed again instead of being skipped as done.
-    """
-    await asyncio.gather(*futures)
 
 
 class Progress:

@@ -38,8 +38,13 @@ class Outcomes:
     dlq: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
 
     def ids(self) -> list[str]:
-        """Image ids of every outcome (metadata and dead letters), with repeats."""
-        return [m["image_id"] for m in self.metadata] + [h["ff-image-id"] for h, _ in self.dlq]
+        """Image ids of every outcome, with repeats: every image, rejects included, gets one
+        metadata record (a reject's also goes to the dead-letter topic, see :meth:`dlq_ids`)."""
+        return [m["image_id"] for m in self.metadata]
+
+    def dlq_ids(self) -> list[str]:
+        """Image ids of the dead letters, with repeats."""
+        return [h["ff-image-id"] for h, _ in self.dlq]
 
 
 @dataclass
@@ -55,12 +60,16 @@ class Pipeline:
     def kafka(self) -> Any:
         return Settings.from_env(self.env).kafka
 
-    def start_worker(self, web_port: int | None = None) -> int:
-        """Start `flowforge worker` on ``web_port`` (fresh by default); return the port."""
+    def start_worker(self, web_port: int | None = None, agents: str = "process") -> int:
+        """Start `flowforge worker --agents AGENTS` on ``web_port`` (fresh by default).
+
+        Returns the port. Only the process agent by default: the sink's tests ask for it.
+        """
         port = web_port or free_port()
         log = (self.workdir / f"worker-{port}.log").open("ab")
+        args = ["worker", "-l", "info", "--web-port", str(port), "--agents", agents]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "flowforge", "worker", "-l", "info", "--web-port", str(port)],
+            [sys.executable, "-m", "flowforge", *args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -172,6 +181,62 @@ class Pipeline:
             await producer.stop()
         return ids
 
+    def produce_metadata(self, values: Iterable[bytes], source: str = "cam-01") -> None:
+        """Publish raw values to images.metadata (records as a worker would send, or junk)."""
+        asyncio.run(self._produce_metadata(list(values), source))
+
+    async def _produce_metadata(self, values: list[bytes], source: str) -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka.bootstrap_servers, acks="all", linger_ms=5
+        )
+        await producer.start()
+        try:
+            sent = [
+                await producer.send(self.kafka.topic_metadata, value, key=source.encode())
+                for value in values
+            ]
+            await asyncio.gather(*sent)
+        finally:
+            await producer.stop()
+
+    @property
+    def engine_path(self) -> Path:
+        """The embedded ClickHouse directory of this pipeline's sink."""
+        return Path(self.env["FLOWFORGE_HOME"]) / "clickhouse"
+
+    def query_engine(self, sql: str) -> list[list[Any]]:
+        """Run ``sql`` on the pipeline's embedded engine from a fresh process (this one may own
+        another engine) once no worker holds it; return the rows."""
+        script = (
+            "import json, sys, clickhouse_connect\n"
+            "client = clickhouse_connect.get_client(dsn='chdb://' + sys.argv[1])\n"
+            "print(json.dumps(client.query(sys.argv[2]).result_rows, default=str))\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script, str(self.engine_path.resolve()), sql],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise AssertionError(f"query failed: {result.stderr[-2000:]}")
+        return list(json.loads(result.stdout.strip().splitlines()[-1]))
+
+    def wait_until(
+        self, condition: Any, what: str, timeout: float = 90.0, interval: float = 0.3
+    ) -> Any:
+        """Poll ``condition()`` until it returns a truthy value (returned); fail naming ``what``."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            try:
+                last = condition()
+            except OSError as exc:  # a worker's web server not up yet
+                last = exc
+            else:
+                if last:
+                    return last
+            time.sleep(interval)
+        raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
     def collect(self, expected: int, timeout: float = 90.0, settle: float = 0.0) -> Outcomes:
         """Read the output topics from the start until ``expected`` distinct images have an
         outcome, then ``settle`` seconds more (to catch any extra outcome)."""
@@ -204,7 +269,13 @@ class Pipeline:
                     for r in records:
                         headers = header_map(r.headers)
                         if tp.topic == kafka.topic_metadata:
-                            outcomes.metadata.append(json.loads(r.value))
+                            try:
+                                value = json.loads(r.value)
+                            except ValueError:
+                                value = None
+                            if isinstance(value, dict) and "image_id" in value:
+                                outcomes.metadata.append(value)
+                            # else: junk a test put there for the sink to refuse
                         elif tp.topic == kafka.topic_processed:
                             outcomes.processed.append((headers, r.value))
                         else:

@@ -20,9 +20,13 @@ COLUMNS = ["image_id", "source_id", "captured_at", "processed_at", "status", "br
 
 def _rows(n: int, *, source: str = "cam-1") -> list[tuple[object, ...]]:
     now = datetime.now(tz=UTC)
-    statuses = ("processed", "skipped_dark", "skipped_low_quality")
+    statuses = ("processed", "skipped_dark", "skipped_low_quality", "rejected")
     # Image ids hash the source in (as the envelope's do), so they are unique across sources.
-    return [(f"{source}-img-{i}", source, now, now, statuses[i % 3], 50.0 + i) for i in range(n)]
+    # Rejected images have no brightness (0 in their rows).
+    return [
+        (f"{source}-img-{i}", source, now, now, statuses[i % 4], 0.0 if i % 4 == 3 else 50.0 + i)
+        for i in range(n)
+    ]
 
 
 def test_migrate_applies_every_file_once(database: Any) -> None:
@@ -60,7 +64,8 @@ def test_replays_collapse_and_a_retried_batch_is_dropped(database: Any) -> None:
 
 
 def test_rollup_agrees_with_the_raw_table(database: Any) -> None:
-    """The per-minute rollup counts each image once per status, as the raw table does (FINAL)."""
+    """The per-minute rollup counts each image once per status, as the raw table does (FINAL),
+    and its brightness aggregates leave rejected images out."""
     migrate(database, ttl_days=90)
     rows = _rows(12) + _rows(5, source="cam-2")
     database.insert("images_metadata", rows, column_names=COLUMNS)
@@ -72,13 +77,16 @@ def test_rollup_agrees_with_the_raw_table(database: Any) -> None:
     )
     rollup = database.query(
         "SELECT uniqExactMerge(images), uniqExactIfMerge(processed), uniqExactIfMerge(dark), "
-        "uniqExactIfMerge(low_quality) FROM images_per_minute"
+        "uniqExactIfMerge(low_quality), uniqExactIfMerge(rejected), minMerge(brightness_min) "
+        "FROM images_per_minute"
     ).result_rows[0]
     assert rollup == (
         sum(raw.values()),
         raw["processed"],
         raw["skipped_dark"],
         raw["skipped_low_quality"],
+        raw["rejected"],
+        50.0,
     )
 
 

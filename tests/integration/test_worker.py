@@ -60,9 +60,12 @@ def test_mixed_images_get_exactly_one_outcome_each(pipeline: Pipeline) -> None:
     out = pipeline.collect(len(cases), settle=3)
 
     assert Counter(out.ids()) == Counter(expected.keys()), "not exactly one outcome per message"
-    got = {m["image_id"]: m["status"] for m in out.metadata}
+    rejected = {m["image_id"]: m["reason"] for m in out.metadata if m["status"] == "rejected"}
+    got = {m["image_id"]: m["status"] for m in out.metadata if m["status"] != "rejected"}
     got |= {h["ff-image-id"]: "dlq:" + h["ff-error-reason"] for h, _ in out.dlq}
     assert got == expected
+    # A reject's metadata record carries the dead letter's reason.
+    assert rejected == {h["ff-image-id"]: h["ff-error-reason"] for h, _ in out.dlq}
     processed_ids = {m["image_id"] for m in out.metadata if m["status"] == "processed"}
     assert {h["ff-image-id"] for h, _ in out.processed} == processed_ids
     for headers, data in out.processed:

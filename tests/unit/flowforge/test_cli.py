@@ -13,6 +13,7 @@ COMMANDS = [
     ["clickhouse"],
     ["clickhouse", "migrate"],
     ["clickhouse", "kafka-engine-sql"],
+    ["stats"],
     ["stack"],
     ["stack", "up"],
     ["stack", "down"],

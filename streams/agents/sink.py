@@ -1,0 +1,210 @@
+"""Agent "sink": images.metadata into ClickHouse in batches; offsets advance once rows are durable.
+
+Batches come from Faust's ``take_events`` (flush on size or age). Faust acks a batch's events
+when the loop body returns, even when it raises, so the body never returns before the batch is
+durable (inserted, or in the spool) and never raises: bad records go to the dead-letter topic,
+ClickHouse outages go to the spool, and a shutdown waits for the batch in hand to be stored.
+At the spool's bound the body waits for the drain to make room: nothing more is consumed, and
+nothing is dropped. Every ClickHouse and spool call runs on one thread (see streams/sink.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from flowforge.backoff import Backoff
+from flowforge.clickhouse import ClickHouseUnavailable
+from flowforge.envelope import header_map
+from streams import metrics
+from streams.clickhouse_writer import ClickHouseWriter
+from streams.dlq import dead_letter
+from streams.records import MetadataInvalid, metadata_row
+from streams.sink import Drained, MetadataSink
+from streams.spool import Spool
+
+if TYPE_CHECKING:
+    from streams.app import FlowForgeApp
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Spooled rows merged into one insert while draining, as a multiple of the batch size.
+DRAIN_BATCHES = 10
+
+
+class _Origin:
+    """Where a dead-lettered row came from, when it is no longer a Kafka message (the spool)."""
+
+    def __init__(self, topic: str, key: bytes) -> None:
+        self.topic, self.key, self.partition, self.offset = topic, key, -1, -1
+
+
+class SinkAgent:
+    """The sink's asynchronous side: batches in, drain loop, back-pressure, readiness."""
+
+    def __init__(self, flow: FlowForgeApp, client: Any) -> None:
+        self.flow = flow
+        sink = flow.settings.sink
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ff-sink")
+        spool = Spool(sink.spool_path, sink.spool_max_mb * 1024 * 1024)
+        self.core = MetadataSink(
+            ClickHouseWriter(client), spool, drain_rows=DRAIN_BATCHES * sink.batch_size
+        )
+        self.client = client
+        self.backoff = Backoff(sink.retry_initial_s, sink.retry_max_s)
+        self.last_flush = time.monotonic()
+        self._wake: asyncio.Event | None = None
+        if spool.batches:
+            log.info("sink: %d rows from an earlier run wait in the spool", spool.rows)
+
+    @property
+    def wake(self) -> asyncio.Event:
+        if self._wake is None:  # created in the worker's loop
+            self._wake = asyncio.Event()
+        return self._wake
+
+    async def handle_batch(self, events: list[Any]) -> None:
+        """Make one batch durable (ClickHouse or spool); dead-letter what cannot be a row."""
+        rows, origins = [], []
+        for event in events:
+            message = event.message
+            value = message.value if isinstance(message.value, bytes) else b""
+            try:
+                rows.append(metadata_row(value))
+            except MetadataInvalid as exc:
+                await self._dead_letter(message, value, exc.reason, exc.detail)
+                continue
+            origins.append(message)
+        try:
+            await self._room_in_spool()
+        except asyncio.CancelledError:
+            # Shutting down with a batch in hand: the events are acked when the body returns,
+            # so the batch is spooled first, over the bound by this one batch.
+            await self._in_thread(self.core.store, rows)
+            raise
+        stored = await self._in_thread(self.core.store, rows)
+        metrics.SINK_ROWS.labels(outcome="inserted").inc(stored.inserted)
+        for index, detail in stored.rejected:
+            message = origins[index]
+            await self._dead_letter(message, message.value, "clickhouse_rejected", detail)
+        if stored.spooled:
+            self.wake.set()
+        self.last_flush = time.monotonic()
+
+    async def drain_forever(self) -> None:
+        """Drain the spool into ClickHouse whenever it holds rows, backing off while it fails."""
+        while True:
+            try:
+                drained = await self._in_thread(self.core.drain_one)
+            except ClickHouseUnavailable:
+                await self._sleep_or_wake(self.backoff.next_delay())
+                continue
+            except Exception:
+                # A spool or programming error must not end draining for good: log, back off.
+                log.exception("sink: draining the spool failed")
+                await self._sleep_or_wake(self.backoff.next_delay())
+                continue
+            if drained is None:
+                self.backoff.reset()
+                metrics.SINK_PAUSED.set(0)
+                await self._sleep_or_wake(1.0)
+                continue
+            self.backoff.reset()
+            await self._dead_letter_drained(drained)
+            await self._in_thread(self.core.done, drained)
+
+    async def _room_in_spool(self) -> None:
+        """Wait while the spool is at its bound (back-pressure: stop consuming, drop nothing)."""
+        if not self.core.spool.full:
+            return
+        metrics.SINK_PAUSED.set(1)
+        log.warning(
+            "sink: spool full (%d rows, %d bytes): consumption paused until it drains",
+            self.core.spool.rows,
+            self.core.spool.bytes,
+        )
+        try:
+            while self.core.spool.full:
+                await asyncio.sleep(0.2)
+        finally:
+            metrics.SINK_PAUSED.set(0)
+        log.info("sink: spool below its bound, consuming again")
+
+    async def _in_thread(self, call: Callable[..., T], *args: Any) -> T:
+        """Run ``call`` on the sink thread; a cancelled caller still waits for it to finish."""
+        future = asyncio.get_running_loop().run_in_executor(self.thread, call, *args)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            await asyncio.wait([future])
+            raise
+
+    async def _sleep_or_wake(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), timeout=seconds)
+        self.wake.clear()
+
+    async def _dead_letter_drained(self, drained: Drained) -> None:
+        topic = self.flow.settings.kafka.topic_metadata
+        for index, detail in drained.rejected:
+            row = drained.rows[index]
+            value = json.dumps(row).encode()
+            origin = _Origin(topic, str(row.get("source_id", "")).encode())
+            await self._dead_letter(origin, value, "clickhouse_rejected", detail)
+
+    async def _dead_letter(self, message: Any, value: bytes, reason: str, detail: str) -> None:
+        headers = header_map(getattr(message, "headers", None))
+        await dead_letter(
+            self.flow, message, value, headers, stage="sink", reason=reason, detail=detail
+        )
+        metrics.SINK_ROWS.labels(outcome="dead_lettered").inc()
+
+    def readiness(self) -> tuple[bool, str]:
+        """Degraded (not ready) while ClickHouse fails or the spool is at its bound."""
+        spool = self.core.spool
+        if spool.full:
+            return False, f"degraded: sink spool full ({spool.rows} rows), consumption paused"
+        since = self.core.unavailable_since
+        if since is not None:
+            down = time.monotonic() - since
+            return False, (
+                f"degraded: ClickHouse unavailable for {down:.0f}s, {spool.rows} rows spooled "
+                f"({self.core.last_error[:120]})"
+            )
+        return True, f"sink spool {spool.rows} rows"
+
+    async def query(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        """Run a read query on the sink's client (the one process that may own the engine)."""
+        return await self._in_thread(self.client.query, sql, parameters)
+
+    def close(self) -> None:
+        self.thread.shutdown(wait=True)
+        self.core.spool.close()
+
+
+def register(flow: FlowForgeApp, client: Any) -> Any:
+    """Register the "sink" agent on images.metadata and its drain task."""
+    sink_agent = SinkAgent(flow, client)
+    settings = flow.settings.sink
+
+    async def sink(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_size, within=settings.flush_s):
+            await sink_agent.handle_batch(events)
+
+    agent = flow.app.agent(flow.topics.metadata_in, name="sink", concurrency=1)(sink)
+    flow.app.task(sink_agent.drain_forever)
+
+    async def refresh_gauges() -> None:
+        metrics.SPOOL_OLDEST_AGE.set(sink_agent.core.spool.oldest_age_s())
+
+    flow.app.timer(interval=5.0)(refresh_gauges)
+    flow.sink = sink_agent
+    return agent

@@ -1,0 +1,258 @@
+"""The sink agent on the real broker and the real embedded ClickHouse: rows, crashes, outages."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from flowforge.faults import write_fault
+from flowforge.settings import Settings
+from flowforge.stack import Stack
+from streams.records import ImageMetadata
+from tests.conftest import stack_env, unique_name
+from tests.images import mixed_set
+from tests.integration.harness import Pipeline, make_pipeline
+
+SINK_ENV = {"FLOWFORGE_SINK_FLUSH_S": "0.2"}
+
+
+@pytest.fixture
+def pipeline(
+    request: pytest.FixtureRequest, settings: Settings, services: Stack, tmp_path: Path
+) -> Iterator[Pipeline]:
+    """Private topics, app id and home (so its own embedded engine); workers stopped at the end."""
+    p = make_pipeline(unique_name(request, "s"), settings, stack_env(), tmp_path)
+    p.env.update(SINK_ENV)
+    yield p
+    p.stop_all()
+
+
+def _record(i: int, source: str = "cam-01") -> bytes:
+    """A metadata record as a worker sends it (serialized by the same Faust record class)."""
+    now = datetime.now(tz=UTC)
+    record = ImageMetadata(
+        image_id=f"{source}-{i:06d}", source_type="batch", source_id=source,
+        captured_at=now, processed_at=now, status="processed", reason="",
+        width=1280, height=720, out_width=640, out_height=360, bytes=120_000, format="jpeg",
+        brightness=100.0 + i % 50, contrast=40.0, sharpness=300.0, processing_ms=4.2,
+        kafka_partition=i % 6, kafka_offset=i, worker="test:0",
+    )  # fmt: skip
+    return bytes(record.dumps())
+
+
+def _status(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _rows_in_clickhouse(pipeline: Pipeline, port: int) -> int:
+    """Distinct images in ClickHouse, asked through the owning worker's page."""
+    stats = pipeline.get_json(port, "/clickhouse/stats")
+    return sum(s["images"] for s in stats) if isinstance(stats, list) else -1
+
+
+def _stop(pipeline: Pipeline, port: int) -> None:
+    pipeline.kill_worker(port, signal.SIGTERM)
+
+
+def test_images_become_exactly_one_row_each_with_their_outcome(pipeline: Pipeline) -> None:
+    """N images in (every outcome, rejects too) give exactly N rows (FINAL) whose statuses and
+    scores are those of the metadata records, and `flowforge stats` reports them per source."""
+    cases = mixed_set()
+    ids = pipeline.produce((name, payload) for name, (payload, _) in cases.items())
+    port = pipeline.start_worker(agents="process,sink")
+    out = pipeline.collect(len(ids), settle=1)
+    pipeline.wait_until(lambda: _rows_in_clickhouse(pipeline, port) == len(ids), "all rows")
+
+    result = subprocess.run(
+        [sys.executable, "-m", "flowforge", "stats", "--json"],
+        env=pipeline.env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    [stats] = json.loads(result.stdout)
+    statuses = Counter(m["status"] for m in out.metadata)
+    assert (stats["source_id"], stats["images"]) == ("cam-01", len(ids))
+    assert stats["processed"] == statuses["processed"]
+    assert stats["dark"] == statuses["skipped_dark"]
+    assert stats["low_quality"] == statuses["skipped_low_quality"]
+    assert stats["rejected"] == statuses["rejected"] == len(out.dlq) > 0
+    assert stats["latency_p99_ms"] is not None
+    assert stats["latency_p99_ms"] >= 0
+
+    _stop(pipeline, port)
+    rows = pipeline.query_engine(
+        "SELECT image_id, status, reason, brightness, width FROM images_metadata FINAL"
+    )
+    assert sorted(r[0] for r in rows) == sorted(ids)
+    expected = {m["image_id"]: m for m in out.metadata}
+    for image_id, status, reason, brightness, width in rows:
+        record = expected[image_id]
+        assert (status, reason, width) == (record["status"], record["reason"], record["width"])
+        assert abs(brightness - record["brightness"]) < 1e-3
+    rollup = pipeline.query_engine(
+        "SELECT uniqExactMerge(images), uniqExactIfMerge(rejected) FROM images_per_minute"
+    )
+    assert rollup == [[len(ids), statuses["rejected"]]]
+
+
+def test_second_owner_of_the_embedded_engine_exits_naming_the_owner(pipeline: Pipeline) -> None:
+    """A second sink on the same embedded engine exits 1 with one line naming the owning PID and
+    what to do instead, and the first sink keeps running."""
+    first = pipeline.start_worker(agents="sink")
+    pipeline.wait_until(lambda: _status(first, "/livez")[0] == 200, "first sink up")
+    second = pipeline.start_worker(agents="sink")
+    proc = pipeline.workers[second]
+    assert proc.wait(timeout=90) == 1
+    last = pipeline.worker_log(second).strip().splitlines()[-1]
+    assert f"is in use by pid {pipeline.workers[first].pid}" in last, last
+    assert "--agents process" in last, last
+    assert pipeline.alive(first)
+
+
+def test_sink_killed_mid_batch_and_restarted_leaves_exactly_one_row_per_image(
+    pipeline: Pipeline,
+) -> None:
+    """SIGKILL of the sink while it writes batches, then a restart: every record is redelivered
+    (no offsets were committed) and ClickHouse still holds exactly one row per image (repeated
+    batches carry the same deduplication token and are dropped; any other repeat collapses)."""
+    count = 3000
+    pipeline.env.update(
+        {"FLOWFORGE_SINK_BATCH_SIZE": "100", "FLOWFORGE_WORKER_COMMIT_INTERVAL_S": "600"}
+    )
+    pipeline.produce_metadata(_record(i) for i in range(count))
+    port = pipeline.start_worker(agents="sink")
+    inserted = pipeline.wait_until(
+        lambda: pipeline.metric(port, "flowforge_sink_rows_total", outcome="inserted") >= 300,
+        "the first batches inserted",
+    )
+    assert inserted
+    pipeline.kill_worker(port, signal.SIGKILL)
+    port = pipeline.start_worker(port, agents="sink")
+    pipeline.wait_until(lambda: _rows_in_clickhouse(pipeline, port) == count, "all rows", 120)
+    replayed = pipeline.metric(port, "flowforge_sink_rows_total", outcome="inserted")
+    assert replayed == count, "the restarted sink should have been given every record again"
+    _stop(pipeline, port)
+    [[final, distinct]] = pipeline.query_engine(
+        "SELECT (SELECT count() FROM images_metadata FINAL), uniqExact(image_id) "
+        "FROM images_metadata"
+    )
+    assert (final, distinct) == (count, count)
+
+
+def test_clickhouse_outage_spools_rows_and_drains_them_when_it_returns(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """With ClickHouse refusing, timing out, then answering TOO_MANY_PARTS, processing goes on,
+    rows go to the spool, /readyz says degraded; once it answers, the spool drains in full."""
+    faults = tmp_path / "faults.json"
+    write_fault(faults, "refused")
+    pipeline.env["FLOWFORGE_SINK_FAULT_FILE"] = str(faults)
+    pipeline.env["FLOWFORGE_SINK_RETRY_MAX_S"] = "1"
+    cases = mixed_set()
+    ids = pipeline.produce((name, payload) for name, (payload, _) in cases.items())
+    port = pipeline.start_worker(agents="process,sink")
+    out = pipeline.collect(len(ids))  # processing is not held up by the outage
+    assert len(set(out.ids())) == len(ids)
+
+    def spooled() -> float:
+        return pipeline.metric(port, "flowforge_sink_spool_rows")
+
+    pipeline.wait_until(lambda: spooled() == len(ids), "every row spooled")
+    code, body = _status(port, "/readyz")
+    assert (code, "degraded: ClickHouse unavailable" in body) == (503, True), body
+    for fault in ("timeout", "too_many_parts"):
+        failures = pipeline.metric(port, "flowforge_sink_insert_failures_total")
+        write_fault(faults, fault)
+        pipeline.wait_until(
+            lambda f=failures: pipeline.metric(port, "flowforge_sink_insert_failures_total") > f,
+            f"a retry failing with {fault}",
+        )
+        assert spooled() == len(ids)
+    write_fault(faults, None)
+    pipeline.wait_until(lambda: spooled() == 0, "the spool drained", 60)
+    assert pipeline.metric(port, "flowforge_sink_rows_total", outcome="drained") == len(ids)
+    pipeline.wait_until(lambda: _rows_in_clickhouse(pipeline, port) == len(ids), "all rows")
+    code, body = _status(port, "/readyz")
+    assert code == 200, body
+
+
+def test_spool_at_its_bound_pauses_consumption_and_drops_nothing(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """At the spool's size bound the sink stops consuming (paused, spool no longer grows) and,
+    once ClickHouse answers, every record still arrives."""
+    count = 8000
+    faults = tmp_path / "faults.json"
+    write_fault(faults, "refused")
+    pipeline.env.update(
+        {
+            "FLOWFORGE_SINK_FAULT_FILE": str(faults),
+            "FLOWFORGE_SINK_SPOOL_MAX_MB": "1",
+            "FLOWFORGE_SINK_BATCH_SIZE": "200",
+            "FLOWFORGE_SINK_RETRY_MAX_S": "1",
+        }
+    )
+    pipeline.produce_metadata(_record(i) for i in range(count))
+    port = pipeline.start_worker(agents="sink")
+    pipeline.wait_until(
+        lambda: pipeline.metric(port, "flowforge_sink_paused") == 1, "back-pressure", 120
+    )
+    held = pipeline.metric(port, "flowforge_sink_spool_rows")
+    size = pipeline.metric(port, "flowforge_sink_spool_bytes")
+    time.sleep(3)
+    assert pipeline.metric(port, "flowforge_sink_spool_rows") == held, "spool grew while paused"
+    assert 0 < held < count
+    assert 1024 * 1024 <= size < 1024 * 1024 + 200 * 1024, size  # the bound, plus one batch
+    code, body = _status(port, "/readyz")
+    assert (code, "spool full" in body) == (503, True), body
+
+    write_fault(faults, None)
+    pipeline.wait_until(lambda: _rows_in_clickhouse(pipeline, port) == count, "all rows", 120)
+    assert pipeline.metric(port, "flowforge_sink_paused") == 0
+
+
+def test_records_that_are_not_metadata_go_to_the_dead_letter_topic(pipeline: Pipeline) -> None:
+    """Junk on images.metadata is dead-lettered with the sink's reason; good records around it
+    are written, and the sink goes on."""
+    junk = [b"not json", b'{"image_id": "x"}', b"[1, 2]"]
+    pipeline.produce_metadata([_record(1), *junk, _record(2)])
+    port = pipeline.start_worker(agents="sink")
+    pipeline.wait_until(lambda: _rows_in_clickhouse(pipeline, port) == 2, "the two good rows")
+    out = pipeline.collect(2, settle=2)
+    assert sorted(data for _, data in out.dlq) == sorted(junk)
+    for headers, _ in out.dlq:
+        assert (headers["ff-error-stage"], headers["ff-error-reason"]) == ("sink", "bad_metadata")
+        assert headers["ff-original-topic"] == pipeline.kafka.topic_metadata
+    assert pipeline.alive(port)
+    assert pipeline.metric(port, "flowforge_sink_rows_total", outcome="dead_lettered") == 3
+
+
+def test_stats_without_a_running_worker_reads_the_engine_itself(pipeline: Pipeline) -> None:
+    """`flowforge stats` with no worker owning the engine opens it directly and prints a table."""
+    pipeline.produce_metadata([_record(i, source="cam-09") for i in range(5)])
+    port = pipeline.start_worker(agents="sink")
+    pipeline.wait_until(lambda: _rows_in_clickhouse(pipeline, port) == 5, "rows")
+    _stop(pipeline, port)
+    env = dict(pipeline.env, COLUMNS="200")
+    result = subprocess.run(
+        [sys.executable, "-m", "flowforge", "stats"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    header, row = result.stdout.strip().splitlines()
+    assert header.split()[:2] == ["source", "images"]
+    assert row.split()[:3] == ["cam-09", "5", "5"]

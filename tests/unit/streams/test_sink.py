@@ -1,0 +1,108 @@
+"""MetadataSink's decisions: insert, spool when ClickHouse fails, keep order, isolate refusals.
+
+The writer here is a stand-in for ClickHouse that records inserts and raises the sink's own
+error types on demand; the real engine is exercised in tests/integration/test_sink.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowforge.clickhouse import ClickHouseUnavailable
+from streams.clickhouse_writer import InsertRejected
+from streams.sink import MetadataSink
+from streams.spool import Spool
+
+
+class ScriptedWriter:
+    """Inserts into a list; fails while ``down``; refuses rows whose id is in ``refuse``."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.refuse: set[str] = set()
+        self.inserts: list[tuple[list[str], str | None]] = []
+
+    def write(self, records: Sequence[Mapping[str, Any]], token: str | None = None) -> int:
+        if self.down:
+            raise ClickHouseUnavailable("connection refused")
+        ids = [str(r["image_id"]) for r in records]
+        if self.refuse & set(ids):
+            raise InsertRejected("Code: 27. Cannot parse input")
+        self.inserts.append((ids, token))
+        return len(ids)
+
+
+def _rows(*ids: str) -> list[dict[str, Any]]:
+    return [{"image_id": i, "kafka_partition": 0, "kafka_offset": n} for n, i in enumerate(ids)]
+
+
+def _sink(tmp_path: Path) -> tuple[MetadataSink, ScriptedWriter]:
+    writer = ScriptedWriter()
+    spool = Spool(tmp_path / "spool.sqlite", max_bytes=1 << 20)
+    return MetadataSink(writer, spool, drain_rows=100), writer  # type: ignore[arg-type]
+
+
+def test_batch_is_inserted_directly_when_clickhouse_answers(tmp_path: Path) -> None:
+    """With ClickHouse up and nothing spooled, a batch is one insert and nothing is spooled."""
+    sink, writer = _sink(tmp_path)
+    stored = sink.store(_rows("a", "b"))
+    assert (stored.inserted, stored.spooled) == (2, 0)
+    assert [ids for ids, _ in writer.inserts] == [["a", "b"]]
+
+
+def test_outage_spools_and_later_batches_queue_behind_it(tmp_path: Path) -> None:
+    """While ClickHouse fails the batch is spooled; once anything is spooled, new batches are
+    appended behind it even if ClickHouse answers, so rows arrive in order."""
+    sink, writer = _sink(tmp_path)
+    writer.down = True
+    assert sink.store(_rows("a")).spooled == 1
+    assert sink.unavailable_since is not None
+    writer.down = False
+    assert sink.store(_rows("b")).spooled == 1
+    assert writer.inserts == []
+    drained = sink.drain_one()
+    assert drained is not None
+    assert drained.inserted == 2
+    sink.done(drained)
+    assert [ids for ids, _ in writer.inserts] == [["a", "b"]]
+    assert sink.spool.batches == 0
+    assert sink.unavailable_since is None
+    assert sink.drain_one() is None
+
+
+def test_drain_during_an_outage_raises_and_keeps_the_batches(tmp_path: Path) -> None:
+    """A drain step while ClickHouse fails raises ClickHouseUnavailable; nothing is lost."""
+    sink, writer = _sink(tmp_path)
+    writer.down = True
+    sink.store(_rows("a", "b"))
+    with pytest.raises(ClickHouseUnavailable):
+        sink.drain_one()
+    assert sink.spool.rows == 2
+
+
+def test_one_spooled_batch_is_retried_with_its_original_token(tmp_path: Path) -> None:
+    """A single spooled batch drains with the token of its first attempt, so ClickHouse can
+    drop it if that attempt was stored after all."""
+    sink, writer = _sink(tmp_path)
+    writer.down = True
+    sink.store(_rows("a", "b"))
+    token = sink.spool.peek()[0].token
+    writer.down = False
+    drained = sink.drain_one()
+    assert drained is not None
+    assert writer.inserts == [(["a", "b"], token)]
+
+
+def test_refused_rows_are_isolated_and_the_rest_inserted(tmp_path: Path) -> None:
+    """When ClickHouse refuses a batch, the rows are tried one by one: the refused one is
+    reported (for the dead-letter topic) and every other row is inserted."""
+    sink, writer = _sink(tmp_path)
+    writer.refuse = {"bad"}
+    stored = sink.store(_rows("a", "bad", "c"))
+    assert stored.inserted == 2
+    assert [index for index, _ in stored.rejected] == [1]
+    assert sorted(i for ids, _ in writer.inserts for i in ids) == ["a", "c"]
