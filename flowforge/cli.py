@@ -147,11 +147,15 @@ def worker(state: State, faust_args: tuple[str, ...]) -> None:
             raise click.BadParameter(str(exc), param_hint="--web-port") from None
         derived = "FLOWFORGE_WORKER_DATA_DIR" not in os.environ
         settings = settings.with_worker_port(port_number, derive_data_dir=derived)
+    client = None
     if "-h" in faust_args or "--help" in faust_args:
         click.echo(click.get_current_context().get_help())
         click.echo()
-    client = None
-    if "sink" in settings.worker.agents and settings.sink.mode == "agent":
+        # Faust prints its own options next; no agent needs to start for that.
+        settings = dataclasses.replace(
+            settings, worker=dataclasses.replace(settings.worker, agents=("process",))
+        )
+    elif "sink" in settings.worker.agents and settings.sink.mode == "agent":
         client = _sink_client(settings)
     flow = create_app(settings, client)
     app = flow.app

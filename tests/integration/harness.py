@@ -13,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from flowforge.envelope import Envelope, content_image_id, header_map
 from flowforge.kafka_admin import admin_client, ensure_topics, topic_spec
 from flowforge.settings import Settings
+from streams.records import ImageMetadata
 
 
 def free_port() -> int:
@@ -288,6 +290,19 @@ class Pipeline:
         finally:
             await consumer.stop()
         return outcomes
+
+
+def metadata_record(i: int, source: str = "cam-01") -> bytes:
+    """Metadata record number ``i`` as a worker sends it (the same Faust record class)."""
+    now = datetime.now(tz=UTC)
+    record = ImageMetadata(
+        image_id=f"{source}-{i:06d}", source_type="batch", source_id=source,
+        captured_at=now, processed_at=now, status="processed", reason="",
+        width=1280, height=720, out_width=640, out_height=360, bytes=120_000, format="jpeg",
+        brightness=100.0 + i % 50, contrast=40.0, sharpness=300.0, processing_ms=4.2,
+        kafka_partition=i % 6, kafka_offset=i, worker="test:0",
+    )  # fmt: skip
+    return bytes(record.dumps())
 
 
 def make_pipeline(

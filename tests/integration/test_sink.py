@@ -11,7 +11,6 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -19,10 +18,9 @@ import pytest
 from flowforge.faults import write_fault
 from flowforge.settings import Settings
 from flowforge.stack import Stack
-from streams.records import ImageMetadata
 from tests.conftest import stack_env, unique_name
 from tests.images import mixed_set
-from tests.integration.harness import Pipeline, make_pipeline
+from tests.integration.harness import Pipeline, make_pipeline, metadata_record
 
 SINK_ENV = {"FLOWFORGE_SINK_FLUSH_S": "0.2"}
 
@@ -36,19 +34,6 @@ def pipeline(
     p.env.update(SINK_ENV)
     yield p
     p.stop_all()
-
-
-def _record(i: int, source: str = "cam-01") -> bytes:
-    """A metadata record as a worker sends it (serialized by the same Faust record class)."""
-    now = datetime.now(tz=UTC)
-    record = ImageMetadata(
-        image_id=f"{source}-{i:06d}", source_type="batch", source_id=source,
-        captured_at=now, processed_at=now, status="processed", reason="",
-        width=1280, height=720, out_width=640, out_height=360, bytes=120_000, format="jpeg",
-        brightness=100.0 + i % 50, contrast=40.0, sharpness=300.0, processing_ms=4.2,
-        kafka_partition=i % 6, kafka_offset=i, worker="test:0",
-    )  # fmt: skip
-    return bytes(record.dumps())
 
 
 def _status(port: int, path: str) -> tuple[int, str]:
@@ -133,7 +118,7 @@ def test_sink_killed_mid_batch_and_restarted_leaves_exactly_one_row_per_image(
     pipeline.env.update(
         {"FLOWFORGE_SINK_BATCH_SIZE": "100", "FLOWFORGE_WORKER_COMMIT_INTERVAL_S": "600"}
     )
-    pipeline.produce_metadata(_record(i) for i in range(count))
+    pipeline.produce_metadata(metadata_record(i) for i in range(count))
     port = pipeline.start_worker(agents="sink")
     inserted = pipeline.wait_until(
         lambda: pipeline.metric(port, "flowforge_sink_rows_total", outcome="inserted") >= 300,
@@ -206,7 +191,7 @@ def test_spool_at_its_bound_pauses_consumption_and_drops_nothing(
             "FLOWFORGE_SINK_RETRY_MAX_S": "1",
         }
     )
-    pipeline.produce_metadata(_record(i) for i in range(count))
+    pipeline.produce_metadata(metadata_record(i) for i in range(count))
     port = pipeline.start_worker(agents="sink")
     pipeline.wait_until(
         lambda: pipeline.metric(port, "flowforge_sink_paused") == 1, "back-pressure", 120
@@ -229,7 +214,7 @@ def test_records_that_are_not_metadata_go_to_the_dead_letter_topic(pipeline: Pip
     """Junk on images.metadata is dead-lettered with the sink's reason; good records around it
     are written, and the sink goes on."""
     junk = [b"not json", b'{"image_id": "x"}', b"[1, 2]"]
-    pipeline.produce_metadata([_record(1), *junk, _record(2)])
+    pipeline.produce_metadata([metadata_record(1), *junk, metadata_record(2)])
     port = pipeline.start_worker(agents="sink")
     pipeline.wait_until(lambda: _rows_in_clickhouse(pipeline, port) == 2, "the two good rows")
     out = pipeline.collect(2, settle=2)
@@ -243,7 +228,7 @@ def test_records_that_are_not_metadata_go_to_the_dead_letter_topic(pipeline: Pip
 
 def test_stats_without_a_running_worker_reads_the_engine_itself(pipeline: Pipeline) -> None:
     """`flowforge stats` with no worker owning the engine opens it directly and prints a table."""
-    pipeline.produce_metadata([_record(i, source="cam-09") for i in range(5)])
+    pipeline.produce_metadata([metadata_record(i, source="cam-09") for i in range(5)])
     port = pipeline.start_worker(agents="sink")
     pipeline.wait_until(lambda: _rows_in_clickhouse(pipeline, port) == 5, "rows")
     _stop(pipeline, port)
