@@ -6,6 +6,7 @@ started by `flowforge sim rtsp`); reads its :class:`SimConfig` as JSON on stdin.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
@@ -28,7 +29,8 @@ from flowforge.sim.config import (
 )
 from flowforge.sim.errors import SimConfigError, SimError, SimPortBusy, SimUnavailable
 
-log = logging.getLogger(__name__)
+# Named for the module even when run as __main__ (python -m flowforge.sim.server).
+log = logging.getLogger("flowforge.sim.server")
 
 T = TypeVar("T")
 
@@ -206,7 +208,7 @@ class Simulator:
             raise SimConfigError(f"path {stream.name!r} exists; DELETE it first")
         check_elements(stream)
         path = Path(config=stream)
-        factory = _Factory(self, path)
+        factory = _factory_class()(self, path)
         factory.set_shared(True)
         path.factory = factory
         if stream.is_file:
@@ -234,6 +236,7 @@ class Simulator:
         self.drop_clients(path, fault=False)
         if path.player is not None:
             path.player.set_state(Gst.State.NULL)
+            path.player.get_bus().remove_signal_watch()
         with self.lock:
             del self.paths[name]
         log.info("path /%s deleted", name)
@@ -296,12 +299,14 @@ class Simulator:
 
     def _on_sample(self, sink: Any, path: Path) -> Any:
         sample = sink.emit("pull-sample")
+        with self.lock:
+            appsrcs = list(path.appsrcs)
+        if not appsrcs:
+            return Gst.FlowReturn.OK
         buffer = sample.get_buffer().copy()
         # The media's appsrc stamps buffers with its own clock (do-timestamp); the file's
         # timestamps restart at every loop.
         buffer.pts = buffer.dts = Gst.CLOCK_TIME_NONE
-        with self.lock:
-            appsrcs = list(path.appsrcs)
         for appsrc in appsrcs:
             appsrc.emit("push-buffer", buffer)
         return Gst.FlowReturn.OK
@@ -379,6 +384,7 @@ class Simulator:
         return "\n".join(lines) + "\n"
 
 
+@functools.cache
 def _factory_class() -> type:
     class Factory(GstRtspServer.RTSPMediaFactory):  # type: ignore[misc]
         """A shared media factory whose pipelines count, freeze and darken frames."""
@@ -398,16 +404,6 @@ def _factory_class() -> type:
             )
 
     return Factory
-
-
-def _Factory(sim: Simulator, path: Path) -> Any:
-    global _FACTORY
-    if _FACTORY is None:
-        _FACTORY = _factory_class()
-    return _FACTORY(sim, path)
-
-
-_FACTORY: Any = None
 
 
 # --- HTTP API -----------------------------------------------------------------------------
