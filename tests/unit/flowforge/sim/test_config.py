@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from flowforge.sim.config import (
     SimConfig,
@@ -163,3 +166,28 @@ def test_brightness_cycle_goes_from_day_to_night_and_back() -> None:
 def test_loopback_addresses(host: str, loopback: bool) -> None:
     """Only loopback addresses and `localhost` count as local-only binds."""
     assert is_loopback(host) is loopback
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=5,
+)
+_KEYS = st.sampled_from([*(f.name for f in dataclasses.fields(StreamConfig)), "size", "other"])
+
+
+@given(st.dictionaries(_KEYS, _JSON_VALUES, max_size=6))
+def test_any_api_body_is_a_stream_or_a_config_error(body: dict[str, object]) -> None:
+    """Any JSON body POSTed to /v1/paths gives a StreamConfig or a SimConfigError, nothing else."""
+    stream: StreamConfig | None = None
+    message = ""
+    try:
+        stream = parse_stream(body)
+    except SimConfigError as exc:
+        message = str(exc)
+    if stream is None:
+        assert message.startswith("stream")
+        assert "\n" not in message
+    else:
+        assert stream.width % 2 == 0
+        assert 1 <= stream.fps <= 120
