@@ -120,7 +120,7 @@ def player_launch(stream: StreamConfig) -> str:
 
 
 @dataclass
-class Path:
+class SimPath:
     """One mount: its stream config, fault switches, counters and the live GStreamer objects."""
 
     config: StreamConfig
@@ -151,7 +151,7 @@ class Simulator:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         self.lock = threading.Lock()
-        self.paths: dict[str, Path] = {}
+        self.paths: dict[str, SimPath] = {}
         self.started = time.monotonic()
         self.loop = GLib.MainLoop()
         self.server = GstRtspServer.RTSPServer()
@@ -203,11 +203,11 @@ class Simulator:
 
     # -- paths ------------------------------------------------------------------------
 
-    def add_path(self, stream: StreamConfig) -> Path:
+    def add_path(self, stream: StreamConfig) -> SimPath:
         if stream.name in self.paths:
             raise SimConfigError(f"path {stream.name!r} exists; DELETE it first")
         check_elements(stream)
-        path = Path(config=stream)
+        path = SimPath(config=stream)
         factory = _factory_class()(self, path)
         factory.set_shared(True)
         path.factory = factory
@@ -241,7 +241,7 @@ class Simulator:
             del self.paths[name]
         log.info("path /%s deleted", name)
 
-    def drop_clients(self, path: Path, *, fault: bool = True) -> int:
+    def drop_clients(self, path: SimPath, *, fault: bool = True) -> int:
         """Close the client connections of ``path`` (the drop switch when ``fault``)."""
         clients = list(path.clients)
         for client in clients:
@@ -252,13 +252,13 @@ class Simulator:
         log.info("path /%s: dropped %d client connection(s)", path.config.name, len(clients))
         return len(clients)
 
-    def set_frozen(self, path: Path, frozen: bool) -> None:
+    def set_frozen(self, path: SimPath, frozen: bool) -> None:
         path.frozen = frozen
         log.info("path /%s %s", path.config.name, "frozen" if frozen else "unfrozen")
 
     # -- GStreamer callbacks ----------------------------------------------------------
 
-    def media_element(self, path: Path) -> Any:
+    def media_element(self, path: SimPath) -> Any:
         """Build one media pipeline for ``path`` (the factory's create_element)."""
         element = Gst.parse_launch(media_launch(path.config))
         pay = element.get_by_name("pay0")
@@ -272,13 +272,13 @@ class Simulator:
                 path.appsrcs.append(appsrc)
         return element
 
-    def _on_frame(self, _pad: Any, _info: Any, path: Path) -> Any:
+    def _on_frame(self, _pad: Any, _info: Any, path: SimPath) -> Any:
         if path.frozen:
             return Gst.PadProbeReturn.DROP
         path.frames += 1
         return Gst.PadProbeReturn.OK
 
-    def _on_media_unprepared(self, _media: Any, path: Path, element: Any) -> None:
+    def _on_media_unprepared(self, _media: Any, path: SimPath, element: Any) -> None:
         with self.lock:
             balance = element.get_by_name("balance")
             if balance in path.balances:
@@ -287,7 +287,7 @@ class Simulator:
             if appsrc in path.appsrcs:
                 path.appsrcs.remove(appsrc)
 
-    def _start_player(self, path: Path) -> Any:
+    def _start_player(self, path: SimPath) -> Any:
         player = Gst.parse_launch(player_launch(path.config))
         sink = player.get_by_name("sink")
         sink.connect("new-sample", self._on_sample, path)
@@ -297,7 +297,7 @@ class Simulator:
         player.set_state(Gst.State.PLAYING)
         return player
 
-    def _on_sample(self, sink: Any, path: Path) -> Any:
+    def _on_sample(self, sink: Any, path: SimPath) -> Any:
         sample = sink.emit("pull-sample")
         with self.lock:
             appsrcs = list(path.appsrcs)
@@ -311,7 +311,7 @@ class Simulator:
             appsrc.emit("push-buffer", buffer)
         return Gst.FlowReturn.OK
 
-    def _on_player_message(self, _bus: Any, message: Any, path: Path, player: Any) -> None:
+    def _on_player_message(self, _bus: Any, message: Any, path: SimPath, player: Any) -> None:
         if message.type == Gst.MessageType.EOS:
             player.seek_simple(Gst.Format.TIME, Gst.SeekFlags.FLUSH | Gst.SeekFlags.KEY_UNIT, 0)
         elif message.type == Gst.MessageType.ERROR:
@@ -365,7 +365,7 @@ class Simulator:
             "# TYPE flowforge_sim_uptime_seconds gauge",
             f"flowforge_sim_uptime_seconds {time.monotonic() - self.started:.3f}",
         ]
-        per_path: list[tuple[str, str, str, Callable[[Path], float]]] = [
+        per_path: list[tuple[str, str, str, Callable[[SimPath], float]]] = [
             ("clients", "gauge", "RTSP clients set up on the path.", lambda p: len(p.clients)),
             ("frames_served_total", "counter", "Frames sent on the path.", lambda p: p.frames),
             ("frozen", "gauge", "1 while the path's freeze switch is on.", lambda p: p.frozen),
@@ -389,7 +389,7 @@ def _factory_class() -> type:
     class Factory(GstRtspServer.RTSPMediaFactory):  # type: ignore[misc]
         """A shared media factory whose pipelines count, freeze and darken frames."""
 
-        def __init__(self, sim: Simulator, path: Path) -> None:
+        def __init__(self, sim: Simulator, path: SimPath) -> None:
             super().__init__()
             self.sim = sim
             self.path = path
