@@ -376,6 +376,13 @@ def _echo_nonempty(line: str) -> None:
         click.echo(line)
 
 
+# --- sim -----------------------------------------------------------------------------------
+
+from flowforge.sim.cli import sim  # noqa: E402 - its own module keeps this file small
+
+cli.add_command(sim)
+
+
 # --- entry point --------------------------------------------------------------------------
 
 

@@ -489,6 +489,53 @@ class StackSettings:
     )
 
 
+def parse_sim_encoder(raw: str) -> str:
+    from flowforge.sim.config import ENCODERS
+
+    text = raw.strip().lower()
+    if text not in ENCODERS:
+        raise ValueError(f"expected one of {', '.join(ENCODERS)}")
+    return text
+
+
+@dataclass(frozen=True)
+class SimSettings:
+    """The RTSP simulator (`flowforge sim rtsp`); a config file overrides these."""
+
+    bind: str = setting("127.0.0.1", "Address of the simulator's RTSP server and API.", parse_str)
+    rtsp_port: int = setting(8554, "RTSP port of the simulator.", parse_port)
+    api_port: int = setting(9997, "Port of the simulator's HTTP API and /metrics.", parse_port)
+    token: Secret = setting(
+        Secret(""),
+        "Bearer token for the API's changes (or *_FILE); required off loopback.",
+        parse_secret,
+    )
+    config: str = setting(
+        "", "TOML/JSON file with the streams (empty: N test patterns).", parse_str
+    )
+    streams: int = setting(
+        3, "Streams /cam1../camN served when no file names them.", _int_in(0, 64)
+    )
+    size: tuple[int, int] = setting(
+        (640, 360), "Default resolution of a stream.", parse_size_wxh, shown_default="640x360"
+    )
+    fps: int = setting(15, "Default frame rate of a stream.", _int_in(1, 120))
+    bitrate_kbps: int = setting(
+        1000, "Default H.264 bitrate of a stream (kbit/s).", _int_in(16, 100_000)
+    )
+    encoder: str = setting("x264", "Default H.264 encoder: x264 or openh264.", parse_sim_encoder)
+    day_night_period_s: float = setting(
+        120.0,
+        "Default seconds of one day/night brightness cycle (0: always day).",
+        _float_in(0, 86_400),
+    )
+    python: str = setting(
+        "/usr/bin/python3",
+        "Python with GStreamer's bindings (python3-gi) for the server.",
+        parse_str,
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
     """All of FlowForge's settings."""
@@ -505,6 +552,7 @@ class Settings:
     processing: ProcessingSettings = field(default_factory=ProcessingSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     stack: StackSettings = field(default_factory=StackSettings)
+    sim: SimSettings = field(default_factory=SimSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

@@ -18,6 +18,10 @@ COMMANDS = [
     ["stack", "up"],
     ["stack", "down"],
     ["stack", "status"],
+    ["sim"],
+    ["sim", "rtsp"],
+    ["sim", "video"],
+    ["sim", "check"],
 ]
 
 
