@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flowforge.errors import SettingsError
-from flowforge.settings import MIB, SPECS, Secret, Settings, parse_size
+from flowforge.settings import MIB, SPECS, Secret, Settings, parse_duration, parse_size
 
 
 def test_defaults_match_the_architecture() -> None:
@@ -231,3 +231,50 @@ def test_from_env_reads_only_the_mapping_given(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("FLOWFORGE_KAFKA_PARTITIONS", "99")
     assert Settings.from_env({}).kafka.partitions == 6
     assert Settings.from_env(os.environ).kafka.partitions == 99
+
+
+@pytest.mark.parametrize(
+    ("raw", "roles"),
+    [
+        ("process,sink", ("process", "sink")),
+        (" SINK ", ("sink",)),
+        ("process,process", ("process",)),
+    ],
+)
+def test_worker_agents_parse_to_known_roles(raw: str, roles: tuple[str, ...]) -> None:
+    """FLOWFORGE_WORKER_AGENTS accepts a comma list of process/sink, case and repeats ignored."""
+    assert Settings.from_env({"FLOWFORGE_WORKER_AGENTS": raw}).worker.agents == roles
+
+
+@pytest.mark.parametrize("raw", ["", "ingest", "process,ingest", ","])
+def test_unknown_or_empty_worker_agents_are_refused(raw: str) -> None:
+    """An empty list or an unknown role stops start-up naming the variable."""
+    with pytest.raises(SettingsError, match="FLOWFORGE_WORKER_AGENTS"):
+        Settings.from_env({"FLOWFORGE_WORKER_AGENTS": raw})
+
+
+def test_sink_spool_follows_the_worker_data_dir() -> None:
+    """The spool lives in the worker's data directory unless set, and follows a --web-port."""
+    settings = Settings.from_env({"FLOWFORGE_HOME": "/srv/ff"})
+    assert settings.sink.spool_path == Path("/srv/ff/worker-6066/sink-spool.sqlite")
+    moved = settings.with_worker_port(6070, derive_data_dir=True)
+    assert moved.sink.spool_path == Path("/srv/ff/worker-6070/sink-spool.sqlite")
+    fixed = Settings.from_env({"FLOWFORGE_SINK_SPOOL_PATH": "/var/spool/ff.sqlite"})
+    assert fixed.with_worker_port(6070, derive_data_dir=True).sink.spool_path == Path(
+        "/var/spool/ff.sqlite"
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"), [("90", 90), ("30s", 30), ("15m", 900), ("2h", 7200), ("7d", 604800)]
+)
+def test_durations_parse_to_seconds(raw: str, seconds: int) -> None:
+    """`--since` style durations: plain seconds or a number with s, m, h or d."""
+    assert parse_duration(raw) == seconds
+
+
+@pytest.mark.parametrize("raw", ["", "0", "-5m", "1.5h", "ten minutes", "5w"])
+def test_bad_durations_are_refused(raw: str) -> None:
+    """Anything but a positive whole number with an optional unit is refused with the format."""
+    with pytest.raises(ValueError, match="30s, 15m, 2h or 7d"):
+        parse_duration(raw)

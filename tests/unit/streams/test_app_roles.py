@@ -1,0 +1,56 @@
+"""Worker roles: which agents a worker registers for FLOWFORGE_WORKER_AGENTS and the sink mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flowforge.settings import Settings
+from streams.app import create_app
+
+
+def _settings(tmp_path: Path, **env: str) -> Settings:
+    return Settings.from_env({"FLOWFORGE_HOME": str(tmp_path), **env})
+
+
+class NoClient:
+    """Stands for a ClickHouse client; registering the sink must not call it."""
+
+    def __getattr__(self, name: str) -> None:
+        raise AssertionError(f"the sink called ClickHouse ({name}) while being registered")
+
+
+def test_default_worker_runs_process_and_sink(tmp_path: Path) -> None:
+    """By default a worker registers both agents, with the tables and the sink's spool."""
+    flow = create_app(_settings(tmp_path), NoClient())
+    assert set(flow.agents) == {"process", "sink"}
+    assert flow.tables is not None
+    assert flow.sink is not None
+    assert flow.sink.core.spool.path == tmp_path / "worker-6066" / "sink-spool.sqlite"
+
+
+def test_processing_only_worker_has_no_sink_and_needs_no_clickhouse(tmp_path: Path) -> None:
+    """--agents process: no sink agent, and no ClickHouse client is needed."""
+    flow = create_app(_settings(tmp_path, FLOWFORGE_WORKER_AGENTS="process"))
+    assert set(flow.agents) == {"process"}
+    assert flow.sink is None
+
+
+def test_sink_only_worker_has_no_tables(tmp_path: Path) -> None:
+    """--agents sink: only the sink, and no tables (whose changelogs would be assigned to it)."""
+    flow = create_app(_settings(tmp_path, FLOWFORGE_WORKER_AGENTS="sink"), NoClient())
+    assert set(flow.agents) == {"sink"}
+    assert flow.tables is None
+
+
+def test_kafka_engine_mode_runs_no_sink_agent(tmp_path: Path) -> None:
+    """FLOWFORGE_SINK_MODE=kafka-engine: ClickHouse consumes the topic, so no sink agent runs."""
+    flow = create_app(_settings(tmp_path, FLOWFORGE_SINK_MODE="kafka-engine"))
+    assert set(flow.agents) == {"process"}
+
+
+def test_sink_agent_without_a_client_is_a_programming_error(tmp_path: Path) -> None:
+    """Asking for the sink agent without a ClickHouse client fails at once, not at first batch."""
+    with pytest.raises(ValueError, match="needs a ClickHouse client"):
+        create_app(_settings(tmp_path, FLOWFORGE_WORKER_AGENTS="sink"))
