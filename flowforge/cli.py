@@ -271,6 +271,13 @@ def _echo_nonempty(line: str) -> None:
         click.echo(line)
 
 
+# --- bridges (bridges/cli.py) ----------------------------------------------------------
+
+from bridges.cli import bridge  # noqa: E402 - the bridges' group lives with the bridges
+
+cli.add_command(bridge)
+
+
 # --- entry point --------------------------------------------------------------------------
 
 

@@ -17,6 +17,8 @@ COMMANDS = [
     ["stack", "up"],
     ["stack", "down"],
     ["stack", "status"],
+    ["bridge"],
+    ["bridge", "mqtt"],
 ]
 
 
