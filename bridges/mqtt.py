@@ -32,9 +32,6 @@ ONLINE = b"online"
 OFFLINE = b"offline"
 # Not ready when images wait for Kafka and none was acknowledged for this long.
 STALL_SECONDS = 30.0
-# QoS 1 messages beyond the broker's window (receive maximum) are not expected; past this many
-# times the window they are dropped (and, unacknowledged, redelivered on the next session).
-QOS1_QUEUE_FACTOR = 10
 # How long a stopping bridge waits for the images it handed to Kafka.
 DRAIN_SECONDS = 30.0
 MAX_SOURCE_ID = 128
@@ -103,13 +100,14 @@ class MqttBridge(Bridge):
             self.mqtt.availability_topic or f"flowforge/bridges/{self.client_id}/availability"
         )
         self.subscription = f"{self.mqtt.topic}/#"
-        # paho's thread hands messages over with call_soon_threadsafe, so a burst arrives within
-        # one loop iteration. QoS 1 messages are bounded by the broker's window (receive
-        # maximum, unacknowledged ones) and only dropped far beyond it; QoS 0 ones (no window,
-        # the sender accepted loss) are dropped once the queue holds a window's worth.
+        # At most receive_maximum messages are between paho's thread and their acknowledgement.
+        # Mosquitto 2.0.11 was seen sending 800+ unacknowledged QoS 1 messages to a client
+        # with Receive Maximum 100, so the bridge bounds this itself: a QoS 1 message waits in
+        # paho's thread for a slot (TCP back-pressure; the broker keeps the rest in the
+        # session), because a dropped unacknowledged message would only come back in the next
+        # session. A QoS 0 message finding no slot is dropped and counted (queue_full).
+        self.slots = threading.BoundedSemaphore(self.mqtt.receive_maximum)
         self.queue: asyncio.Queue[Received] = asyncio.Queue()
-        self.qos0_limit = self.mqtt.receive_maximum
-        self.qos1_limit = QOS1_QUEUE_FACTOR * self.mqtt.receive_maximum
         self.peak_queue = 0
         self.connected = False
         self._generation = 0  # connection count: an ack never crosses a reconnect
@@ -216,6 +214,12 @@ class MqttBridge(Bridge):
     # --- the event loop side -------------------------------------------------------------
 
     async def _handle(self, item: Received, stop: asyncio.Event) -> None:
+        try:
+            await self._publish(item, stop)
+        finally:
+            self.slots.release()
+
+    async def _publish(self, item: Received, stop: asyncio.Event) -> None:
         metrics.RECEIVED.labels(NAME).inc()
         try:
             source_id = source_id_for(item.topic, self.mqtt.topic, self.mqtt.default_source)
@@ -247,19 +251,10 @@ class MqttBridge(Bridge):
             self._client.ack(item.mid, item.qos)
 
     def _enqueue(self, item: Received) -> None:
-        depth = self.queue.qsize()
-        if depth >= (self.qos1_limit if item.qos else self.qos0_limit):
-            metrics.DROPPED.labels(NAME, "queue_full").inc()
-            if not self._overflowing:
-                log.warning("queue full (%d, QoS %d): dropping messages", depth, item.qos)
-            self._overflowing = True
-            return
         self.queue.put_nowait(item)
-        self.peak_queue = max(self.peak_queue, depth + 1)
-        metrics.QUEUE_DEPTH.labels(NAME).set(depth + 1)
-        if self._overflowing:
-            log.info("queue has room again")
-            self._overflowing = False
+        depth = self.queue.qsize()
+        self.peak_queue = max(self.peak_queue, depth)
+        metrics.QUEUE_DEPTH.labels(NAME).set(depth)
 
     # --- paho's thread -----------------------------------------------------------------
 
@@ -304,7 +299,27 @@ class MqttBridge(Bridge):
         if was and not self._closing:
             log.warning("disconnected from MQTT (%s); reconnecting", reason)
 
+    def _take_slot(self, qos: int) -> bool:
+        """Wait (QoS 1) or not (QoS 0) for a free slot; False means drop the message."""
+        if self.slots.acquire(blocking=False):
+            if self._overflowing:
+                log.info("Kafka caught up: MQTT flows again")
+                self._overflowing = False
+            return True
+        if not qos:
+            metrics.DROPPED.labels(NAME, "queue_full").inc()
+            return False
+        if not self._overflowing:
+            log.warning("%d images wait for Kafka: holding MQTT back", self.mqtt.receive_maximum)
+            self._overflowing = True
+        while not self._closing:
+            if self.slots.acquire(timeout=1.0):
+                return True
+        return False  # stopping: left unacknowledged, so the next session gets it again
+
     def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
+        if not self._take_slot(msg.qos):
+            return
         item = Received(
             topic=msg.topic,
             payload=bytes(msg.payload),

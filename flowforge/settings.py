@@ -292,7 +292,9 @@ class MqttSettings:
         _int_at_least(1),
     )
     receive_maximum: int = setting(
-        100, "QoS 1 messages the broker may have unacknowledged at the bridge.", _int_in(1, 65535)
+        100,
+        "Messages taken from MQTT and not yet acked by Kafka, at most (MQTT 5 Receive Maximum).",
+        _int_in(1, 65535),
     )
 
 
