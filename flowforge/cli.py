@@ -381,6 +381,11 @@ def _echo_nonempty(line: str) -> None:
 from flowforge.sim.cli import sim  # noqa: E402 - its own module keeps this file small
 
 cli.add_command(sim)
+# --- bridges (bridges/cli.py) ----------------------------------------------------------
+
+from bridges.cli import bridge  # noqa: E402 - the bridges' group lives with the bridges
+
+cli.add_command(bridge)
 
 
 # --- entry point --------------------------------------------------------------------------

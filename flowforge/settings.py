@@ -84,6 +84,19 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected an integer {low}-{high}") from None
+        if not low <= value <= high:
+            raise ValueError(f"expected an integer {low}-{high}")
+        return value
+
+    return parse
+
+
 def parse_positive_float(raw: str) -> float:
     try:
         value = float(raw.strip())
@@ -271,6 +284,31 @@ class MqttSettings:
     password: Secret = setting(Secret(""), "MQTT password (or *_FILE).", parse_secret)
     tls: bool = setting(False, "Connect to the broker over TLS.", parse_bool)
     ca_file: str = setting("", "CA bundle for TLS (empty: system CAs).", parse_str)
+    client_id: str = setting(
+        "",
+        "Bridge's MQTT client id (persistent session); empty: derived from host name and home.",
+        parse_str,
+        shown_default="(derived)",
+    )
+    default_source: str = setting(
+        "default", "Source id of images published to the bare image topic.", parse_str
+    )
+    availability_topic: str = setting(
+        "",
+        "Retained online/offline topic (LWT); empty: flowforge/bridges/<client id>/availability.",
+        parse_str,
+        shown_default="(derived)",
+    )
+    session_expiry_s: int = setting(
+        604_800,
+        "Seconds the broker keeps the bridge's session and queue while it is away.",
+        _int_at_least(1),
+    )
+    receive_maximum: int = setting(
+        100,
+        "Messages taken from MQTT and not yet acked by Kafka, at most (MQTT 5 Receive Maximum).",
+        _int_in(1, 65535),
+    )
 
 
 @dataclass(frozen=True)
@@ -395,19 +433,6 @@ def _float_in(low: float, high: float) -> Callable[[str], float]:
     return parse
 
 
-def _int_in(low: int, high: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            raise ValueError(f"expected an integer {low}-{high}") from None
-        if not low <= value <= high:
-            raise ValueError(f"expected an integer {low}-{high}")
-        return value
-
-    return parse
-
-
 @dataclass(frozen=True)
 class ProcessingSettings:
     """What the worker does to each image."""
@@ -433,6 +458,40 @@ class ProcessingSettings:
     jpeg_quality: int = setting(85, "JPEG quality of the resized output.", _int_in(1, 100))
     fast_path: bool = setting(
         True, "Decode large JPEGs at reduced size in the DCT domain.", parse_bool
+    )
+
+
+COMPRESSION_TYPES: Final = ("none", "gzip", "lz4", "zstd", "snappy")
+
+
+def parse_compression(raw: str) -> str:
+    text = raw.strip().lower()
+    if text not in COMPRESSION_TYPES:
+        raise ValueError("expected one of " + ", ".join(COMPRESSION_TYPES))
+    return text
+
+
+@dataclass(frozen=True)
+class BridgeSettings:
+    """What the bridges (`flowforge bridge mqtt|rtsp|batch`) share: publisher and web."""
+
+    web_bind: str = setting(
+        "127.0.0.1", "Address of the bridges' /livez, /readyz, /metrics.", parse_str
+    )
+    mqtt_web_port: int = setting(6067, "Web port of the MQTT bridge.", parse_port)
+    rtsp_web_port: int = setting(6068, "Web port of the RTSP bridge.", parse_port)
+    batch_web_port: int = setting(6069, "Web port of the batch bridge.", parse_port)
+    in_flight_bytes: int = setting(
+        64 * MIB,
+        "Payload bytes handed to Kafka and not yet acknowledged, at most (then wait).",
+        parse_size,
+        shown_default="64MiB",
+    )
+    compression: str = setting(
+        "lz4", "Kafka compression: none, gzip, lz4, zstd or snappy.", parse_compression
+    )
+    linger_ms: int = setting(
+        5, "Milliseconds the producer waits to fill a batch.", _int_at_least(0)
     )
 
 
@@ -550,6 +609,7 @@ class Settings:
     sink: SinkSettings = field(default_factory=SinkSettings)
     rtsp: RtspSettings = field(default_factory=RtspSettings)
     processing: ProcessingSettings = field(default_factory=ProcessingSettings)
+    bridge: BridgeSettings = field(default_factory=BridgeSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     stack: StackSettings = field(default_factory=StackSettings)
     sim: SimSettings = field(default_factory=SimSettings)

@@ -22,6 +22,8 @@ COMMANDS = [
     ["sim", "rtsp"],
     ["sim", "video"],
     ["sim", "check"],
+    ["bridge"],
+    ["bridge", "mqtt"],
 ]
 
 

@@ -1,0 +1,69 @@
+"""The bridges' Prometheus metrics (one registry per process, served at /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_MS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
+
+RECEIVED = Counter(
+    "flowforge_bridge_received",
+    "Images received from the source.",
+    ["bridge"],
+    registry=REGISTRY,
+)
+PUBLISHED = Counter(
+    "flowforge_bridge_published",
+    "Images acknowledged by Kafka on the image topic.",
+    ["bridge"],
+    registry=REGISTRY,
+)
+REJECTED = Counter(
+    "flowforge_bridge_rejected",
+    "Images rejected (sent to the dead-letter topic, never to the image topic), by reason.",
+    ["bridge", "reason"],
+    registry=REGISTRY,
+)
+DROPPED = Counter(
+    "flowforge_bridge_dropped",
+    "Images dropped without a dead letter (e.g. queue_full), by reason.",
+    ["bridge", "reason"],
+    registry=REGISTRY,
+)
+IN_FLIGHT_BYTES = Gauge(
+    "flowforge_bridge_in_flight_bytes",
+    "Payload bytes handed to the Kafka producer and not yet acknowledged.",
+    registry=REGISTRY,
+)
+PUBLISH_MS = Histogram(
+    "flowforge_bridge_publish_latency_ms",
+    "Time from handing a record to the producer to Kafka's acknowledgement (ms).",
+    buckets=_MS_BUCKETS,
+    registry=REGISTRY,
+)
+CONNECTED = Gauge(
+    "flowforge_bridge_source_connected",
+    "1 while the bridge is connected to its source (MQTT broker).",
+    ["bridge"],
+    registry=REGISTRY,
+)
+RECONNECTS = Counter(
+    "flowforge_bridge_reconnects",
+    "Connections to the source after the first one.",
+    ["bridge"],
+    registry=REGISTRY,
+)
+PUBLISH_RETRIES = Counter(
+    "flowforge_bridge_publish_retries",
+    "Records handed to Kafka again after a retriable failure.",
+    ["bridge"],
+    registry=REGISTRY,
+)
+QUEUE_DEPTH = Gauge(
+    "flowforge_bridge_queue_depth",
+    "Messages handed over by the source's library thread, not yet taken by the event loop.",
+    ["bridge"],
+    registry=REGISTRY,
+)

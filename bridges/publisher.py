@@ -1,0 +1,278 @@
+"""KafkaPublisher: the one aiokafka producer the bridges publish images and dead letters with."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+from bridges import metrics
+from bridges.backoff import Backoff, retry
+from bridges.errors import PayloadRejected, PublishFailed
+from flowforge import envelope as env
+from flowforge.envelope import Envelope, content_image_id
+from flowforge.kafka_admin import ensure_topics, topic_spec
+from flowforge.settings import BridgeSettings, KafkaSettings
+
+log = logging.getLogger(__name__)
+
+ERROR_STAGE = "bridge"
+MAX_DETAIL = 300
+
+
+@dataclass(frozen=True)
+class ImageMessage:
+    """One image as a bridge received it, before it becomes a Kafka record."""
+
+    source_type: str
+    source_id: str
+    origin: str
+    data: bytes
+    captured_at_ms: int
+    content_type: str = "application/octet-stream"
+
+    def envelope(self) -> Envelope:
+        """The envelope headers; the image id is the content hash, so redeliveries keep it."""
+        return Envelope(
+            image_id=content_image_id(self.source_id, self.data),
+            source_type=self.source_type,
+            source_id=self.source_id,
+            captured_at_ms=self.captured_at_ms,
+            content_type=self.content_type,
+            origin=self.origin,
+        )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of an image: published to the image topic, or rejected to the DLQ."""
+
+    status: Literal["published", "rejected"]
+    image_id: str
+    reason: str = ""
+
+
+class ByteBudget:
+    """A bound on payload bytes in flight: ``acquire`` waits until the bytes fit.
+
+    A single item larger than the whole budget is let through alone (when nothing else is in
+    flight), so it waits instead of deadlocking.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._changed = asyncio.Condition()
+
+    def fits(self, size: int) -> bool:
+        """Whether ``size`` more bytes may go now."""
+        return self.used == 0 or self.used + size <= self.limit
+
+    async def acquire(self, size: int) -> None:
+        """Wait until ``size`` bytes fit in the budget, then take them."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.fits(size))
+            self.used += size
+            metrics.IN_FLIGHT_BYTES.set(self.used)
+
+    async def release(self, size: int) -> None:
+        """Give ``size`` bytes back and wake the waiters."""
+        async with self._changed:
+            self.used -= size
+            metrics.IN_FLIGHT_BYTES.set(self.used)
+            self._changed.notify_all()
+
+
+def record_size(key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> int:
+    """The size Kafka's limits see for one record (aiokafka's estimate, batch overhead in)."""
+    size: int = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
+    return size
+
+
+def dead_letter_headers(envelope: Envelope, reason: str, detail: str) -> list[tuple[str, bytes]]:
+    """The envelope plus the error headers of a bridge-stage dead letter."""
+    return [
+        *envelope.headers(),
+        (env.ERROR_STAGE, ERROR_STAGE.encode()),
+        (env.ERROR_REASON, reason.encode()),
+        (env.ERROR_DETAIL, detail[:MAX_DETAIL].encode()),
+    ]
+
+
+class KafkaPublisher:
+    """Publishes images to the image topic with their envelope; rejected ones to the DLQ.
+
+    acks=all with the idempotent producer, compression from the settings, ``max_request_size``
+    equal to the topic limit (``FLOWFORGE_KAFKA_MAX_MESSAGE_BYTES``), and a budget of payload
+    bytes in flight (``FLOWFORGE_BRIDGE_IN_FLIGHT_BYTES``) so memory stays bounded.
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        bridge: BridgeSettings,
+        *,
+        bridge_name: str,
+        backoff: Backoff = Backoff(),  # noqa: B008 - frozen dataclass, safe as a default
+    ) -> None:
+        self.kafka = kafka
+        self.bridge_name = bridge_name
+        self.budget = ByteBudget(bridge.in_flight_bytes)
+        self.backoff = backoff
+        self._compression = None if bridge.compression == "none" else bridge.compression
+        self._linger_ms = bridge.linger_ms
+        self._producer: AIOKafkaProducer | None = None
+        self.last_ack = 0.0  # monotonic time of the last acknowledgement or of start()
+        self.pending = 0  # records handed over and not yet acknowledged or given up
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self.kafka.bootstrap_servers,
+            client_id=f"flowforge-bridge-{self.bridge_name}",
+            acks="all",
+            enable_idempotence=True,
+            compression_type=self._compression,
+            max_request_size=self.kafka.max_message_bytes,
+            max_batch_size=min(1024 * 1024, self.kafka.max_message_bytes),
+            linger_ms=self._linger_ms,
+        )
+
+    async def start(self, stop: asyncio.Event | None = None) -> None:
+        """Create the image and DLQ topics if missing, then connect (retrying while it is down)."""
+        names = (self.kafka.topic_raw, self.kafka.topic_dlq)
+        await retry(
+            lambda: ensure_topics(self.kafka, [topic_spec(self.kafka, n) for n in names]),
+            what="creating the bridge topics",
+            backoff=self.backoff,
+            stop=stop,
+        )
+
+        async def connect() -> None:
+            producer = self._new_producer()
+            try:
+                await producer.start()
+            except KafkaError as exc:
+                await producer.stop()
+                raise PublishFailed(f"cannot connect to Kafka: {exc}") from exc
+            self._producer = producer
+
+        await retry(connect, what="connecting to Kafka", backoff=self.backoff, stop=stop)
+        self.last_ack = time.monotonic()
+        log.info(
+            "publisher connected to %s (topic %s, limit %d bytes, compression %s)",
+            self.kafka.bootstrap_servers,
+            self.kafka.topic_raw,
+            self.kafka.max_message_bytes,
+            self._compression or "none",
+        )
+
+    async def stop(self) -> None:
+        """Flush what was handed over and close the producer."""
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+            log.info("publisher stopped")
+
+    def check(self, message: ImageMessage) -> None:
+        """Raise PayloadRejected if ``message`` can never be published (empty, too large)."""
+        if not message.data:
+            raise PayloadRejected("empty", "the payload is empty")
+        size = record_size(message.source_id.encode(), message.data, message.envelope().headers())
+        if size > self.kafka.max_message_bytes:
+            raise PayloadRejected(
+                "too_large",
+                f"record of {size} bytes ({len(message.data)} payload) exceeds the topic limit of "
+                f"{self.kafka.max_message_bytes} bytes (FLOWFORGE_KAFKA_MAX_MESSAGE_BYTES)",
+            )
+
+    async def deliver(self, message: ImageMessage, stop: asyncio.Event | None = None) -> Outcome:
+        """Publish ``message`` and wait for Kafka's acknowledgement; reject it to the DLQ if it
+        can never be published. Retriable failures are retried with backoff until ``stop``."""
+        envelope = message.envelope()
+        try:
+            self.check(message)
+            await self._send_with_retry(
+                self.kafka.topic_raw, message.source_id.encode(), message.data,
+                envelope.headers(), stop,
+            )  # fmt: skip
+        except PayloadRejected as rejected:
+            return await self.reject(message, rejected.reason, rejected.detail, stop)
+        metrics.PUBLISHED.labels(self.bridge_name).inc()
+        return Outcome("published", envelope.image_id)
+
+    async def reject(
+        self, message: ImageMessage, reason: str, detail: str, stop: asyncio.Event | None = None
+    ) -> Outcome:
+        """Publish ``message`` to the DLQ with ``reason``; count and log it.
+
+        The value is the original bytes when they fit the topic limit, else empty (the detail
+        line gives the size): a dead letter must never be refused itself.
+        """
+        envelope = message.envelope()
+        headers = dead_letter_headers(envelope, reason, detail)
+        key = message.source_id.encode()
+        value = message.data
+        if record_size(key, value, headers) > self.kafka.max_message_bytes:
+            value = b""
+        try:
+            await self._send_with_retry(self.kafka.topic_dlq, key, value, headers, stop)
+        except PayloadRejected:  # the broker's own limit is lower than ours: keep the headers
+            await self._send_with_retry(self.kafka.topic_dlq, key, b"", headers, stop)
+        metrics.REJECTED.labels(self.bridge_name, reason).inc()
+        log.warning(
+            "rejected image %s from %s (%s) to %s: %s: %s",
+            envelope.image_id, message.source_id[:80], message.origin[:120],
+            self.kafka.topic_dlq, reason, detail,
+        )  # fmt: skip
+        return Outcome("rejected", envelope.image_id, reason)
+
+    async def _send_with_retry(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        stop: asyncio.Event | None,
+    ) -> Any:
+        attempts = 0
+
+        async def once() -> Any:
+            nonlocal attempts
+            if attempts:
+                metrics.PUBLISH_RETRIES.labels(self.bridge_name).inc()
+            attempts += 1
+            return await self._send(topic, key, value, headers)
+
+        self.pending += 1
+        try:
+            return await retry(once, what=f"publishing to {topic}", backoff=self.backoff, stop=stop)
+        finally:
+            self.pending -= 1
+
+    async def _send(
+        self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> Any:
+        if self._producer is None:
+            raise RuntimeError("KafkaPublisher.start() was not called")
+        size = len(value)
+        await self.budget.acquire(size)
+        started = time.monotonic()
+        try:
+            future = await self._producer.send(topic, value, key=key, headers=headers)
+            result = await future
+        except MessageSizeTooLargeError as exc:
+            raise PayloadRejected("too_large", f"Kafka refused the record: {exc}") from exc
+        except KafkaTimeoutError as exc:  # aiokafka flags it non-retriable; for us it is
+            raise PublishFailed(f"Kafka did not acknowledge in time: {exc}") from exc
+        finally:
+            await self.budget.release(size)
+        now = time.monotonic()
+        self.last_ack = now
+        metrics.PUBLISH_MS.observe((now - started) * 1000)
+        return result

@@ -1,0 +1,48 @@
+"""A bridge's web pages: /livez, /readyz (making progress) and /metrics (Prometheus text)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from bridges import metrics
+
+log = logging.getLogger(__name__)
+
+Readiness = Callable[[], tuple[bool, str]]
+
+
+def make_app(readiness: Readiness) -> web.Application:
+    """The aiohttp application serving the three pages; ``readiness`` says (ready, why)."""
+
+    async def livez(_request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(_request: web.Request) -> web.Response:
+        ready, why = readiness()
+        text = f"{'ready' if ready else 'not ready'}: {why}\n"
+        return web.Response(text=text, status=200 if ready else 503)
+
+    async def prometheus(_request: web.Request) -> web.Response:
+        body = generate_latest(metrics.REGISTRY)
+        # aiohttp refuses a charset inside content_type=, so the header is set directly.
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/livez", livez)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", prometheus)
+    return app
+
+
+async def start_web(readiness: Readiness, bind: str, port: int) -> web.AppRunner:
+    """Serve the pages on ``bind:port``; the caller cleans the returned runner up."""
+    runner = web.AppRunner(make_app(readiness), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, bind, port)
+    await site.start()
+    log.info("web pages on http://%s:%d (/livez /readyz /metrics)", bind, port)
+    return runner

@@ -1,0 +1,220 @@
+"""Real `flowforge bridge ...` processes on the real broker and Mosquitto: start, kill, read."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from flowforge.envelope import header_map
+from flowforge.settings import Settings
+from flowforge.stack.mosquitto import mqtt_client
+from tests.integration.harness import free_port
+
+
+@dataclass(frozen=True)
+class Record:
+    """One Kafka record as the tests look at it."""
+
+    topic: str
+    key: str
+    value: bytes
+    headers: dict[str, str]
+
+
+@dataclass
+class BridgeProcess:
+    """One bridge command run as a subprocess with its own env, web port and log file."""
+
+    command: list[str]
+    env: dict[str, str]
+    workdir: Path
+    web_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def settings(self) -> Settings:
+        return Settings.from_env(self.env)
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"bridge-{self.web_port}.log"
+
+    def start(self) -> None:
+        """Start the bridge and wait until /readyz says ready."""
+        self.starts += 1
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "flowforge",
+                    *self.command,
+                    "--web-port",
+                    str(self.web_port),
+                ],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+            )
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        last: tuple[int, str] | None = None
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"bridge exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                last = self.get("/readyz")
+                if last[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"bridge not ready in {timeout}s ({last}):\n{self.log()}")
+
+    def signal(self, sig: signal.Signals, timeout: float = 60.0) -> int:
+        """Send ``sig`` and wait for the exit; return the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            url = f"http://127.0.0.1:{self.web_port}{path}"
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of ``name`` on /metrics that carry ``labels``."""
+        _, text = self.get("/metrics")
+        wanted = [f'{key}="{value}"' for key, value in labels.items()]
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith((name + "{", name + " ")) and all(w in line for w in wanted)
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def bridge_env(name: str, base_env: dict[str, str], workdir: Path) -> dict[str, str]:
+    """The environment of a bridge with private Kafka topics, MQTT topic and client id."""
+    env = dict(os.environ)
+    env.update(base_env)
+    env.update(
+        {
+            "FLOWFORGE_HOME": str(workdir / "home"),
+            "FLOWFORGE_KAFKA_TOPIC_RAW": f"{name}.raw",
+            "FLOWFORGE_KAFKA_TOPIC_DLQ": f"{name}.dlq",
+            "FLOWFORGE_MQTT_TOPIC": f"{name}/images/raw",
+            "FLOWFORGE_MQTT_CLIENT_ID": name,
+        }
+    )
+    return env
+
+
+def mqtt_publish(settings: Settings, items: list[tuple[str, bytes]], qos: int = 1) -> None:
+    """Publish (topic, payload) pairs with paho at ``qos`` and wait until the broker has each."""
+    client = mqtt_client(settings.mqtt, f"test-pub-{os.getpid()}-{time.monotonic_ns()}")
+    client.max_inflight_messages_set(100)
+    client.max_queued_messages_set(0)
+    client.connect(settings.mqtt.host, settings.mqtt.port, keepalive=30)
+    client.loop_start()
+    try:
+        infos = [client.publish(topic, payload, qos=qos) for topic, payload in items]
+        for info in infos:
+            info.wait_for_publish(60)
+            assert info.is_published()
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def mosquitto_pub(settings: Settings, topic: str, path: Path) -> None:
+    """Publish a file with Debian's mosquitto_pub at QoS 1, as a user would."""
+    subprocess.run(
+        ["mosquitto_pub", "-h", settings.mqtt.host, "-p", str(settings.mqtt.port),
+         "-q", "1", "-t", topic, "-f", str(path)],
+        check=True, timeout=30,
+    )  # fmt: skip
+
+
+def read_records(
+    settings: Settings,
+    topics: list[str],
+    expected: int,
+    *,
+    timeout: float = 60.0,
+    settle: float = 0.0,
+    distinct: bool = False,
+) -> list[Record]:
+    """Read ``topics`` from the start until ``expected`` records (distinct image ids when
+    ``distinct``) arrived, then ``settle`` seconds more to catch any extra."""
+    return asyncio.run(_read(settings, topics, expected, timeout, settle, distinct))
+
+
+async def _read(
+    settings: Settings,
+    topics: list[str],
+    expected: int,
+    timeout: float,
+    settle: float,
+    distinct: bool,
+) -> list[Record]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=settings.kafka.max_message_bytes + 256 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    await consumer.start()
+    records: list[Record] = []
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in range(settings.kafka.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        deadline = time.monotonic() + timeout
+        settle_until: float | None = None
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=300)
+            for tp, items in batch.items():
+                records += [
+                    Record(tp.topic, (r.key or b"").decode(), r.value or b"", header_map(r.headers))
+                    for r in items
+                ]
+            count = (
+                len({r.headers.get("ff-image-id") for r in records}) if distinct else len(records)
+            )
+            if count >= expected and settle_until is None:
+                settle_until = time.monotonic() + settle
+            if settle_until is not None and time.monotonic() >= settle_until:
+                break
+    finally:
+        await consumer.stop()
+    return records

@@ -1,0 +1,164 @@
+"""The MQTT bridge between the real Mosquitto and the real Kafka broker, as a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flowforge.envelope import content_image_id
+from flowforge.settings import Settings
+from flowforge.stack import Stack
+from tests.conftest import stack_env, unique_name
+from tests.images import jpeg, scene
+from tests.integration.bridge_harness import (
+    BridgeProcess,
+    bridge_env,
+    mosquitto_pub,
+    mqtt_publish,
+    read_records,
+)
+
+
+@pytest.fixture
+def bridge(
+    request: pytest.FixtureRequest, services: Stack, tmp_path: Path
+) -> Iterator[BridgeProcess]:
+    """An (unstarted) `flowforge bridge mqtt` with private topics and client id; stopped after."""
+    name = unique_name(request, "b")
+    proc = BridgeProcess(["bridge", "mqtt"], bridge_env(name, stack_env(), tmp_path), tmp_path)
+    yield proc
+    proc.stop()
+
+
+def payload(i: int, size: int = 100_000) -> bytes:
+    """A distinct JPEG-looking payload (the bridge never decodes, so random bytes will do)."""
+    return b"\xff\xd8\xff\xe0" + i.to_bytes(4, "big") + os.urandom(size - 8)
+
+
+def test_mosquitto_pub_photo_gives_one_record_with_the_envelope(
+    bridge: BridgeProcess, tmp_path: Path
+) -> None:
+    """`mosquitto_pub -t images/raw -f photo.jpg` gives exactly one record: key, bytes, envelope."""
+    bridge.start()
+    settings = bridge.settings
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(jpeg(scene(1280, 720, seed=5)))
+    before = int(time.time() * 1000)
+    mosquitto_pub(settings, settings.mqtt.topic, photo)
+    [record] = read_records(settings, [settings.kafka.topic_raw], 1, settle=3)
+    data = photo.read_bytes()
+    assert record.key == "default"
+    assert record.value == data
+    headers = record.headers
+    assert headers["ff-image-id"] == content_image_id("default", data)
+    assert headers["ff-source-type"] == "mqtt"
+    assert headers["ff-source-id"] == "default"
+    assert headers["ff-origin"] == settings.mqtt.topic
+    assert headers["ff-content-type"] == "image/jpeg"
+    assert before <= int(headers["ff-captured-at"]) <= int(time.time() * 1000)
+    assert bridge.metric("flowforge_bridge_published_total") == 1
+
+
+def test_n_messages_give_n_records_keyed_by_topic_suffix(bridge: BridgeProcess) -> None:
+    """N QoS 1 messages over several source topics give exactly N intact records keyed by source,
+    and the web pages report ready and the counts."""
+    bridge.start()
+    settings = bridge.settings
+    base = settings.mqtt.topic
+    items = [(f"{base}/cam-{i % 5:02d}", payload(i)) for i in range(200)]
+    mqtt_publish(settings, items)
+    records = read_records(settings, [settings.kafka.topic_raw], len(items), settle=3)
+    assert len(records) == len(items)
+    sent = Counter((topic.rsplit("/", 1)[1], data) for topic, data in items)
+    assert Counter((r.key, r.value) for r in records) == sent
+    assert all(r.headers["ff-source-id"] == r.key for r in records)
+    assert all(r.headers["ff-origin"] == f"{base}/{r.key}" for r in records)
+    assert bridge.get("/livez") == (200, "ok\n")
+    assert bridge.get("/readyz")[0] == 200
+    assert bridge.metric("flowforge_bridge_received_total") == len(items)
+    assert bridge.metric("flowforge_bridge_published_total") == len(items)
+    assert bridge.metric("flowforge_bridge_in_flight_bytes") == 0
+    assert bridge.metric("flowforge_bridge_publish_latency_ms_count") == len(items)
+
+
+def test_rejected_payloads_go_to_the_dlq_counted_and_acknowledged(bridge: BridgeProcess) -> None:
+    """Empty, over-limit and badly addressed messages land in the DLQ with their reason, are
+    counted by reason, and are acknowledged: a restarted bridge does not get them again."""
+    bridge.env["FLOWFORGE_KAFKA_MAX_MESSAGE_BYTES"] = "64KiB"
+    bridge.start()
+    settings = bridge.settings
+    base = settings.mqtt.topic
+    small = payload(1, 1000)
+    mqtt_publish(
+        settings,
+        [
+            (f"{base}/cam-01", b""),
+            (f"{base}/cam-01", payload(2, 100_000)),
+            (f"{base}/bad id!", small),
+            (f"{base}/cam-01", small),
+        ],
+    )
+    topics = [settings.kafka.topic_raw, settings.kafka.topic_dlq]
+    records = read_records(settings, topics, 4, settle=2)
+    [ok] = [r for r in records if r.topic == settings.kafka.topic_raw]
+    assert ok.value == small
+    dead = {r.headers["ff-error-reason"]: r for r in records if r.topic == settings.kafka.topic_dlq}
+    assert set(dead) == {"empty", "too_large", "bad_source_id"}
+    assert dead["too_large"].value == b"", "over the limit: the dead letter carries no bytes"
+    assert "exceeds the topic limit" in dead["too_large"].headers["ff-error-detail"]
+    assert dead["bad_source_id"].value == small
+    assert dead["bad_source_id"].headers["ff-origin"] == f"{base}/bad id!"
+    assert all(r.headers["ff-error-stage"] == "bridge" for r in dead.values())
+    for reason in dead:
+        assert bridge.metric("flowforge_bridge_rejected_total", reason=reason) == 1
+    assert bridge.signal(signal.SIGTERM) == 0
+    bridge.start()  # same client id: the persistent session would redeliver anything unacked
+    time.sleep(3)
+    assert bridge.metric("flowforge_bridge_received_total") == 0
+    assert len(read_records(settings, topics, 5, timeout=3)) == 4
+
+
+def test_sigkill_mid_flight_then_restart_loses_nothing(bridge: BridgeProcess) -> None:
+    """A bridge SIGKILLed while QoS 1 messages are in flight and queued, then restarted,
+    still publishes every image at least once."""
+    bridge.start()
+    settings = bridge.settings
+    base = settings.mqtt.topic
+    first = [(f"{base}/cam-{i % 3}", payload(i)) for i in range(300)]
+    later = [(f"{base}/cam-{i % 3}", payload(i)) for i in range(300, 400)]
+    mqtt_publish(settings, first)
+    read_records(settings, [settings.kafka.topic_raw], 30, timeout=60)  # some are through
+    assert bridge.signal(signal.SIGKILL) == -signal.SIGKILL
+    mqtt_publish(settings, later)  # queued by the broker in the bridge's session
+    bridge.start()
+    wanted = {content_image_id(t.rsplit("/", 1)[1], d) for t, d in first + later}
+    records = read_records(
+        settings, [settings.kafka.topic_raw], len(wanted), timeout=120, distinct=True
+    )
+    got = {r.headers["ff-image-id"] for r in records}
+    assert wanted - got == set(), f"{len(wanted - got)} images lost"
+    assert got == wanted
+
+
+def test_resubscribes_after_a_mosquitto_restart(
+    bridge: BridgeProcess, services: Stack, settings: Settings
+) -> None:
+    """After Mosquitto restarts, the bridge reconnects and receives messages again."""
+    bridge.start()
+    mqtt_settings = bridge.settings
+    base = mqtt_settings.mqtt.topic
+    [mosquitto] = [s for s in services.services if s.name == "mosquitto"]
+    mosquitto.down()
+    asyncio.run(mosquitto.up())
+    bridge.wait_ready(timeout=60)
+    mqtt_publish(mqtt_settings, [(f"{base}/cam-09", payload(9))])
+    [record] = read_records(mqtt_settings, [mqtt_settings.kafka.topic_raw], 1, settle=1)
+    assert record.key == "cam-09"
+    assert bridge.metric("flowforge_bridge_reconnects_total") >= 1
