@@ -8,9 +8,9 @@ import logging
 import signal
 from typing import ClassVar
 
-from bridges.backoff import Stopped
 from bridges.errors import LibraryThreadDied
 from bridges.web import start_web
+from flowforge.backoff import Stopped
 
 log = logging.getLogger(__name__)
 

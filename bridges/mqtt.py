@@ -17,10 +17,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bridges import metrics
-from bridges.backoff import Stopped
 from bridges.errors import LibraryThreadDied, PayloadRejected
 from bridges.lifecycle import Bridge
 from bridges.publisher import ImageMessage, KafkaPublisher
+from flowforge.backoff import Stopped
 from flowforge.settings import Settings
 from flowforge.stack.mosquitto import mqtt_client
 from streams.processing.formats import sniff_format

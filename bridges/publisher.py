@@ -13,9 +13,9 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeEr
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from bridges import metrics
-from bridges.backoff import Backoff, retry
 from bridges.errors import PayloadRejected, PublishFailed
 from flowforge import envelope as env
+from flowforge.backoff import Backoff, retry
 from flowforge.envelope import Envelope, content_image_id
 from flowforge.kafka_admin import ensure_topics, topic_spec
 from flowforge.settings import BridgeSettings, KafkaSettings

@@ -1,61 +1,81 @@
-"""Backoff: exponential retry delays with full jitter, and retrying only retriable errors."""
+"""Exponential backoff with full jitter, retrying only errors whose ``retriable`` flag is set."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
-from flowforge.errors import FlowForgeError
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-@dataclass
+def is_retriable(exc: BaseException) -> bool:
+    """Whether ``exc`` says trying again can help (FlowForge and aiokafka errors carry a flag)."""
+    return bool(getattr(exc, "retriable", False))
+
+
+@dataclass(frozen=True)
 class Backoff:
-    """Delays that double from ``initial`` up to ``maximum``, each drawn from [d/2, d].
+    """Delays of ``initial * multiplier**attempt`` capped at ``maximum``, fully jittered."""
 
-    Half of the delay is fixed so a retry never comes at once; the other half is random so many
-    clients that failed together do not retry together. ``reset()`` after a success.
-    """
+    initial: float = 0.2
+    maximum: float = 10.0
+    multiplier: float = 2.0
 
-    initial: float = 0.5
-    maximum: float = 30.0
-    factor: float = 2.0
-    attempts: int = 0
-    rng: random.Random = field(default_factory=random.Random, repr=False)
+    def ceiling(self, attempt: int) -> float:
+        """The upper bound of the delay before retry number ``attempt`` (0-based)."""
+        return float(min(self.maximum, self.initial * self.multiplier ** min(attempt, 64)))
 
-    def next_delay(self) -> float:
-        """The delay before the next attempt (and count this failure)."""
-        ceiling = min(self.maximum, self.initial * self.factor**self.attempts)
-        self.attempts += 1
-        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """A random delay in [ceiling/2, ceiling]: spread out, but never a busy retry."""
+        ceiling = self.ceiling(attempt)
+        return ceiling / 2 + (rng or random).random() * ceiling / 2
 
-    def reset(self) -> None:
-        """Start again from ``initial`` (after a success)."""
-        self.attempts = 0
+
+class Stopped(Exception):
+    """The stop event was set while waiting to retry."""
 
 
 async def retry(
-    call: Callable[[], Awaitable[T]],
-    backoff: Backoff,
+    action: Callable[[], Awaitable[T]],
     *,
-    on_retry: Callable[[FlowForgeError, float], None] | None = None,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    what: str,
+    backoff: Backoff = Backoff(),
+    stop: asyncio.Event | None = None,
 ) -> T:
-    """Await ``call()`` until it succeeds; retry only errors whose ``retriable`` flag is set."""
+    """Run ``action`` until it succeeds; retry retriable errors after a jittered delay.
+
+    A non-retriable error is raised at once. If ``stop`` is set while waiting, raise Stopped.
+    The first failure and the recovery are logged (state transitions), not every attempt.
+    """
+    attempt = 0
     while True:
         try:
-            result = await call()
-        except FlowForgeError as exc:
-            if not exc.retriable:
+            result = await action()
+        except Exception as exc:
+            if not is_retriable(exc):
                 raise
-            delay = backoff.next_delay()
-            if on_retry is not None:
-                on_retry(exc, delay)
-            await sleep(delay)
-        else:
-            backoff.reset()
-            return result
+            delay = backoff.delay(attempt)
+            if attempt == 0:
+                log.warning("%s failed (%s); retrying with backoff", what, exc)
+            else:
+                log.debug("%s failed again (attempt %d): %s", what, attempt + 1, exc)
+            attempt += 1
+            if stop is None:
+                await asyncio.sleep(delay)
+            else:
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+                else:
+                    raise Stopped(what) from exc
+            continue
+        if attempt:
+            log.info("%s succeeded after %d retries", what, attempt)
+        return result

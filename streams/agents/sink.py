@@ -60,6 +60,7 @@ class SinkAgent:
         )
         self.client = client
         self.backoff = Backoff(sink.retry_initial_s, sink.retry_max_s)
+        self.failures = 0  # consecutive failed drain attempts: the backoff's exponent
         self.last_flush = time.monotonic()
         self._wake: asyncio.Event | None = None
         if spool.batches:
@@ -105,19 +106,18 @@ class SinkAgent:
             try:
                 drained = await self._in_thread(self.core.drain_one)
             except ClickHouseUnavailable:
-                await self._sleep_or_wake(self.backoff.next_delay())
+                await self._back_off()
                 continue
             except Exception:
                 # A spool or programming error must not end draining for good: log, back off.
                 log.exception("sink: draining the spool failed")
-                await self._sleep_or_wake(self.backoff.next_delay())
+                await self._back_off()
                 continue
+            self.failures = 0
             if drained is None:
-                self.backoff.reset()
                 metrics.SINK_PAUSED.set(0)
                 await self._sleep_or_wake(1.0)
                 continue
-            self.backoff.reset()
             await self._dead_letter_drained(drained)
             await self._in_thread(self.core.done, drained)
 
@@ -146,6 +146,11 @@ class SinkAgent:
         except asyncio.CancelledError:
             await asyncio.wait([future])
             raise
+
+    async def _back_off(self) -> None:
+        delay = self.backoff.delay(self.failures)
+        self.failures += 1
+        await self._sleep_or_wake(delay)
 
     async def _sleep_or_wake(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -1,4 +1,4 @@
-"""The one backoff helper: jittered exponential delays, and retrying only retriable errors."""
+"""The backoff helper: jittered exponential delays, retrying only retriable errors."""
 
 from __future__ import annotations
 
@@ -7,58 +7,69 @@ import random
 
 import pytest
 
-from flowforge.backoff import Backoff, retry
-from flowforge.errors import FlowForgeError
+from bridges.errors import PayloadRejected, PublishFailed
+from flowforge.backoff import Backoff, Stopped, is_retriable, retry
 
 
-class Flaky(FlowForgeError):
-    retriable = True
+def test_delays_grow_exponentially_within_jitter_and_cap() -> None:
+    """Each delay lies in [ceiling/2, ceiling], ceilings double and stop at the cap."""
+    backoff = Backoff(initial=0.1, maximum=2.0, multiplier=2.0)
+    rng = random.Random(7)
+    assert [backoff.ceiling(a) for a in range(7)] == [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
+    for attempt in range(200):
+        ceiling = backoff.ceiling(attempt)
+        assert ceiling / 2 <= backoff.delay(attempt, rng) <= ceiling
+    delays = {round(backoff.delay(3, rng), 6) for _ in range(50)}
+    assert len(delays) > 40, "delays are jittered"
 
 
-def test_delays_double_within_jitter_up_to_the_cap() -> None:
-    """Each delay lies in [d/2, d] where d doubles from initial and stops at maximum."""
-    backoff = Backoff(initial=0.5, maximum=4.0, rng=random.Random(7))
-    ceilings = [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
-    for ceiling in ceilings:
-        delay = backoff.next_delay()
-        assert ceiling / 2 <= delay <= ceiling
-    backoff.reset()
-    assert backoff.next_delay() <= 0.5
+def test_retriable_flag_decides() -> None:
+    """Errors flagged retriable (ours or aiokafka's) are retried; others are not."""
+    from aiokafka.errors import KafkaConnectionError, UnsupportedVersionError
+
+    assert is_retriable(PublishFailed("x"))
+    assert is_retriable(KafkaConnectionError())
+    assert not is_retriable(PayloadRejected("empty", "x"))
+    assert not is_retriable(UnsupportedVersionError())
+    assert not is_retriable(ValueError())
 
 
-def test_jitter_spreads_clients_that_failed_together() -> None:
-    """Two clients with different random sources do not retry at the same instant."""
-    a = Backoff(rng=random.Random(1))
-    b = Backoff(rng=random.Random(2))
-    assert [a.next_delay() for _ in range(3)] != [b.next_delay() for _ in range(3)]
+async def test_retry_retries_retriable_errors_until_success() -> None:
+    """A retriable failure is retried until the action succeeds."""
+    calls = 0
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise PublishFailed("down")
+        return "ok"
+
+    assert await retry(flaky, what="t", backoff=Backoff(initial=0.001, maximum=0.01)) == "ok"
+    assert calls == 3
 
 
-def test_retry_retries_retriable_errors_until_success() -> None:
-    """retry() sleeps and calls again after a retriable error, and returns the result."""
-    calls: list[int] = []
-    slept: list[float] = []
+async def test_retry_raises_non_retriable_errors_at_once() -> None:
+    """A non-retriable error is raised on the first attempt."""
+    calls = 0
 
-    async def call() -> str:
-        calls.append(1)
-        if len(calls) < 3:
-            raise Flaky("busy")
-        return "done"
+    async def bad() -> None:
+        nonlocal calls
+        calls += 1
+        raise PayloadRejected("empty", "nothing")
 
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-
-    result = asyncio.run(retry(call, Backoff(initial=0.1), sleep=sleep))
-    assert (result, len(calls), len(slept)) == ("done", 3, 2)
+    with pytest.raises(PayloadRejected):
+        await retry(bad, what="t", backoff=Backoff(initial=0.001))
+    assert calls == 1
 
 
-def test_retry_gives_up_at_once_on_a_permanent_error() -> None:
-    """An error without the retriable flag propagates on the first attempt."""
-    calls: list[int] = []
+async def test_retry_stops_when_the_stop_event_is_set() -> None:
+    """Setting the stop event ends the waiting between attempts with Stopped."""
+    stop = asyncio.Event()
 
-    async def call() -> None:
-        calls.append(1)
-        raise FlowForgeError("bad input")
+    async def down() -> None:
+        raise PublishFailed("down")
 
-    with pytest.raises(FlowForgeError, match="bad input"):
-        asyncio.run(retry(call, Backoff()))
-    assert calls == [1]
+    asyncio.get_running_loop().call_later(0.05, stop.set)
+    with pytest.raises(Stopped):
+        await retry(down, what="t", backoff=Backoff(initial=10, maximum=10), stop=stop)
