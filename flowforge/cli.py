@@ -388,6 +388,14 @@ from bridges.cli import bridge  # noqa: E402 - the bridges' group lives with the
 cli.add_command(bridge)
 
 
+# --- operators: topics, tail, dlq, validate (flowforge/ops_cli.py) -----------------------
+
+from flowforge.ops_cli import dlq, tail, topics, validate  # noqa: E402 - kept in their module
+
+for _command in (topics, tail, dlq, validate):
+    cli.add_command(_command)
+
+
 # --- entry point --------------------------------------------------------------------------
 
 

@@ -67,7 +67,10 @@ class ImageProcessor:
         metrics.IN_FLIGHT.inc()
         try:
             status = await self._process(message, data, headers, envelope)
-            self.tables.seen[image_id] = now_ms
+            # Rejections are not remembered: `flowforge dlq replay` must be able to bring an
+            # image back once its cause is fixed (a redelivered reject is just rejected again).
+            if status != "rejected":
+                self.tables.seen[image_id] = now_ms
         finally:
             metrics.IN_FLIGHT.dec()
             self._in_flight.discard(image_id)
