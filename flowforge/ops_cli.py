@@ -167,8 +167,13 @@ def dlq_replay(
         until_ms=_time_bound(until, "--until"),
     )
     bar: Any = None
-    if sys.stderr.isatty():
-        bar = click.progressbar(length=0, label="reading images.dlq", file=sys.stderr)
+    if sys.stderr.isatty():  # progress on a terminal only; pipes and CI get the summary line
+        from flowforge.topics import inspect_topics
+
+        [state] = asyncio.run(inspect_topics(settings.kafka, [settings.kafka.topic_dlq]))
+        bar = click.progressbar(
+            length=max(state.messages, 1), label=f"reading {state.name}", file=sys.stderr
+        )
 
     def progress(n: int) -> None:
         if bar is not None:
