@@ -8,8 +8,10 @@ on the embedded engine (the Kafka-engine DDL, which the embedded engine cannot r
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -219,3 +221,84 @@ def test_source_filter_and_variable_query(database: Any) -> None:
         sources=["cam-2"],
     )
     assert {row[1] for row in database.query(sql).result_rows} == {"cam-2"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _mqtt(tool: str, port: int, user: str | None, *args: str) -> subprocess.CompletedProcess[str]:
+    auth = ["-u", user, "-P", f"pw-{user}"] if user else []
+    command = [tool, "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5", *auth, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30)
+
+
+def test_compose_broker_config_enforces_passwords_and_the_acl(tmp_path: Path) -> None:
+    """Debian's mosquitto, started through mqtt-broker's entrypoint with its config (moved to a
+    free loopback port), refuses anonymous clients, delivers a publisher's image to the bridge
+    user, and keeps publishers from reading and the bridge from writing images."""
+    mosquitto = REPO / "infra" / "mosquitto"
+    conf = (mosquitto / "mosquitto.conf").read_text(encoding="utf-8")
+    port = _free_port()
+    conf = conf.replace("listener 1883", f"listener {port} 127.0.0.1")
+    conf = conf.replace("/mosquitto/run/", f"{tmp_path}/run/")
+    conf = conf.replace("/mosquitto/data/", f"{tmp_path}/data/")
+    (tmp_path / "data").mkdir()
+    # Run as whoever runs the tests (as root, mosquitto would switch to its own user).
+    conf += "user root\n" if os.getuid() == 0 else ""
+    (tmp_path / "mosquitto.conf").write_text(conf, encoding="utf-8")
+    env = service_env(compose()["services"]["mqtt-broker"]) | {
+        "MQTT_BRIDGE_PASSWORD": "pw-flowforge-bridge",
+        "MQTT_PUBLISHER_PASSWORD": "pw-camera",
+        "MOSQUITTO_CONF": str(tmp_path / "mosquitto.conf"),
+        "MOSQUITTO_RUN_DIR": str(tmp_path / "run"),
+        "MOSQUITTO_ACL_TEMPLATE": str(mosquitto / "acl.template"),
+        "PATH": f"/usr/sbin:/sbin:{os.environ['PATH']}",
+    }
+    assert (env["MQTT_BRIDGE_USERNAME"], env["MQTT_PUBLISHER_USERNAME"]) == (
+        "flowforge-bridge",
+        "camera",
+    )
+    broker = subprocess.Popen(
+        ["sh", str(mosquitto / "entrypoint.sh")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while _mqtt("mosquitto_pub", port, "camera", "-t", "images/raw/x", "-n").returncode:
+            assert broker.poll() is None, "mosquitto exited"
+            assert time.monotonic() < deadline, "mosquitto did not start"
+            time.sleep(0.2)
+        anonymous = _mqtt("mosquitto_pub", port, None, "-t", "images/raw/cam-1", "-m", "x")
+        assert anonymous.returncode != 0
+        bridge = subprocess.Popen(
+            ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5",
+             "-u", "flowforge-bridge", "-P", "pw-flowforge-bridge", "-t", "images/raw/#",
+             "-C", "1", "-W", "10", "-v"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        spy = subprocess.Popen(
+            ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5",
+             "-u", "camera", "-P", "pw-camera", "-t", "images/raw/#", "-W", "4", "-v"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(1.0)
+        # The bridge may not write images; the publisher may.
+        _mqtt(
+            "mosquitto_pub", port, "flowforge-bridge", "-q", "1", "-t", "images/raw/b", "-m", "no"
+        )
+        sent = _mqtt(
+            "mosquitto_pub", port, "camera", "-q", "1", "-t", "images/raw/cam-1", "-m", "img"
+        )
+        assert sent.returncode == 0, sent.stderr
+        received, _ = bridge.communicate(timeout=15)
+        assert received.strip() == "images/raw/cam-1 img"
+        spied, _ = spy.communicate(timeout=15)
+        assert spied == ""
+    finally:
+        broker.terminate()
+        broker.wait(timeout=10)
