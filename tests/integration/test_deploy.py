@@ -1,0 +1,304 @@
+"""The compose stack's SQL on the real (embedded) ClickHouse engine: init files and dashboard.
+
+ClickHouse's container runs infra/clickhouse/init.sh over the SQL files it mounts; Grafana runs
+each dashboard panel's SQL with its macros expanded. Neither can run here, so the same SQL runs
+on the embedded engine (the Kafka-engine DDL, which the embedded engine cannot run, is parsed).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from flowforge.clickhouse import Migration, kafka_engine_sql, migrate, migrations
+from streams.clickhouse_writer import COLUMNS
+from tests.deploy import REPO, compose, dashboard, expand_macros, service_env
+
+CLICKHOUSE_DIR = REPO / "infra" / "clickhouse"
+# The offline column compares with now(), so the rows are recent.
+NOW = datetime.now(tz=UTC).replace(second=0, microsecond=0)
+START, END = NOW - timedelta(hours=1), NOW + timedelta(minutes=5)
+INTERVAL_S = 60
+
+# Columns each panel's fields, overrides and legends use, by panel id.
+PANEL_COLUMNS = {
+    1: ["images", "processed", "dark", "low_quality", "rejected"],
+    2: ["time", "series", "images_per_s"],
+    3: ["time", "source_id", "brightness"],
+    4: ["time", "dark_ratio", "low_quality_ratio"],
+    5: ["time", "reason", "rejects"],
+    6: ["time", "p50_ms", "p99_ms"],
+    7: ["source_id", "state", "last_seen", "seconds_since", "images_in_range"],
+}
+
+# A small stand-in for `clickhouse client` that runs the SQL it is given on an embedded engine
+# of its own (its own process and data directory). The Kafka-engine statements cannot run on
+# the embedded engine, so it parses those (EXPLAIN AST), as test_clickhouse.py does.
+CLIENT_STUB = """\
+import sys
+import clickhouse_connect
+from flowforge.clickhouse import Migration
+
+args = sys.argv[1:]
+assert args[0] == "client", args
+query = args[args.index("--query") + 1] if "--query" in args else sys.stdin.read()
+database = args[args.index("--database") + 1] if "--database" in args else "default"
+client = clickhouse_connect.get_client(dsn="chdb://" + {path!r}, database=database)
+with open({log!r}, "a", encoding="utf-8") as log:
+    for statement in Migration.statements_of(query):
+        log.write(statement + "\\n;\\n")
+        if "ENGINE = Kafka" in statement or "FROM images_metadata_queue" in statement:
+            assert client.query("EXPLAIN AST " + statement).result_rows
+        elif statement.lstrip().upper().startswith("SELECT"):
+            for row in client.query(statement).result_rows:
+                print("\\t".join(str(value) for value in row))
+        else:
+            client.command(statement)
+"""
+
+
+def _mounted_sql_files() -> list[Path]:
+    """The SQL files the clickhouse-db service mounts (its infra/clickhouse directory)."""
+    mounts = [v.split(":")[0] for v in compose()["services"]["clickhouse-db"]["volumes"]]
+    assert "./infra/clickhouse" in mounts
+    return sorted(CLICKHOUSE_DIR.rglob("*.sql"))
+
+
+def test_every_sql_file_the_container_runs_executes(database: Any) -> None:
+    """Each SQL file clickhouse-db mounts runs on the embedded engine: the migrations and the
+    Kafka-engine undo file execute, the Kafka-engine DDL parses."""
+    files = _mounted_sql_files()
+    applied = migrate(database, ttl_days=90)
+    assert applied == [m.path.name for m in migrations()]
+    seen = {m.path for m in migrations()}
+    for statement in kafka_engine_sql(brokers="kafka:29092", topic="images.metadata", group="g"):
+        assert database.query(f"EXPLAIN AST {statement}").result_rows
+    seen.add(CLICKHOUSE_DIR / "kafka_engine.sql")
+    drop = CLICKHOUSE_DIR / "kafka_engine_drop.sql"
+    for statement in Migration(0, drop.stem, drop).statements():
+        database.command(statement)
+    seen.add(drop)
+    assert set(files) == seen, f"SQL files no test runs: {set(files) - seen}"
+
+
+def _run_init(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    stub = bin_dir / "clickhouse"
+    code = CLIENT_STUB.format(path=str(tmp_path / "engine"), log=str(tmp_path / "sql.log"))
+    stub.write_text(f"#!{sys.executable}\n{code}", encoding="utf-8")
+    stub.chmod(0o755)
+    return subprocess.run(
+        ["bash", str(CLICKHOUSE_DIR / "init.sh")],
+        env={
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "PYTHONPATH": str(REPO),
+            "FLOWFORGE_CLICKHOUSE_SQL_DIR": str(CLICKHOUSE_DIR),
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_container_init_script_applies_the_schema_and_sink_mode(tmp_path: Path) -> None:
+    """infra/clickhouse/init.sh, with clickhouse-db's environment, applies every migration once
+    (recorded as `flowforge clickhouse migrate` records it) and the TTL, and in kafka-engine
+    mode sends the Kafka-engine SQL for the compose broker."""
+    env = service_env(compose()["services"]["clickhouse-db"])
+    first = _run_init(tmp_path, env)
+    assert first.returncode == 0, first.stderr
+    names = [m.path.stem for m in migrations()]
+    assert [line.removeprefix("init: applied ") for line in first.stdout.splitlines()][:-1] == (
+        names
+    )
+    again = _run_init(tmp_path, env | {"FLOWFORGE_SINK_MODE": "kafka-engine"})
+    assert again.returncode == 0, again.stderr
+    assert "applied" not in again.stdout
+    assert "sink mode kafka-engine" in again.stdout
+    log = (tmp_path / "sql.log").read_text(encoding="utf-8")
+    assert "kafka_broker_list = 'kafka:29092'" in log
+    assert "kafka_group_name = 'flowforge-clickhouse'" in log
+    assert "MODIFY TTL toDateTime(captured_at) + INTERVAL 90 DAY" in log
+    check = _run_init(tmp_path, env | {"FLOWFORGE_SINK_MODE": "bogus"})
+    assert check.returncode == 2
+    assert "FLOWFORGE_SINK_MODE=bogus" in check.stderr
+
+
+def _rows() -> list[tuple[object, ...]]:
+    """Rows of three sources: cam-1 busy, cam-2 with rejects, cam-3 silent for 30 minutes."""
+    rows: list[tuple[object, ...]] = []
+    statuses = ("processed", "skipped_dark", "skipped_low_quality", "rejected")
+    reasons = ("", "brightness 12.0 < 40", "contrast 3.0 < 10", "undecodable")
+    for source, minutes_ago in (("cam-1", range(0, 20)), ("cam-2", range(0, 10)), ("cam-3", [30])):
+        for i, ago in enumerate(minutes_ago):
+            for k in range(4):
+                status = statuses[(i + k) % 4]
+                captured = NOW - timedelta(minutes=ago, seconds=k * 7)
+                values = {
+                    "image_id": f"{source}-{ago}-{k}",
+                    "source_type": "mqtt",
+                    "source_id": source,
+                    "captured_at": captured,
+                    "processed_at": captured + timedelta(milliseconds=40),
+                    "status": status,
+                    "reason": reasons[statuses.index(status)],
+                    "brightness": 0.0 if status == "rejected" else 60.0 + k,
+                    "inserted_at": captured + timedelta(milliseconds=300 + 10 * k),
+                    "format": "jpeg",
+                    "worker": "w1",
+                }
+                rows.append(tuple(values.get(c, 0) for c in _cols()))
+    return rows
+
+
+def _cols() -> list[str]:
+    return [*COLUMNS, "inserted_at"]
+
+
+def _filled(database: Any) -> Any:
+    migrate(database, ttl_days=0)
+    database.insert("images_metadata", _rows(), column_names=_cols())
+    return database
+
+
+def test_every_dashboard_panel_runs_and_returns_its_columns(database: Any) -> None:
+    """Every panel's SQL, with Grafana's macros expanded for a fixed hour, runs on the engine
+    filled with test rows and returns the columns the panel uses (time first for graphs)."""
+    _filled(database)
+    board = dashboard()
+    assert sorted(PANEL_COLUMNS) == sorted(p["id"] for p in board["panels"])
+    results = {}
+    for panel in board["panels"]:
+        (target,) = panel["targets"]
+        sql = expand_macros(
+            target["rawSql"],
+            start=START,
+            end=END,
+            interval_s=INTERVAL_S,
+            sources=["cam-1", "cam-2", "cam-3"],
+        )
+        result = database.query(sql)
+        assert list(result.column_names) == PANEL_COLUMNS[panel["id"]], panel["title"]
+        assert result.result_rows, f"{panel['title']}: no rows"
+        if panel["type"] == "timeseries":
+            assert isinstance(result.result_rows[0][0], datetime), panel["title"]
+        for override in panel["fieldConfig"]["overrides"]:
+            if override["matcher"]["id"] == "byName":
+                assert override["matcher"]["options"] in result.column_names, panel["title"]
+        results[panel["id"]] = result
+    # A few values: totals, rejects by reason, and the silent source marked offline.
+    total = dict(zip(results[1].column_names, results[1].result_rows[0], strict=True))
+    assert total["images"] == 4 * (20 + 10 + 1)
+    assert total["rejected"] == 20 + 10 + 1
+    reasons = {row[1] for row in results[5].result_rows}
+    assert reasons == {"undecodable"}
+    states = {row[0]: row[1] for row in results[7].result_rows}
+    assert states == {"cam-1": "online", "cam-2": "online", "cam-3": "offline"}
+
+
+def test_source_filter_and_variable_query(database: Any) -> None:
+    """The source variable's query lists every source, and a panel filtered to one source
+    returns only that source's series."""
+    _filled(database)
+    board = dashboard()
+    (variable,) = board["templating"]["list"]
+    sources = [row[0] for row in database.query(variable["query"]).result_rows]
+    assert sources == ["cam-1", "cam-2", "cam-3"]
+    brightness = next(p for p in board["panels"] if p["id"] == 3)
+    sql = expand_macros(
+        brightness["targets"][0]["rawSql"],
+        start=START,
+        end=END,
+        interval_s=INTERVAL_S,
+        sources=["cam-2"],
+    )
+    assert {row[1] for row in database.query(sql).result_rows} == {"cam-2"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _mqtt(tool: str, port: int, user: str | None, *args: str) -> subprocess.CompletedProcess[str]:
+    auth = ["-u", user, "-P", f"pw-{user}"] if user else []
+    command = [tool, "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5", *auth, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30)
+
+
+def test_compose_broker_config_enforces_passwords_and_the_acl(tmp_path: Path) -> None:
+    """Debian's mosquitto, started through mqtt-broker's entrypoint with its config (moved to a
+    free loopback port), refuses anonymous clients, delivers a publisher's image to the bridge
+    user, and keeps publishers from reading and the bridge from writing images."""
+    mosquitto = REPO / "infra" / "mosquitto"
+    conf = (mosquitto / "mosquitto.conf").read_text(encoding="utf-8")
+    port = _free_port()
+    conf = conf.replace("listener 1883", f"listener {port} 127.0.0.1")
+    conf = conf.replace("/mosquitto/run/", f"{tmp_path}/run/")
+    conf = conf.replace("/mosquitto/data/", f"{tmp_path}/data/")
+    (tmp_path / "data").mkdir()
+    # Run as whoever runs the tests (as root, mosquitto would switch to its own user).
+    conf += "user root\n" if os.getuid() == 0 else ""
+    (tmp_path / "mosquitto.conf").write_text(conf, encoding="utf-8")
+    env = service_env(compose()["services"]["mqtt-broker"]) | {
+        "MQTT_BRIDGE_PASSWORD": "pw-flowforge-bridge",
+        "MQTT_PUBLISHER_PASSWORD": "pw-camera",
+        "MOSQUITTO_CONF": str(tmp_path / "mosquitto.conf"),
+        "MOSQUITTO_RUN_DIR": str(tmp_path / "run"),
+        "MOSQUITTO_ACL_TEMPLATE": str(mosquitto / "acl.template"),
+        "PATH": f"/usr/sbin:/sbin:{os.environ['PATH']}",
+    }
+    assert (env["MQTT_BRIDGE_USERNAME"], env["MQTT_PUBLISHER_USERNAME"]) == (
+        "flowforge-bridge",
+        "camera",
+    )
+    broker = subprocess.Popen(
+        ["sh", str(mosquitto / "entrypoint.sh")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while _mqtt("mosquitto_pub", port, "camera", "-t", "images/raw/x", "-n").returncode:
+            assert broker.poll() is None, "mosquitto exited"
+            assert time.monotonic() < deadline, "mosquitto did not start"
+            time.sleep(0.2)
+        anonymous = _mqtt("mosquitto_pub", port, None, "-t", "images/raw/cam-1", "-m", "x")
+        assert anonymous.returncode != 0
+        bridge = subprocess.Popen(
+            ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5",
+             "-u", "flowforge-bridge", "-P", "pw-flowforge-bridge", "-t", "images/raw/#",
+             "-C", "1", "-W", "10", "-v"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        spy = subprocess.Popen(
+            ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5",
+             "-u", "camera", "-P", "pw-camera", "-t", "images/raw/#", "-W", "4", "-v"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(1.0)
+        # The bridge may not write images; the publisher may.
+        _mqtt(
+            "mosquitto_pub", port, "flowforge-bridge", "-q", "1", "-t", "images/raw/b", "-m", "no"
+        )
+        sent = _mqtt(
+            "mosquitto_pub", port, "camera", "-q", "1", "-t", "images/raw/cam-1", "-m", "img"
+        )
+        assert sent.returncode == 0, sent.stderr
+        received, _ = bridge.communicate(timeout=15)
+        assert received.strip() == "images/raw/cam-1 img"
+        spied, _ = spy.communicate(timeout=15)
+        assert spied == ""
+    finally:
+        broker.terminate()
+        broker.wait(timeout=10)
