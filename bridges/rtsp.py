@@ -270,9 +270,6 @@ class StreamCapture:
     def _on_transition(self, change: Transition) -> None:
         sid = self.spec.source_id
         self._set_state_gauge(change.new)
-        if change.new is StreamState.CONNECTING:
-            metrics.RTSP_RECONNECTS.labels(sid).inc()
-            metrics.RECONNECTS.labels(NAME).inc()
         first_failure = self.machine.attempt <= 1
         if change.new is StreamState.STREAMING:
             log.info("%s: streaming (%s)", sid, change.reason)
@@ -302,8 +299,12 @@ class StreamCapture:
     def _capture_loop(self) -> None:
         reason = "first connection"
         while not self._stopping:
+            reconnects = self.machine.reconnects
             if not self.machine.connect(reason):
                 return
+            if self.machine.reconnects > reconnects:
+                metrics.RTSP_RECONNECTS.labels(self.spec.source_id).inc()
+                metrics.RECONNECTS.labels(NAME).inc()
             self._reconnect = False
             self._wake.clear()
             try:
