@@ -25,10 +25,11 @@ def _port(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
 Examples:
   flowforge bridge mqtt                       images/raw and images/raw/<source> into images.raw
   flowforge bridge mqtt --web-port 6070       a second MQTT bridge on this machine
+  FLOWFORGE_RTSP_URLS=rtsp://127.0.0.1:8554/cam1 flowforge bridge rtsp
 """
 )
 def bridge() -> None:
-    """The bridges: republish images from MQTT (and soon RTSP, directories) into Kafka."""
+    """The bridges: republish images from MQTT and RTSP (and soon directories) into Kafka."""
 
 
 @bridge.command(
@@ -61,5 +62,44 @@ def mqtt(ctx: click.Context, web_port: int | None) -> None:
     settings = ctx.find_root().obj.settings
     port = _web_port(web_port, settings.bridge.mqtt_web_port)
     code = run_bridge(MqttBridge(settings), bind=settings.bridge.web_bind, port=port)
+    if code:
+        raise SystemExit(code)
+
+
+@bridge.command(
+    "rtsp",
+    epilog="""\b
+Examples:
+  FLOWFORGE_RTSP_URLS=rtsp://127.0.0.1:8554/cam1,yard=rtsp://user:pw@10.0.0.7/live \\
+    FLOWFORGE_RTSP_FPS=5 flowforge bridge rtsp
+  FLOWFORGE_RTSP_URLS_FILE=cameras.txt flowforge bridge rtsp     # one [name=]URL a line
+  curl -s 127.0.0.1:6068/v1/streams
+  curl -s -X POST 127.0.0.1:6068/v1/streams -d '{"url": "rtsp://127.0.0.1:8554/cam2"}'
+  curl -s -X POST 127.0.0.1:6068/v1/streams/cam2/reconnect
+  curl -s -X DELETE 127.0.0.1:6068/v1/streams/cam2
+""",
+)
+@click.option(
+    "--web-port",
+    metavar="PORT",
+    callback=_port,
+    help="Port of /livez, /readyz, /metrics, /v1/streams (default "
+    "FLOWFORGE_BRIDGE_RTSP_WEB_PORT, 6068).",
+)
+@click.pass_context
+def rtsp(ctx: click.Context, web_port: int | None) -> None:
+    """Capture each stream of FLOWFORGE_RTSP_URLS (and FLOWFORGE_RTSP_URLS_FILE) in its own
+    thread over TCP, sample it to FLOWFORGE_RTSP_FPS, JPEG-encode and publish each frame to
+    FLOWFORGE_KAFKA_TOPIC_RAW, keyed by the stream's source id (NAME in NAME=URL, else the URL's
+    path: rtsp://cam/live/1 -> live-1). A stream without frames for FLOWFORGE_RTSP_STALL_S is
+    reconnected; failures back off up to FLOWFORGE_RTSP_BACKOFF_MAX_S. Streams are added,
+    removed and reconnected at runtime through /v1/streams (bearer token
+    FLOWFORGE_RTSP_API_TOKEN; required off loopback). Stops cleanly on SIGTERM / Ctrl-C."""
+    from bridges.lifecycle import run_bridge
+    from bridges.rtsp import RtspBridge
+
+    settings = ctx.find_root().obj.settings
+    port = _web_port(web_port, settings.bridge.rtsp_web_port)
+    code = run_bridge(RtspBridge(settings), bind=settings.bridge.web_bind, port=port)
     if code:
         raise SystemExit(code)

@@ -8,6 +8,8 @@ import logging
 import signal
 from typing import ClassVar
 
+from aiohttp import web
+
 from bridges.errors import LibraryThreadDied
 from bridges.web import start_web
 from flowforge.backoff import Stopped
@@ -40,6 +42,10 @@ class Bridge(abc.ABC):
     def readiness(self) -> tuple[bool, str]:
         """(ready, why): ready means connected and delivering, not merely running."""
 
+    def routes(self) -> list[web.RouteDef]:
+        """Extra routes on the bridge's web server (none by default)."""
+        return []
+
 
 def run_bridge(bridge: Bridge, *, bind: str, port: int) -> int:
     """Run ``bridge`` to completion in a new event loop; return the process exit code.
@@ -61,7 +67,7 @@ async def _main(bridge: Bridge, bind: str, port: int) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
-    runner = await start_web(bridge.readiness, bind, port)
+    runner = await start_web(bridge.readiness, bind, port, bridge.routes())
     try:
         log.info("%s bridge starting", bridge.name)
         await bridge.setup(stop)

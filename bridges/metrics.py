@@ -67,3 +67,42 @@ QUEUE_DEPTH = Gauge(
     ["bridge"],
     registry=REGISTRY,
 )
+
+# The RTSP bridge, per stream (label ``source`` = the source id, never the URL).
+RTSP_CAPTURED = Counter(
+    "flowforge_bridge_rtsp_frames_captured",
+    "Frames read from the stream (every frame is decoded, sampled or not).",
+    ["source"],
+    registry=REGISTRY,
+)
+RTSP_PUBLISHED = Counter(
+    "flowforge_bridge_rtsp_frames_published",
+    "Sampled frames acknowledged by Kafka.",
+    ["source"],
+    registry=REGISTRY,
+)
+RTSP_DROPPED = Counter(
+    "flowforge_bridge_rtsp_frames_dropped",
+    "Frames not published: fps_cap (beyond the target fps), queue_full (replaced by a newer "
+    "frame before Kafka took it), too_old (past FLOWFORGE_RTSP_MAX_FRAME_AGE_S).",
+    ["source", "reason"],
+    registry=REGISTRY,
+)
+RTSP_STATE = Gauge(
+    "flowforge_bridge_rtsp_state",
+    "1 for the stream's current state (connecting, streaming, stalled, backoff, stopped).",
+    ["source", "state"],
+    registry=REGISTRY,
+)
+RTSP_RECONNECTS = Counter(
+    "flowforge_bridge_rtsp_reconnects",
+    "Connection attempts to the stream after the first (stalls, drops, failures, requests).",
+    ["source"],
+    registry=REGISTRY,
+)
+RTSP_FRAME_AGE = Gauge(
+    "flowforge_bridge_rtsp_frame_age_seconds",
+    "Seconds since the stream's newest frame (-1 before the first).",
+    ["source"],
+    registry=REGISTRY,
+)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -15,8 +15,9 @@ log = logging.getLogger(__name__)
 Readiness = Callable[[], tuple[bool, str]]
 
 
-def make_app(readiness: Readiness) -> web.Application:
-    """The aiohttp application serving the three pages; ``readiness`` says (ready, why)."""
+def make_app(readiness: Readiness, routes: Iterable[web.RouteDef] = ()) -> web.Application:
+    """The aiohttp application serving the three pages; ``readiness`` says (ready, why);
+    ``routes`` are a bridge's own (the RTSP bridge's stream API)."""
 
     async def livez(_request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -35,12 +36,15 @@ def make_app(readiness: Readiness) -> web.Application:
     app.router.add_get("/livez", livez)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", prometheus)
+    app.router.add_routes(list(routes))
     return app
 
 
-async def start_web(readiness: Readiness, bind: str, port: int) -> web.AppRunner:
-    """Serve the pages on ``bind:port``; the caller cleans the returned runner up."""
-    runner = web.AppRunner(make_app(readiness), access_log=None)
+async def start_web(
+    readiness: Readiness, bind: str, port: int, routes: Iterable[web.RouteDef] = ()
+) -> web.AppRunner:
+    """Serve the pages (and ``routes``) on ``bind:port``; the caller cleans the runner up."""
+    runner = web.AppRunner(make_app(readiness, routes), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, bind, port)
     await site.start()

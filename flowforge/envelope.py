@@ -80,6 +80,12 @@ def content_image_id(source_id: str, data: bytes) -> str:
     return digest.hexdigest()[:32]
 
 
+def frame_image_id(stream_id: str, timestamp_ms: int) -> str:
+    """The stable id of a video frame: a hash of its stream (source) id and capture time."""
+    digest = hashlib.sha256(f"{stream_id}\0{timestamp_ms}".encode("utf-8", errors="replace"))
+    return digest.hexdigest()[:32]
+
+
 def parse_envelope(
     headers: Mapping[str, str], key: bytes | None, data: bytes, now_ms: int
 ) -> Envelope:

@@ -24,7 +24,7 @@ from typing import Any, Final, TypeVar, cast
 from urllib.parse import urlsplit
 
 from flowforge.errors import SettingsError
-from flowforge.urls import REDACTED, redact_url
+from flowforge.urls import REDACTED, redact_url, split_named_url
 
 log = logging.getLogger(__name__)
 
@@ -187,16 +187,22 @@ def parse_clickhouse_url(raw: str) -> str:
     return text
 
 
+def check_rtsp_entry(entry: str) -> None:
+    """Raise ValueError unless ``entry`` is ``rtsp(s)://...`` or ``name=rtsp(s)://...``."""
+    _name, url = split_named_url(entry)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ValueError("expected comma-separated [name=]rtsp:// or rtsps:// URLs") from None
+    if parts.scheme not in ("rtsp", "rtsps") or not parts.hostname:
+        raise ValueError("expected comma-separated [name=]rtsp:// or rtsps:// URLs")
+
+
 def parse_rtsp_urls(raw: str) -> tuple[str, ...]:
-    """Comma-separated ``rtsp://`` / ``rtsps://`` URLs."""
+    """Comma-separated ``rtsp://`` / ``rtsps://`` URLs, each optionally ``name=URL``."""
     urls = tuple(item.strip() for item in raw.split(",") if item.strip())
     for url in urls:
-        try:
-            parts = urlsplit(url)
-        except ValueError:
-            raise ValueError("expected comma-separated rtsp:// or rtsps:// URLs") from None
-        if parts.scheme not in ("rtsp", "rtsps") or not parts.hostname:
-            raise ValueError("expected comma-separated rtsp:// or rtsps:// URLs")
+        check_rtsp_entry(url)
     return urls
 
 
@@ -221,6 +227,19 @@ def parse_path(raw: str) -> Path:
         return Path(text).expanduser()
     except RuntimeError:  # "~someone" with no such user
         raise ValueError("expected a path; ~USER names no known user") from None
+
+
+def _float_in(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected a number {low:g}-{high:g}") from None
+        if not low <= value <= high:
+            raise ValueError(f"expected a number {low:g}-{high:g}")
+        return value
+
+    return parse
 
 
 def parse_secret(raw: str) -> Secret:
@@ -394,7 +413,49 @@ class RtspSettings:
     """RTSP camera streams for the RTSP bridge."""
 
     urls: tuple[str, ...] = setting(
-        (), "Comma-separated rtsp:// URLs to capture.", parse_rtsp_urls, aliases=("RTSP_URL",)
+        (),
+        "Comma-separated rtsp:// URLs to capture, each optionally name=URL (name = source id).",
+        parse_rtsp_urls,
+        aliases=("RTSP_URL",),
+    )
+    urls_file: str = setting(
+        "", "File of more streams, one [name=]URL a line, # comments (empty: none).", parse_str
+    )
+    fps: float = setting(
+        2.0,
+        "Frames per second sampled from each stream (the rest are dropped).",
+        _float_in(0.01, 120),
+    )
+    jpeg_quality: int = setting(
+        85, "JPEG quality (1-100) of the published frames.", _int_in(1, 100)
+    )
+    stall_s: float = setting(
+        10.0,
+        "Seconds without a new frame before a stream is stalled and reconnected.",
+        _float_in(0.1, 3600),
+    )
+    open_timeout_s: float = setting(
+        10.0,
+        "Seconds to wait for a stream to open (RTSP handshake and first packets).",
+        _float_in(0.1, 3600),
+    )
+    backoff_initial_s: float = setting(
+        0.5,
+        "First delay before reconnecting a failed stream (doubles, jittered).",
+        _float_in(0.01, 3600),
+    )
+    backoff_max_s: float = setting(
+        30.0, "Longest delay between reconnect attempts of one stream.", _float_in(0.01, 86_400)
+    )
+    max_frame_age_s: float = setting(
+        5.0,
+        "Frames older than this when Kafka can take them are dropped (too_old).",
+        _float_in(0.01, 86_400),
+    )
+    api_token: Secret = setting(
+        Secret(""),
+        "Bearer token for the bridge's stream API changes (or *_FILE); required off loopback.",
+        parse_secret,
     )
 
 
@@ -418,19 +479,6 @@ def parse_size_wxh(raw: str) -> tuple[int, int]:
     if not sep or not all(16 <= v <= 8192 for v in value):
         raise ValueError("expected WIDTHxHEIGHT with each side 16-8192, e.g. 640x360")
     return value
-
-
-def _float_in(low: float, high: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw.strip())
-        except ValueError:
-            raise ValueError(f"expected a number {low:g}-{high:g}") from None
-        if not low <= value <= high:
-            raise ValueError(f"expected a number {low:g}-{high:g}")
-        return value
-
-    return parse
 
 
 @dataclass(frozen=True)

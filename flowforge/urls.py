@@ -29,3 +29,28 @@ def strip_credentials(url: str) -> str:
     """Return ``url`` without its user-info at all (``rtsp://cam/x``), for headers and ids."""
     split = _split_userinfo(url)
     return url if split is None else f"{split[0]}{split[1]}"
+
+
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+MAX_NAME = 64
+
+
+def is_source_name(text: str) -> bool:
+    """Whether ``text`` is a valid stream name: 1-64 of letters, digits, ``.``, ``_``, ``-``,
+    starting with a letter or digit."""
+    return (
+        0 < len(text) <= MAX_NAME and text[0].isascii() and text[0].isalnum()
+        and set(text) <= _NAME_CHARS
+    )  # fmt: skip
+
+
+def split_named_url(entry: str) -> tuple[str, str]:
+    """``(name, url)`` from ``name=url`` or ``("", url)`` from a bare URL.
+
+    The text before the first ``=`` is a name only if it is a valid stream name and no ``://``
+    precedes the ``=`` (a URL's query may hold ``=`` too: ``rtsp://cam/live?channel=1``).
+    """
+    name, sep, rest = entry.partition("=")
+    if sep and "://" not in name and is_source_name(name.strip()):
+        return name.strip(), rest.strip()
+    return "", entry.strip()

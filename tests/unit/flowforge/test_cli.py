@@ -29,6 +29,7 @@ COMMANDS = [
     ["sim", "check"],
     ["bridge"],
     ["bridge", "mqtt"],
+    ["bridge", "rtsp"],
 ]
 
 

@@ -107,7 +107,7 @@ def test_clickhouse_native_port_is_refused_with_advice() -> None:
         ({"FLOWFORGE_KAFKA_PARTITIONS": "0"}, "expected an integer >= 1"),
         ({"FLOWFORGE_MQTT_TLS": "maybe"}, "expected true or false"),
         ({"FLOWFORGE_KAFKA_MAX_MESSAGE_BYTES": "16 parsecs"}, "expected a size in bytes"),
-        ({"RTSP_URL": "http://cam/x"}, "expected comma-separated rtsp://"),
+        ({"RTSP_URL": "http://cam/x"}, "expected comma-separated [name=]rtsp://"),
         ({"FLOWFORGE_LOG_LEVEL": "loud"}, "expected one of debug, info"),
         ({"FLOWFORGE_HOME": "~no-such-user-0"}, "~USER names no known user"),
         ({"FLOWFORGE_HOME": "/tmp/a\x00b"}, "FLOWFORGE_HOME='/tmp/a\\x00b': contains a NUL byte"),
