@@ -9,7 +9,7 @@ TEST_ENV := $(shell grep -v '^\#' tests/stack.env | xargs)
 .PHONY: help install run stop test test-unit lint format docs clean
 
 help:
-	@echo "make run    install, start the local stack (Kafka, Mosquitto) and the worker"
+	@echo "make run    install, start the local stack, the worker, the bridges and a demo feed"
 	@echo "make test   install, start the test stack, run unit + integration tests, stop it"
 	@echo "make lint   ruff + mypy"
 	@echo "make stop   stop the local stack started by make run"
@@ -26,13 +26,13 @@ $(STAMP): pyproject.toml scripts/install-system-deps.sh
 	touch $(STAMP)
 
 run: install
-	$(BIN)/flowforge stack up --pipeline
+	$(BIN)/flowforge stack up --demo
 	$(BIN)/flowforge stack status
 	@echo
-	@echo "FlowForge is running. Logs: .flowforge/logs/   Settings: $(BIN)/flowforge config"
-	@echo "Worker:  http://127.0.0.1:6066/stats  /metrics  /readyz"
-	@echo "Publish: kcat -P -b 127.0.0.1:9092 -t images.raw -k cam-01 photo.jpg"
-	@echo "Watch:   kcat -C -b 127.0.0.1:9092 -t images.metadata"
+	@echo "FlowForge is running, fed by two simulated cameras. Logs: .flowforge/logs/"
+	@echo "Publish: mosquitto_pub -q 1 -t images/raw/my-cam -f photo.jpg"
+	@echo "Look:    $(BIN)/flowforge stats     $(BIN)/flowforge tail images.metadata"
+	@echo "Health:  $(BIN)/flowforge validate   http://127.0.0.1:6066/metrics"
 	@echo "Stop:    make stop"
 
 stop:

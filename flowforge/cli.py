@@ -331,16 +331,29 @@ def stack() -> None:
     """
 
 
-@stack.command("up", epilog="\b\nExamples:\n  flowforge stack up\n  flowforge stack up --pipeline")
+@stack.command(
+    "up",
+    epilog="""\b
+Examples:
+  flowforge stack up                   Kafka and Mosquitto
+  flowforge stack up --pipeline        and the worker and the MQTT bridge, in the background
+  flowforge stack up --demo            and a demo feed: two simulated cameras via the RTSP bridge
+""",
+)
 @click.option(
-    "--pipeline", is_flag=True, help="Also start FlowForge's worker in the background (make run)."
+    "--pipeline", is_flag=True, help="Also start the worker and the MQTT bridge in the background."
+)
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="--pipeline plus the RTSP simulator and the RTSP bridge reading it (make run).",
 )
 @pass_state
-def stack_up(state: State, pipeline: bool) -> None:
+def stack_up(state: State, pipeline: bool, demo: bool) -> None:
     """Start Kafka (KRaft) and Mosquitto unless running; wait until each answers; create topics."""
     from flowforge.stack import Stack
 
-    run_async(Stack(state.settings, pipeline=pipeline).up(report=_echo_nonempty))
+    run_async(Stack(state.settings, pipeline=pipeline, demo=demo).up(report=_echo_nonempty))
 
 
 @stack.command("down", epilog="Example:\n\n  flowforge stack down")
@@ -363,10 +376,10 @@ def stack_status(state: State, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([s.__dict__ | {"healthy": s.healthy} for s in statuses], indent=2))
     else:
-        click.echo(f"{'SERVICE':<11} {'STATE':<10} {'PID':>7}  {'ADDRESS':<22} DETAIL")
+        click.echo(f"{'SERVICE':<14} {'STATE':<10} {'PID':>7}  {'ADDRESS':<22} DETAIL")
         for s in statuses:
             pid = str(s.pid) if s.pid else "-"
-            click.echo(f"{s.name:<11} {s.state:<10} {pid:>7}  {s.address:<22} {s.detail}")
+            click.echo(f"{s.name:<14} {s.state:<10} {pid:>7}  {s.address:<22} {s.detail}")
     if not all(s.healthy for s in statuses):
         raise SystemExit(EXIT_FAILURE)
 

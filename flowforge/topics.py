@@ -89,8 +89,9 @@ async def inspect_topics(
                     p.start, p.end = int(starts[tp]), int(ends[tp])
                     if group:
                         meta = committed.get(tp)
+                        # As Kafka's own tools: no committed offset, no lag figure.
                         p.committed = int(meta.offset) if meta is not None else None
-                        p.lag = p.end - (p.committed if p.committed is not None else p.start)
+                        p.lag = None if p.committed is None else max(0, p.end - p.committed)
     except KafkaError as exc:
         raise ServiceUnhealthy(
             f"Kafka at {kafka.bootstrap_servers} does not answer: {exc}"

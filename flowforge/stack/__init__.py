@@ -1,5 +1,6 @@
-"""The local (no Docker) stack: Kafka and Mosquitto as processes, ClickHouse embedded, and with
-``pipeline=True`` FlowForge's own worker as a managed process too.
+"""The local (no Docker) stack: Kafka and Mosquitto as processes, ClickHouse embedded; with
+``pipeline=True`` FlowForge's worker and MQTT bridge too, and with ``demo=True`` a demo feed
+(the RTSP simulator and the RTSP bridge).
 
 ``Stack(settings).up()`` starts what is not running and waits until each service answers a real
 round trip; ``down()`` stops only processes it started (by PID file); ``status()`` reports each.
@@ -14,24 +15,41 @@ from collections.abc import Callable
 from flowforge.settings import Settings
 from flowforge.stack.kafka import KafkaService
 from flowforge.stack.mosquitto import MosquittoService
-from flowforge.stack.pipeline import WorkerService
+from flowforge.stack.pipeline import (
+    MqttBridgeService,
+    RtspBridgeService,
+    SimulatorService,
+    WorkerService,
+)
 from flowforge.stack.service import LocalService, ServiceStatus
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KafkaService", "MosquittoService", "ServiceStatus", "Stack", "WorkerService"]
+__all__ = [
+    "KafkaService",
+    "MosquittoService",
+    "MqttBridgeService",
+    "RtspBridgeService",
+    "ServiceStatus",
+    "SimulatorService",
+    "Stack",
+    "WorkerService",
+]
 
 
 class Stack:
     """Kafka and Mosquitto for one FlowForge home; ClickHouse runs in-process (chdb) or remotely."""
 
-    def __init__(self, settings: Settings, *, pipeline: bool = False) -> None:
+    def __init__(self, settings: Settings, *, pipeline: bool = False, demo: bool = False) -> None:
         self.settings = settings
         self.services: list[LocalService] = [KafkaService(settings), MosquittoService(settings)]
         # FlowForge's own processes; `down` and `status` always include them, so nothing
-        # started by `up --pipeline` is left behind.
-        self.pipeline: list[LocalService] = [WorkerService(settings)]
-        self.include_pipeline = pipeline
+        # started by `up --pipeline` or `up --demo` is left behind.
+        self.pipeline: list[LocalService] = [WorkerService(settings), MqttBridgeService(settings)]
+        self.pipeline += [SimulatorService(settings), RtspBridgeService(settings)]
+        wanted = {"worker", "bridge-mqtt"} if pipeline else set()
+        wanted |= {"worker", "bridge-mqtt", "rtsp-simulator", "bridge-rtsp"} if demo else set()
+        self.wanted = wanted
 
     async def up(self, report: Callable[[str], None] = log.info) -> None:
         """Start every service not yet running, in order, and wait for each to answer."""
@@ -39,8 +57,8 @@ class Stack:
         for service in self.services:
             report(await service.up())
         report(self.clickhouse_status().detail)
-        if self.include_pipeline:
-            for service in self.pipeline:
+        for service in self.pipeline:
+            if service.name in self.wanted:
                 report(await service.up())
 
     def down(self, report: Callable[[str], None] = log.info) -> None:
@@ -54,7 +72,7 @@ class Stack:
         statuses = [await service.status() for service in self.services]
         statuses.append(self.clickhouse_status())
         for service in self.pipeline:
-            if self.include_pipeline or service.process.pid() is not None:
+            if service.name in self.wanted or service.process.pid() is not None:
                 statuses.append(await service.status())
         return statuses
 

@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,8 +71,17 @@ class ManagedProcess:
     pid_file: Path
     log_file: Path
 
-    def start(self, argv: Sequence[str], *, cwd: Path | None = None) -> int:
-        """Start ``argv`` in its own session, output appended to the log file; return its PID."""
+    def start(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> int:
+        """Start ``argv`` in its own session, output appended to the log file; return its PID.
+
+        ``env`` adds to (or overrides) this process's environment for the child.
+        """
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as out:
@@ -84,6 +93,7 @@ class ManagedProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=cwd,
+                env={**os.environ, **env} if env else None,
                 start_new_session=True,
             )
         _children[proc.pid] = proc

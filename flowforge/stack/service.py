@@ -97,6 +97,10 @@ class LocalService(ABC):
         """Whether a process we did not start, holding our port, may be reused as this service."""
         return False
 
+    def environment(self) -> dict[str, str]:
+        """Variables to add to the service's environment (none by default)."""
+        return {}
+
     async def after_start(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Work once the service answers (e.g. create topics); idempotent."""
 
@@ -125,7 +129,7 @@ class LocalService(ABC):
             )
         argv = self.prepare()
         began = time.monotonic()
-        self.process.start(argv)
+        self.process.start(argv, env=self.environment())
         await self._wait_healthy(started=began)
         await self.after_start()
         took = time.monotonic() - began

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pytest
 from flowforge.settings import Settings
 from flowforge.stack import Stack
 from tests.conftest import stack_env
+from tests.images import real_photo_path
 from tests.integration.harness import free_port
 
 FLOWFORGE = [sys.executable, "-m", "flowforge"]
@@ -68,8 +71,6 @@ def test_cli_up_status_down_leaves_nothing_behind(other_stack_env: dict[str, str
         [*FLOWFORGE, "stack", "status", "--json"], env=env, capture_output=True, text=True
     )
     assert status.returncode == 0, status.stdout + status.stderr
-    import json
-
     pids = [s["pid"] for s in json.loads(status.stdout) if s["name"] in ("kafka", "mosquitto")]
     assert len(pids) == 2
     assert all(pids)
@@ -99,3 +100,62 @@ def test_up_fails_loudly_when_a_port_is_taken(other_stack_env: dict[str, str]) -
     last = up.stderr.strip().splitlines()[-1]
     expected = f"flowforge: error: kafka: port {port} is taken by pid {os.getpid()}"
     assert last.startswith(expected), up.stderr
+
+
+def test_demo_stack_turns_an_mqtt_image_into_a_row_and_stops_cleanly(
+    other_stack_env: dict[str, str],
+) -> None:
+    """`stack up --demo` (what `make run` runs) starts the worker, both bridges and the
+    simulator; a `mosquitto_pub` image and the demo cameras become ClickHouse rows, and
+    `stack down` stops every process it started."""
+    env = other_stack_env
+    for name in (
+        "FLOWFORGE_WORKER_WEB_PORT",
+        "FLOWFORGE_BRIDGE_MQTT_WEB_PORT",
+        "FLOWFORGE_BRIDGE_RTSP_WEB_PORT",
+        "FLOWFORGE_SIM_RTSP_PORT",
+        "FLOWFORGE_SIM_API_PORT",
+    ):
+        env[name] = str(free_port())
+    env["FLOWFORGE_SIM_SIZE"] = "320x240"
+    up = subprocess.run(
+        [*FLOWFORGE, "stack", "up", "--demo"], env=env, capture_output=True, text=True
+    )
+    assert up.returncode == 0, up.stdout + up.stderr
+    for name in ("worker", "bridge-mqtt", "rtsp-simulator", "bridge-rtsp"):
+        assert f"{name}: started pid" in up.stdout, up.stdout
+    status = subprocess.run(
+        [*FLOWFORGE, "stack", "status", "--json"], env=env, capture_output=True, text=True
+    )
+    assert status.returncode == 0, status.stdout
+    pids = [s["pid"] for s in json.loads(status.stdout) if s["pid"]]
+    assert len(pids) == 6
+
+    photo = real_photo_path("chelsea.png")
+    mqtt_port = env["FLOWFORGE_MQTT_PORT"]
+    publish = ["mosquitto_pub", "-p", mqtt_port, "-q", "1", "-t", "images/raw/test-cam"]
+    subprocess.run([*publish, "-f", str(photo)], check=True, timeout=30)
+
+    def sources() -> dict[str, int]:
+        stats = subprocess.run(
+            [*FLOWFORGE, "stats", "--json"], env=env, capture_output=True, text=True, check=False
+        )
+        if stats.returncode != 0:
+            return {}
+        return {s["source_id"]: s["images"] for s in json.loads(stats.stdout)}
+
+    deadline = time.monotonic() + 90
+    seen: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        seen = sources()
+        if seen.get("test-cam") == 1 and seen.get("cam1", 0) > 0 and seen.get("cam2", 0) > 0:
+            break
+        time.sleep(1)
+    assert seen.get("test-cam") == 1, seen
+    assert seen.get("cam1", 0) > 0, seen
+    assert seen.get("cam2", 0) > 0, seen
+
+    down = subprocess.run([*FLOWFORGE, "stack", "down"], env=env, capture_output=True, text=True)
+    assert down.returncode == 0, down.stderr
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
