@@ -24,6 +24,7 @@ COMMANDS = [
     ["sim", "check"],
     ["bridge"],
     ["bridge", "mqtt"],
+    ["bridge", "batch"],
 ]
 
 
