@@ -93,12 +93,20 @@ def source_id_for_root(root: Path) -> str:
 def scan(root: Path, patterns: tuple[str, ...], *, recursive: bool) -> Iterator[Found | Refused]:
     """Walk ``root`` (hidden entries left out) and yield the matching regular files and the
     paths refused. A symlink (to a file or a directory) is followed only when its target
-    resolves inside the root; a directory is entered once even when links lead to it again."""
+    resolves inside the root; a directory is entered once, by its real path when it has one
+    under the root, so link cycles end."""
     real_root = os.path.realpath(root)
     visited = {real_root}
     pending: list[tuple[str, str]] = [(real_root, "")]
-    while pending:
-        directory, prefix = pending.pop()
+    linked: list[tuple[str, str]] = []  # directories reached through links: after the rest
+    while pending or linked:
+        if pending:
+            directory, prefix = pending.pop()
+        else:
+            directory, prefix = linked.pop(0)
+            if directory in visited:
+                continue
+            visited.add(directory)
         try:
             with os.scandir(directory) as entries:
                 listed = sorted(entries, key=lambda e: e.name)
@@ -109,7 +117,9 @@ def scan(root: Path, patterns: tuple[str, ...], *, recursive: bool) -> Iterator[
             if entry.name.startswith("."):
                 continue
             rel = prefix + entry.name
-            yield from _look_at(entry, rel, real_root, patterns, recursive, visited, pending)
+            yield from _look_at(
+                entry, rel, real_root, patterns, recursive, visited, pending, linked
+            )
 
 
 def _look_at(
@@ -120,6 +130,7 @@ def _look_at(
     recursive: bool,
     visited: set[str],
     pending: list[tuple[str, str]],
+    linked: list[tuple[str, str]],
 ) -> Iterator[Found | Refused]:
     try:
         is_link = entry.is_symlink()
@@ -147,9 +158,8 @@ def _look_at(
                 yield Refused(rel, UNREADABLE, f"broken symlink: {_why(exc)}")
             return
         if stat.S_ISDIR(target.st_mode):
-            if recursive and real not in visited:
-                visited.add(real)
-                pending.append((real, rel + "/"))
+            if recursive:
+                linked.append((real, rel + "/"))
             return
         if not matches(rel, patterns):
             return
@@ -181,6 +191,8 @@ def read_file(found: Found, real_root: str, limit: int, source_id: str) -> bytes
         before = os.fstat(fd)
         if not stat.S_ISREG(before.st_mode):
             raise FileRefused(NOT_A_FILE, "not a regular file")
+        if (before.st_size, before.st_mtime_ns) != found.signature:
+            raise FileRefused(CHANGING, "the file changed since the scan")
         if before.st_size > limit:
             raise FileTooLarge(before.st_size, *_streamed_hashes(handle, source_id))
         try:
