@@ -9,9 +9,10 @@ import logging
 import sys
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from bridges import metrics
 from bridges.checkpoint import BatchCheckpoint, checkpoint_path, content_hash
@@ -133,6 +134,7 @@ class BatchBridge(Bridge):
         self._decided: dict[str, tuple[int, int]] = {}  # watch: versions skipped or taken
         self._progress: Progress | None = None
         self._began = time.monotonic()
+        self._failures: list[BaseException] = []
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -211,12 +213,11 @@ class BatchBridge(Bridge):
             if stop.is_set():
                 self.tally.unfinished += len(todo) - index
                 break
-            task = asyncio.create_task(self._handle(found, stop, slots))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            self._spawn(self._handle(found, stop, slots), tasks, stop)
         if tasks:
-            await asyncio.gather(*tasks)
+            await asyncio.wait(tasks)
         self._progress.close()
+        self._raise_failure()
         self._finish()
 
     # --- watch -------------------------------------------------------------------------
@@ -252,16 +253,37 @@ class BatchBridge(Bridge):
                 if stop.is_set():
                     break
                 self._decided[item.rel] = item.signature
-                task = asyncio.create_task(self._handle(item, stop, slots))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                self._spawn(self._handle(item, stop, slots), tasks, stop)
             previous = current
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.batch.poll_interval_s)
         if tasks:
             log.info("finishing %d files handed to Kafka", len(tasks))
-            await asyncio.gather(*tasks)
+            await asyncio.wait(tasks)
+        self._raise_failure()
         self._finish()
+
+    def _spawn(
+        self,
+        work: Coroutine[Any, Any, None],
+        tasks: set[asyncio.Task[None]],
+        stop: asyncio.Event,
+    ) -> None:
+        """Run ``work`` as a task; an unexpected error stops the run and is raised at its end."""
+
+        def done(task: asyncio.Task[None]) -> None:
+            tasks.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                self._failures.append(task.exception())  # type: ignore[arg-type]
+                stop.set()
+
+        task = asyncio.create_task(work)
+        tasks.add(task)
+        task.add_done_callback(done)
+
+    def _raise_failure(self) -> None:
+        if self._failures:
+            raise self._failures[0]
 
     def _refused_recently(self, rel: str, signature: tuple[int, int]) -> bool:
         entry = self._refused.get(rel)
