@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from flowforge.settings import parse_port
+from flowforge.settings import parse_glob_patterns, parse_port
 
 
 def _web_port(value: int | None, default: int) -> int:
@@ -26,10 +28,11 @@ Examples:
   flowforge bridge mqtt                       images/raw and images/raw/<source> into images.raw
   flowforge bridge mqtt --web-port 6070       a second MQTT bridge on this machine
   FLOWFORGE_RTSP_URLS=rtsp://127.0.0.1:8554/cam1 flowforge bridge rtsp
+  flowforge bridge batch ~/photos             every image under ~/photos, once
 """
 )
 def bridge() -> None:
-    """The bridges: republish images from MQTT and RTSP (and soon directories) into Kafka."""
+    """The bridges: republish images from MQTT, RTSP cameras and directories into Kafka."""
 
 
 @bridge.command(
@@ -62,6 +65,118 @@ def mqtt(ctx: click.Context, web_port: int | None) -> None:
     settings = ctx.find_root().obj.settings
     port = _web_port(web_port, settings.bridge.mqtt_web_port)
     code = run_bridge(MqttBridge(settings), bind=settings.bridge.web_bind, port=port)
+    if code:
+        raise SystemExit(code)
+
+
+def _patterns(
+    _ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
+) -> tuple[str, ...] | None:
+    if not value:
+        return None
+    try:
+        return parse_glob_patterns(",".join(value))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@bridge.command(
+    "batch",
+    epilog="""\b
+Exit codes:
+  0  every matching file published, or already done (checkpoint); --watch stopped cleanly
+  1  some files rejected: not images, empty or too large (to the DLQ), or outside the root,
+     unreadable, changing while read (reported, not checkpointed: the next run retries them)
+  2  usage or settings error (bad DIR, a pattern with '..', a bad FLOWFORGE_* value)
+  3  stopped (SIGTERM, Ctrl-C) before every file was handled: run it again to finish
+
+\b
+Examples:
+  flowforge bridge batch ~/photos                    publish every image under ~/photos once
+  flowforge bridge batch ~/photos                    again: publishes 0 (checkpoint)
+  flowforge bridge batch /data/in --watch            keep publishing files as they arrive
+  flowforge bridge batch shots --pattern '*.png' --no-recursive --source cam-07
+  curl -s 127.0.0.1:6069/metrics | grep flowforge_bridge_files   # with --watch
+""",
+)
+@click.argument(
+    "directory",
+    metavar="DIR",
+    type=click.Path(exists=True, file_okay=False, dir_okay=True, path_type=Path),
+)
+@click.option(
+    "--watch", is_flag=True, help="Keep scanning DIR and publish files once they settled."
+)
+@click.option(
+    "--pattern",
+    "patterns",
+    multiple=True,
+    metavar="GLOB",
+    callback=_patterns,
+    help="Files to publish (repeatable; default FLOWFORGE_BATCH_PATTERNS, common image types). "
+    "Case-insensitive; matched against the name, or the relative path if it holds a '/'.",
+)
+@click.option(
+    "--recursive/--no-recursive",
+    default=None,
+    help="Descend into subdirectories (default FLOWFORGE_BATCH_RECURSIVE, true).",
+)
+@click.option(
+    "--source",
+    "source_id",
+    metavar="ID",
+    help="Source id, the Kafka key (default FLOWFORGE_BATCH_SOURCE_ID, else DIR's name).",
+)
+@click.option(
+    "--web-port",
+    metavar="PORT",
+    callback=_port,
+    help="Port of /livez, /readyz, /metrics (default: FLOWFORGE_BRIDGE_BATCH_WEB_PORT, 6069, "
+    "with --watch; any free port for a one-shot run).",
+)
+@click.pass_context
+def batch(
+    ctx: click.Context,
+    directory: Path,
+    watch: bool,
+    patterns: tuple[str, ...] | None,
+    recursive: bool | None,
+    source_id: str | None,
+    web_port: int | None,
+) -> None:
+    """Publish the image files under DIR to FLOWFORGE_KAFKA_TOPIC_RAW, each once: key and
+    ff-source-id are the source id, the value is the file's bytes, ff-origin its path relative
+    to DIR, ff-captured-at its mtime. A SQLite checkpoint under FLOWFORGE_HOME/batch/ records a
+    file once Kafka acknowledged it, so a re-run publishes only new or changed files (and a
+    killed run re-publishes at most the unacknowledged ones).
+
+    Files that are not images (magic bytes), empty or over the topic limit go to the DLQ with
+    a reason; symlinks leading outside DIR are not followed. All are reported and counted.
+    One-shot (default): prints a summary line and exits; a progress bar on a terminal.
+    --watch: scans every FLOWFORGE_BATCH_POLL_INTERVAL_S and publishes a file once its size and
+    mtime held for FLOWFORGE_BATCH_SETTLE_S (so half-written files wait); stops on SIGTERM."""
+    from bridges.batch import BatchBridge
+    from bridges.lifecycle import run_bridge
+
+    settings = ctx.find_root().obj.settings
+    if source_id is not None:
+        source_id = source_id.strip()
+        if not source_id or len(source_id) > 128:
+            raise click.BadParameter("expected 1-128 characters", param_hint="--source")
+    default_port = settings.bridge.batch_web_port if watch else 0
+    port = _web_port(web_port, default_port)
+    runner = BatchBridge(
+        settings,
+        directory,
+        watch=watch,
+        patterns=patterns,
+        recursive=recursive,
+        source_id=source_id,
+    )
+    code = run_bridge(runner, bind=settings.bridge.web_bind, port=port)
+    if runner.summary:
+        click.echo(f"batch {directory}: {runner.summary}")
+    code = code or runner.exit_code
     if code:
         raise SystemExit(code)
 

@@ -67,6 +67,30 @@ QUEUE_DEPTH = Gauge(
     ["bridge"],
     registry=REGISTRY,
 )
+FILES_SEEN = Counter(
+    "flowforge_bridge_files_seen",
+    "Files matched by the batch bridge's scans (each version of a file once).",
+    ["bridge"],
+    registry=REGISTRY,
+)
+FILES_SKIPPED = Counter(
+    "flowforge_bridge_files_skipped",
+    "Files skipped because the checkpoint holds them as done (same size and mtime, or content).",
+    ["bridge"],
+    registry=REGISTRY,
+)
+FILES_REJECTED = Counter(
+    "flowforge_bridge_files_rejected",
+    "Files not published to the image topic, by reason (dead-lettered or refused locally).",
+    ["bridge", "reason"],
+    registry=REGISTRY,
+)
+PUBLISHED_BYTES = Counter(
+    "flowforge_bridge_published_bytes",
+    "Payload bytes acknowledged by Kafka on the image topic.",
+    ["bridge"],
+    registry=REGISTRY,
+)
 
 # The RTSP bridge, per stream (label ``source`` = the source id, never the URL).
 RTSP_CAPTURED = Counter(

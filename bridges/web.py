@@ -48,5 +48,10 @@ async def start_web(
     await runner.setup()
     site = web.TCPSite(runner, bind, port)
     await site.start()
-    log.info("web pages on http://%s:%d (/livez /readyz /metrics)", bind, port)
+    bound = port
+    for address in runner.addresses:  # the real port when ``port`` is 0 (any free port)
+        if isinstance(address, tuple) and len(address) >= 2:
+            bound = int(address[1])
+            break
+    log.info("web pages on http://%s:%d (/livez /readyz /metrics)", bind, bound)
     return runner

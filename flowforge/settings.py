@@ -543,6 +543,53 @@ class BridgeSettings:
     )
 
 
+DEFAULT_BATCH_PATTERNS: Final = (
+    "*.jpg", "*.jpeg", "*.png", "*.gif", "*.bmp", "*.tif", "*.tiff", "*.webp",
+)  # fmt: skip
+
+
+def parse_glob_patterns(raw: str) -> tuple[str, ...]:
+    """Comma-separated glob patterns, each relative to the batch root: no absolute path, no
+    ``..`` component (a pattern must never reach outside the root)."""
+    patterns = tuple(p.strip() for p in raw.split(",") if p.strip())
+    if not patterns:
+        raise ValueError("expected glob patterns such as *.jpg,*.png")
+    for pattern in patterns:
+        if pattern.startswith(("/", "\\")) or ".." in pattern.replace("\\", "/").split("/"):
+            raise ValueError(f"pattern {pattern!r} leads outside the root: no '/' start, no '..'")
+    return patterns
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """The batch-directory bridge (`flowforge bridge batch DIR`)."""
+
+    patterns: tuple[str, ...] = setting(
+        DEFAULT_BATCH_PATTERNS,
+        "Glob patterns of the files to publish (comma-separated, case-insensitive; matched "
+        "against the name, or the relative path if the pattern has a '/').",
+        parse_glob_patterns,
+    )
+    recursive: bool = setting(True, "Descend into subdirectories of the batch root.", parse_bool)
+    source_id: str = setting(
+        "",
+        "Source id (Kafka key) of the images; empty: the batch root's directory name.",
+        parse_str,
+        shown_default="(root name)",
+    )
+    concurrency: int = setting(
+        16, "Files read and awaiting Kafka at once, at most.", _int_at_least(1)
+    )
+    poll_interval_s: float = setting(
+        0.5, "Seconds between two scans of the directory in --watch mode.", parse_positive_float
+    )
+    settle_s: float = setting(
+        1.0,
+        "In --watch mode a file is published once unchanged (size, mtime) for this many seconds.",
+        parse_positive_float,
+    )
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     """The Faust worker (`flowforge worker`)."""
@@ -658,6 +705,7 @@ class Settings:
     rtsp: RtspSettings = field(default_factory=RtspSettings)
     processing: ProcessingSettings = field(default_factory=ProcessingSettings)
     bridge: BridgeSettings = field(default_factory=BridgeSettings)
+    batch: BatchSettings = field(default_factory=BatchSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     stack: StackSettings = field(default_factory=StackSettings)
     sim: SimSettings = field(default_factory=SimSettings)

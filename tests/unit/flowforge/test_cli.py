@@ -30,6 +30,7 @@ COMMANDS = [
     ["bridge"],
     ["bridge", "mqtt"],
     ["bridge", "rtsp"],
+    ["bridge", "batch"],
 ]
 
 
