@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    CoordinatorLoadInProgressError,
+    GroupCoordinatorNotAvailableError,
+    KafkaError,
+)
 
 from flowforge.errors import ServiceUnhealthy
 from flowforge.kafka_admin import admin_client
@@ -82,7 +87,7 @@ async def inspect_topics(
         if tps:
             starts = await consumer.beginning_offsets(tps)
             ends = await consumer.end_offsets(tps)
-            committed = await admin.list_consumer_group_offsets(group) if group else {}
+            committed = await _committed_offsets(admin, group) if group else {}
             for state in existing:
                 for p in state.partitions:
                     tp = TopicPartition(state.name, p.partition)
@@ -100,6 +105,20 @@ async def inspect_topics(
         await consumer.stop()
         await admin.close()
     return states
+
+
+async def _committed_offsets(admin: Any, group: str, timeout_s: float = 15.0) -> dict[Any, Any]:
+    """The group's committed offsets, retrying while the cluster sets up its group coordinator
+    (a fresh cluster creates __consumer_offsets on the first group request)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        try:
+            offsets: dict[Any, Any] = await admin.list_consumer_group_offsets(group)
+            return offsets
+        except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError):
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
 
 
 def _state(name: str, described: dict[str, Any] | None) -> TopicState:
