@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from tests.conftest import stack_env, unique_name
 from tests.images import jpeg, scene
 from tests.integration.bridge_harness import (
     BridgeProcess,
+    Record,
     bridge_env,
     mosquitto_pub,
     mqtt_publish,
@@ -66,20 +67,43 @@ def test_mosquitto_pub_photo_gives_one_record_with_the_envelope(
     assert bridge.metric("flowforge_bridge_published_total") == 1
 
 
+def assert_intact(records: list[Record], sent: dict[str, tuple[str, bytes]], base: str) -> None:
+    """Every record is one of ``sent`` (image id -> (topic, bytes)): key, bytes and every
+    envelope header as the bridge must have written them."""
+    for r in records:
+        image_id = r.headers["ff-image-id"]
+        assert image_id in sent, f"unexpected record {image_id}"
+        topic, data = sent[image_id]
+        source = topic.rsplit("/", 1)[1]
+        assert r.value == data, f"bytes of {image_id} differ"
+        assert r.key == source
+        assert image_id == content_image_id(source, r.value)
+        assert r.headers["ff-source-type"] == "mqtt"
+        assert r.headers["ff-source-id"] == source
+        assert r.headers["ff-origin"] == topic == f"{base}/{source}"
+        assert r.headers["ff-content-type"] == "image/jpeg"
+        assert 0 < int(r.headers["ff-captured-at"]) <= int(time.time() * 1000)
+
+
+def by_image_id(items: list[tuple[str, bytes]]) -> dict[str, tuple[str, bytes]]:
+    """(topic, payload) pairs keyed by the image id the bridge gives them."""
+    return {content_image_id(t.rsplit("/", 1)[1], d): (t, d) for t, d in items}
+
+
 def test_n_messages_give_n_records_keyed_by_topic_suffix(bridge: BridgeProcess) -> None:
-    """N QoS 1 messages over several source topics give exactly N intact records keyed by source,
-    and the web pages report ready and the counts."""
+    """500 QoS 1 messages over several source topics give exactly 500 records, each with intact
+    bytes, key and envelope, and the web pages report ready and the counts."""
     bridge.start()
     settings = bridge.settings
     base = settings.mqtt.topic
-    items = [(f"{base}/cam-{i % 5:02d}", payload(i)) for i in range(200)]
+    items = [(f"{base}/cam-{i % 5:02d}", payload(i)) for i in range(500)]
     mqtt_publish(settings, items)
     records = read_records(settings, [settings.kafka.topic_raw], len(items), settle=3)
     assert len(records) == len(items)
-    sent = Counter((topic.rsplit("/", 1)[1], data) for topic, data in items)
-    assert Counter((r.key, r.value) for r in records) == sent
-    assert all(r.headers["ff-source-id"] == r.key for r in records)
-    assert all(r.headers["ff-origin"] == f"{base}/{r.key}" for r in records)
+    sent = by_image_id(items)
+    assert len(sent) == len(items)
+    assert {r.headers["ff-image-id"] for r in records} == set(sent)
+    assert_intact(records, sent, base)
     assert bridge.get("/livez") == (200, "ok\n")
     assert bridge.get("/readyz")[0] == 200
     assert bridge.metric("flowforge_bridge_received_total") == len(items)
@@ -126,25 +150,32 @@ def test_rejected_payloads_go_to_the_dlq_counted_and_acknowledged(bridge: Bridge
 
 
 def test_sigkill_mid_flight_then_restart_loses_nothing(bridge: BridgeProcess) -> None:
-    """A bridge SIGKILLed while QoS 1 messages are in flight and queued, then restarted,
-    still publishes every image at least once."""
+    """500 QoS 1 images with the bridge SIGKILLed in the middle (some in flight, some queued)
+    and restarted: all 500 arrive, each with intact bytes and envelope (duplicates allowed)."""
     bridge.start()
     settings = bridge.settings
     base = settings.mqtt.topic
-    first = [(f"{base}/cam-{i % 3}", payload(i)) for i in range(300)]
-    later = [(f"{base}/cam-{i % 3}", payload(i)) for i in range(300, 400)]
-    mqtt_publish(settings, first)
-    read_records(settings, [settings.kafka.topic_raw], 30, timeout=60)  # some are through
-    assert bridge.signal(signal.SIGKILL) == -signal.SIGKILL
+    items = [(f"{base}/cam-{i % 3}", payload(i)) for i in range(500)]
+    first, later = items[:350], items[350:]
+    publishing = threading.Thread(target=mqtt_publish, args=(settings, first))
+    publishing.start()  # the kill lands while these are still arriving
+    try:
+        read_records(settings, [settings.kafka.topic_raw], 30, timeout=60)  # some are through
+        assert bridge.signal(signal.SIGKILL) == -signal.SIGKILL
+    finally:
+        publishing.join(timeout=120)
+    assert not publishing.is_alive()
     mqtt_publish(settings, later)  # queued by the broker in the bridge's session
     bridge.start()
-    wanted = {content_image_id(t.rsplit("/", 1)[1], d) for t, d in first + later}
+    sent = by_image_id(items)
     records = read_records(
-        settings, [settings.kafka.topic_raw], len(wanted), timeout=120, distinct=True
+        settings, [settings.kafka.topic_raw], len(sent), timeout=120, settle=2, distinct=True
     )
     got = {r.headers["ff-image-id"] for r in records}
-    assert wanted - got == set(), f"{len(wanted - got)} images lost"
-    assert got == wanted
+    assert set(sent) - got == set(), f"{len(set(sent) - got)} of {len(sent)} images lost"
+    assert got == set(sent)
+    assert_intact(records, sent, base)
+    assert bridge.metric("flowforge_bridge_rejected_total") == 0
 
 
 def test_resubscribes_after_a_mosquitto_restart(
