@@ -7,14 +7,15 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from flowforge.envelope import content_image_id
+from flowforge.envelope import content_image_id, header_map
 from flowforge.settings import Settings
-from flowforge.stack import Stack
+from flowforge.stack import KafkaService, Stack
 from tests.conftest import stack_env, unique_name
 from tests.images import jpeg, scene
 from tests.integration.bridge_harness import (
@@ -25,6 +26,7 @@ from tests.integration.bridge_harness import (
     mqtt_publish,
     read_records,
 )
+from tests.integration.harness import free_port
 
 
 @pytest.fixture
@@ -193,3 +195,142 @@ def test_resubscribes_after_a_mosquitto_restart(
     [record] = read_records(mqtt_settings, [mqtt_settings.kafka.topic_raw], 1, settle=1)
     assert record.key == "cam-09"
     assert bridge.metric("flowforge_bridge_reconnects_total") >= 1
+
+
+@pytest.fixture
+def private_stack(tmp_path: Path) -> Iterator[tuple[Stack, dict[str, str]]]:
+    """A throw-away Kafka + Mosquitto on free ports with its own home; stopped afterwards, so
+    a test may stop and kill its broker without disturbing the shared session stack."""
+    env = dict(stack_env())
+    env.update(
+        {
+            "FLOWFORGE_HOME": str(tmp_path / "stack"),
+            "FLOWFORGE_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "FLOWFORGE_STACK_KAFKA_CONTROLLER_PORT": str(free_port()),
+            "FLOWFORGE_MQTT_PORT": str(free_port()),
+        }
+    )
+    stack = Stack(Settings.from_env(env))
+    try:
+        asyncio.run(stack.up(report=lambda _line: None))
+        yield stack, env
+    finally:
+        stack.down(report=lambda _line: None)
+
+
+def stop_kafka(kafka: KafkaService, how: str) -> None:
+    """Stop the broker: a clean shutdown (SIGTERM) or a crash (SIGKILL of its process group)."""
+    if how == "down":
+        kafka.down()
+        return
+    pid = kafka.process.pid()
+    assert pid is not None
+    os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while kafka.process.pid() is not None:
+        assert time.monotonic() < deadline, "the killed broker did not go away"
+        time.sleep(0.1)
+
+
+def poll(condition: Callable[[], bool], timeout: float, what: str) -> float:
+    """Wait until ``condition()`` holds; return the monotonic time it did."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f}s"
+        time.sleep(0.2)
+    return time.monotonic()
+
+
+def first_seen(settings: Settings, expected: set[str], timeout: float) -> dict[str, float]:
+    """Read the image topic from the start until every id in ``expected`` arrived; return each
+    id's first arrival (monotonic) and check every record's bytes against its id."""
+    return asyncio.run(_first_seen(settings, expected, timeout))
+
+
+async def _first_seen(settings: Settings, expected: set[str], timeout: float) -> dict[str, float]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=settings.kafka.max_message_bytes + 256 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    await consumer.start()
+    seen: dict[str, float] = {}
+    try:
+        topic = settings.kafka.topic_raw
+        tps = [TopicPartition(topic, p) for p in range(settings.kafka.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        deadline = time.monotonic() + timeout
+        while not expected <= seen.keys() and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            now = time.monotonic()
+            for items in batch.values():
+                for r in items:
+                    image_id = header_map(r.headers)["ff-image-id"]
+                    source = (r.key or b"").decode()
+                    assert content_image_id(source, r.value or b"") == image_id, "bytes changed"
+                    seen.setdefault(image_id, now)
+    finally:
+        await consumer.stop()
+    return seen
+
+
+@pytest.mark.parametrize("how", ["down", "kill"])
+def test_kafka_restarted_under_a_running_bridge_loses_nothing(
+    how: str, private_stack: tuple[Stack, dict[str, str]], tmp_path: Path
+) -> None:
+    """Kafka stopped (cleanly or SIGKILLed) for 10+ s while QoS 1 images keep coming, then
+    started again: the bridge stays up, /readyz goes 503 and back to 200, and every image
+    arrives intact."""
+    stack, stack_vars = private_stack
+    [kafka] = [s for s in stack.services if isinstance(s, KafkaService)]
+    bridge = BridgeProcess(
+        ["bridge", "mqtt"], bridge_env(f"kr-{how}", stack_vars, tmp_path), tmp_path
+    )
+    try:
+        bridge.start()
+        settings = bridge.settings
+        base = settings.mqtt.topic
+        items = [(f"{base}/cam-{i % 3}", payload(i, 50_000)) for i in range(300)]
+        before, during, after = items[:100], items[100:200], items[200:]
+        wanted = {content_image_id(t.rsplit("/", 1)[1], d) for t, d in items}
+        assert len(wanted) == len(items)
+
+        mqtt_publish(settings, before)
+        read_records(settings, [settings.kafka.topic_raw], len(before), distinct=True)
+        assert bridge.get("/readyz")[0] == 200
+
+        stopped = time.monotonic()
+        stop_kafka(kafka, how)
+        went_unready: float | None = None
+        for start in range(0, len(during), 10):  # publishing continues through the outage
+            mqtt_publish(settings, during[start : start + 10])
+            if went_unready is None and bridge.get("/readyz")[0] == 503:
+                went_unready = time.monotonic()
+            time.sleep(0.2)
+        if went_unready is None:
+            went_unready = poll(lambda: bridge.get("/readyz")[0] == 503, 30, "/readyz 503")
+        poll(lambda: time.monotonic() - stopped >= 10, 30, "a 10 s outage")
+        assert bridge.proc is not None
+        assert bridge.proc.poll() is None, f"the bridge died:\n{bridge.log()}"
+        assert bridge.get("/readyz")[0] == 503
+
+        asyncio.run(kafka.up())
+        restarted = time.monotonic()
+        mqtt_publish(settings, after)
+        seen = first_seen(settings, wanted, timeout=120)
+        assert wanted - seen.keys() == set(), f"{len(wanted - seen.keys())} images lost"
+        ready_again = poll(lambda: bridge.get("/readyz")[0] == 200, 60, "/readyz 200 again")
+        assert bridge.proc.poll() is None, f"the bridge died:\n{bridge.log()}"
+        assert bridge.starts == 1
+        assert bridge.metric("flowforge_bridge_rejected_total") == 0
+        resumed = [seen[content_image_id(t.rsplit("/", 1)[1], d)] for t, d in during + after]
+        print(
+            f"\nkafka {how}: outage {restarted - stopped:.1f}s, /readyz 503 after "
+            f"{went_unready - stopped:.1f}s; after Kafka was up again: first new record in "
+            f"{min(resumed) - restarted:.1f}s, all {len(wanted)} in "
+            f"{max(resumed) - restarted:.1f}s, /readyz 200 in {ready_again - restarted:.1f}s"
+        )
+    finally:
+        bridge.stop()
