@@ -202,9 +202,12 @@ class MqttBridge(Bridge):
         await self.publisher.stop()
 
     def readiness(self) -> tuple[bool, str]:
-        """Ready: connected to the broker and Kafka acknowledging what it was handed."""
+        """Ready: connected to the broker, Kafka answering, and Kafka acknowledging what it was
+        handed."""
         if not self.connected:
             return False, "not connected to the MQTT broker"
+        if not self.publisher.reachable:
+            return False, f"Kafka unreachable: {self.publisher.unreachable_reason}"
         pending = self.publisher.pending
         idle = time.monotonic() - self.publisher.last_ack
         if pending and idle > STALL_SECONDS:

@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 ERROR_STAGE = "bridge"
 MAX_DETAIL = 300
+# The broker watch: one metadata round trip this often, given this long to answer.
+PROBE_SECONDS = 2.0
+PROBE_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,9 @@ class KafkaPublisher:
         self._producer: AIOKafkaProducer | None = None
         self.last_ack = 0.0  # monotonic time of the last acknowledgement or of start()
         self.pending = 0  # records handed over and not yet acknowledged or given up
+        self.reachable = True  # whether the last metadata round trip to Kafka succeeded
+        self.unreachable_reason = ""
+        self._watch: asyncio.Task[None] | None = None
 
     def _new_producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
@@ -164,6 +170,8 @@ class KafkaPublisher:
 
         await retry(connect, what="connecting to Kafka", backoff=self.backoff, stop=stop)
         self.last_ack = time.monotonic()
+        self.reachable = True
+        self._watch = asyncio.create_task(self._watch_broker(), name="kafka-watch")
         log.info(
             "publisher connected to %s (topic %s, limit %d bytes, compression %s)",
             self.kafka.bootstrap_servers,
@@ -174,10 +182,42 @@ class KafkaPublisher:
 
     async def stop(self) -> None:
         """Flush what was handed over and close the producer."""
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+            self._watch = None
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
             log.info("publisher stopped")
+
+    async def _watch_broker(self) -> None:
+        """Every PROBE_SECONDS, one metadata round trip to the brokers, so readiness knows
+        whether Kafka answers even while no image is waiting (the idempotent producer itself
+        retries a record forever and never reports a broker that is away)."""
+        while self._producer is not None:
+            await asyncio.sleep(PROBE_SECONDS)
+            producer = self._producer
+            if producer is None:
+                return
+            try:
+                await asyncio.wait_for(
+                    producer.client.fetch_all_metadata(), timeout=PROBE_TIMEOUT_SECONDS
+                )
+            except (KafkaError, TimeoutError, OSError) as exc:
+                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                if self.reachable:
+                    log.warning(
+                        "Kafka %s unreachable (%s); images wait until it is back",
+                        self.kafka.bootstrap_servers, reason,
+                    )  # fmt: skip
+                self.reachable = False
+                self.unreachable_reason = reason
+            else:
+                if not self.reachable:
+                    log.info("Kafka %s reachable again", self.kafka.bootstrap_servers)
+                self.reachable = True
+                self.unreachable_reason = ""
 
     def check(self, message: ImageMessage) -> None:
         """Raise PayloadRejected if ``message`` can never be published (empty, too large)."""

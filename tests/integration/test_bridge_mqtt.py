@@ -5,25 +5,28 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 import time
-from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from flowforge.envelope import content_image_id
+from flowforge.envelope import content_image_id, header_map
 from flowforge.settings import Settings
-from flowforge.stack import Stack
+from flowforge.stack import KafkaService, Stack
 from tests.conftest import stack_env, unique_name
 from tests.images import jpeg, scene
 from tests.integration.bridge_harness import (
     BridgeProcess,
+    Record,
     bridge_env,
     mosquitto_pub,
     mqtt_publish,
     read_records,
 )
+from tests.integration.harness import free_port
 
 
 @pytest.fixture
@@ -66,20 +69,43 @@ def test_mosquitto_pub_photo_gives_one_record_with_the_envelope(
     assert bridge.metric("flowforge_bridge_published_total") == 1
 
 
+def assert_intact(records: list[Record], sent: dict[str, tuple[str, bytes]], base: str) -> None:
+    """Every record is one of ``sent`` (image id -> (topic, bytes)): key, bytes and every
+    envelope header as the bridge must have written them."""
+    for r in records:
+        image_id = r.headers["ff-image-id"]
+        assert image_id in sent, f"unexpected record {image_id}"
+        topic, data = sent[image_id]
+        source = topic.rsplit("/", 1)[1]
+        assert r.value == data, f"bytes of {image_id} differ"
+        assert r.key == source
+        assert image_id == content_image_id(source, r.value)
+        assert r.headers["ff-source-type"] == "mqtt"
+        assert r.headers["ff-source-id"] == source
+        assert r.headers["ff-origin"] == topic == f"{base}/{source}"
+        assert r.headers["ff-content-type"] == "image/jpeg"
+        assert 0 < int(r.headers["ff-captured-at"]) <= int(time.time() * 1000)
+
+
+def by_image_id(items: list[tuple[str, bytes]]) -> dict[str, tuple[str, bytes]]:
+    """(topic, payload) pairs keyed by the image id the bridge gives them."""
+    return {content_image_id(t.rsplit("/", 1)[1], d): (t, d) for t, d in items}
+
+
 def test_n_messages_give_n_records_keyed_by_topic_suffix(bridge: BridgeProcess) -> None:
-    """N QoS 1 messages over several source topics give exactly N intact records keyed by source,
-    and the web pages report ready and the counts."""
+    """500 QoS 1 messages over several source topics give exactly 500 records, each with intact
+    bytes, key and envelope, and the web pages report ready and the counts."""
     bridge.start()
     settings = bridge.settings
     base = settings.mqtt.topic
-    items = [(f"{base}/cam-{i % 5:02d}", payload(i)) for i in range(200)]
+    items = [(f"{base}/cam-{i % 5:02d}", payload(i)) for i in range(500)]
     mqtt_publish(settings, items)
     records = read_records(settings, [settings.kafka.topic_raw], len(items), settle=3)
     assert len(records) == len(items)
-    sent = Counter((topic.rsplit("/", 1)[1], data) for topic, data in items)
-    assert Counter((r.key, r.value) for r in records) == sent
-    assert all(r.headers["ff-source-id"] == r.key for r in records)
-    assert all(r.headers["ff-origin"] == f"{base}/{r.key}" for r in records)
+    sent = by_image_id(items)
+    assert len(sent) == len(items)
+    assert {r.headers["ff-image-id"] for r in records} == set(sent)
+    assert_intact(records, sent, base)
     assert bridge.get("/livez") == (200, "ok\n")
     assert bridge.get("/readyz")[0] == 200
     assert bridge.metric("flowforge_bridge_received_total") == len(items)
@@ -126,25 +152,32 @@ def test_rejected_payloads_go_to_the_dlq_counted_and_acknowledged(bridge: Bridge
 
 
 def test_sigkill_mid_flight_then_restart_loses_nothing(bridge: BridgeProcess) -> None:
-    """A bridge SIGKILLed while QoS 1 messages are in flight and queued, then restarted,
-    still publishes every image at least once."""
+    """500 QoS 1 images with the bridge SIGKILLed in the middle (some in flight, some queued)
+    and restarted: all 500 arrive, each with intact bytes and envelope (duplicates allowed)."""
     bridge.start()
     settings = bridge.settings
     base = settings.mqtt.topic
-    first = [(f"{base}/cam-{i % 3}", payload(i)) for i in range(300)]
-    later = [(f"{base}/cam-{i % 3}", payload(i)) for i in range(300, 400)]
-    mqtt_publish(settings, first)
-    read_records(settings, [settings.kafka.topic_raw], 30, timeout=60)  # some are through
-    assert bridge.signal(signal.SIGKILL) == -signal.SIGKILL
+    items = [(f"{base}/cam-{i % 3}", payload(i)) for i in range(500)]
+    first, later = items[:350], items[350:]
+    publishing = threading.Thread(target=mqtt_publish, args=(settings, first))
+    publishing.start()  # the kill lands while these are still arriving
+    try:
+        read_records(settings, [settings.kafka.topic_raw], 30, timeout=60)  # some are through
+        assert bridge.signal(signal.SIGKILL) == -signal.SIGKILL
+    finally:
+        publishing.join(timeout=120)
+    assert not publishing.is_alive()
     mqtt_publish(settings, later)  # queued by the broker in the bridge's session
     bridge.start()
-    wanted = {content_image_id(t.rsplit("/", 1)[1], d) for t, d in first + later}
+    sent = by_image_id(items)
     records = read_records(
-        settings, [settings.kafka.topic_raw], len(wanted), timeout=120, distinct=True
+        settings, [settings.kafka.topic_raw], len(sent), timeout=120, settle=2, distinct=True
     )
     got = {r.headers["ff-image-id"] for r in records}
-    assert wanted - got == set(), f"{len(wanted - got)} images lost"
-    assert got == wanted
+    assert set(sent) - got == set(), f"{len(set(sent) - got)} of {len(sent)} images lost"
+    assert got == set(sent)
+    assert_intact(records, sent, base)
+    assert bridge.metric("flowforge_bridge_rejected_total") == 0
 
 
 def test_resubscribes_after_a_mosquitto_restart(
@@ -162,3 +195,148 @@ def test_resubscribes_after_a_mosquitto_restart(
     [record] = read_records(mqtt_settings, [mqtt_settings.kafka.topic_raw], 1, settle=1)
     assert record.key == "cam-09"
     assert bridge.metric("flowforge_bridge_reconnects_total") >= 1
+
+
+@pytest.fixture
+def private_stack(tmp_path: Path) -> Iterator[tuple[Stack, dict[str, str]]]:
+    """A throw-away Kafka + Mosquitto on free ports with its own home; stopped afterwards, so
+    a test may stop and kill its broker without disturbing the shared session stack."""
+    env = dict(stack_env())
+    env.update(
+        {
+            "FLOWFORGE_HOME": str(tmp_path / "stack"),
+            "FLOWFORGE_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "FLOWFORGE_STACK_KAFKA_CONTROLLER_PORT": str(free_port()),
+            "FLOWFORGE_MQTT_PORT": str(free_port()),
+        }
+    )
+    stack = Stack(Settings.from_env(env))
+    try:
+        asyncio.run(stack.up(report=lambda _line: None))
+        yield stack, env
+    finally:
+        stack.down(report=lambda _line: None)
+
+
+def stop_kafka(kafka: KafkaService, how: str) -> None:
+    """Stop the broker: a clean shutdown (SIGTERM) or a crash (SIGKILL of its process group)."""
+    if how == "down":
+        kafka.down()
+        return
+    pid = kafka.process.pid()
+    assert pid is not None
+    os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while kafka.process.pid() is not None:
+        assert time.monotonic() < deadline, "the killed broker did not go away"
+        time.sleep(0.1)
+
+
+def poll(condition: Callable[[], bool], timeout: float, what: str) -> float:
+    """Wait until ``condition()`` holds; return the monotonic time it did."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f}s"
+        time.sleep(0.2)
+    return time.monotonic()
+
+
+def first_seen(settings: Settings, expected: set[str], timeout: float) -> dict[str, float]:
+    """Read the image topic from the start until every id in ``expected`` arrived; return each
+    id's first arrival (monotonic) and check every record's bytes against its id."""
+    return asyncio.run(_first_seen(settings, expected, timeout))
+
+
+async def _first_seen(settings: Settings, expected: set[str], timeout: float) -> dict[str, float]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=settings.kafka.max_message_bytes + 256 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    await consumer.start()
+    seen: dict[str, float] = {}
+    try:
+        topic = settings.kafka.topic_raw
+        tps = [TopicPartition(topic, p) for p in range(settings.kafka.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        deadline = time.monotonic() + timeout
+        while not expected <= seen.keys() and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            now = time.monotonic()
+            for items in batch.values():
+                for r in items:
+                    image_id = header_map(r.headers)["ff-image-id"]
+                    source = (r.key or b"").decode()
+                    assert content_image_id(source, r.value or b"") == image_id, "bytes changed"
+                    seen.setdefault(image_id, now)
+    finally:
+        await consumer.stop()
+    return seen
+
+
+# Kafka stopped -> /readyz 503 at most this long after (a probe every 2 s, 5 s to answer, plus
+# the broker's own shutdown), generous for a loaded 2-core machine.
+UNREADY_WITHIN = 20.0
+
+
+@pytest.mark.parametrize("how", ["down", "kill"])
+def test_kafka_restarted_under_a_running_bridge_loses_nothing(
+    how: str, private_stack: tuple[Stack, dict[str, str]], tmp_path: Path
+) -> None:
+    """Kafka stopped (cleanly or SIGKILLed) for 10+ s while QoS 1 images keep coming, then
+    started again: the bridge stays up, /readyz goes 503 and back to 200, and every image
+    arrives intact."""
+    stack, stack_vars = private_stack
+    [kafka] = [s for s in stack.services if isinstance(s, KafkaService)]
+    bridge = BridgeProcess(
+        ["bridge", "mqtt"], bridge_env(f"kr-{how}", stack_vars, tmp_path), tmp_path
+    )
+    try:
+        bridge.start()
+        settings = bridge.settings
+        base = settings.mqtt.topic
+        items = [(f"{base}/cam-{i % 3}", payload(i, 50_000)) for i in range(300)]
+        before, during, after = items[:100], items[100:200], items[200:]
+        wanted = {content_image_id(t.rsplit("/", 1)[1], d) for t, d in items}
+        assert len(wanted) == len(items)
+
+        mqtt_publish(settings, before)
+        read_records(settings, [settings.kafka.topic_raw], len(before), distinct=True)
+        assert bridge.get("/readyz")[0] == 200
+
+        stopped = time.monotonic()
+        stop_kafka(kafka, how)
+        went_unready: float | None = None
+        for start in range(0, len(during), 10):  # publishing continues through the outage
+            mqtt_publish(settings, during[start : start + 10])
+            if went_unready is None and bridge.get("/readyz")[0] == 503:
+                went_unready = time.monotonic()
+            time.sleep(0.2)
+        if went_unready is None:  # the broker watch notices within seconds, not minutes
+            left = stopped + UNREADY_WITHIN - time.monotonic()
+            went_unready = poll(lambda: bridge.get("/readyz")[0] == 503, left, "/readyz 503")
+        poll(lambda: time.monotonic() - stopped >= 10, 30, "a 10 s outage")
+        assert bridge.proc is not None
+        assert bridge.proc.poll() is None, f"the bridge died:\n{bridge.log()}"
+        assert bridge.get("/readyz")[0] == 503
+
+        asyncio.run(kafka.up())
+        restarted = time.monotonic()
+        mqtt_publish(settings, after)
+        seen = first_seen(settings, wanted, timeout=120)
+        assert wanted - seen.keys() == set(), f"{len(wanted - seen.keys())} images lost"
+        ready_again = poll(lambda: bridge.get("/readyz")[0] == 200, 60, "/readyz 200 again")
+        assert bridge.proc.poll() is None, f"the bridge died:\n{bridge.log()}"
+        assert bridge.starts == 1
+        assert bridge.metric("flowforge_bridge_rejected_total") == 0
+        resumed = [seen[content_image_id(t.rsplit("/", 1)[1], d)] for t, d in during + after]
+        print(
+            f"\nkafka {how}: outage {restarted - stopped:.1f}s, /readyz 503 after "
+            f"{went_unready - stopped:.1f}s; after Kafka was up again: first new record in "
+            f"{min(resumed) - restarted:.1f}s, all {len(wanted)} in "
+            f"{max(resumed) - restarted:.1f}s, /readyz 200 in {ready_again - restarted:.1f}s"
+        )
+    finally:
+        bridge.stop()
