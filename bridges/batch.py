@@ -173,17 +173,16 @@ class BatchBridge(Bridge):
         """Ready: connected to Kafka, Kafka acknowledging, and (watch) the root scanned lately."""
         if not self._started:
             return False, "connecting to Kafka"
-        pending = self.publisher.pending
-        idle = time.monotonic() - self.publisher.last_ack
-        if pending and idle > STALL_SECONDS:
-            return False, f"{pending} images wait for Kafka, no acknowledgement for {idle:.0f}s"
+        ok, why = self.publisher.kafka_health(STALL_SECONDS)
+        if not ok:
+            return False, why
         if self.watch:
             if not self._root_ok:
                 return False, f"cannot read {self.real_root}"
             age = time.monotonic() - self._last_scan
             if age > max(10.0, 5 * self.batch.poll_interval_s):
                 return False, f"no scan of {self.real_root} finished for {age:.0f}s"
-        return True, f"{self.tally.published} published, {pending} images in flight"
+        return True, f"{self.tally.published} published, {why}"
 
     # --- one-shot ----------------------------------------------------------------------
 

@@ -206,13 +206,8 @@ class MqttBridge(Bridge):
         handed."""
         if not self.connected:
             return False, "not connected to the MQTT broker"
-        if not self.publisher.reachable:
-            return False, f"Kafka unreachable: {self.publisher.unreachable_reason}"
-        pending = self.publisher.pending
-        idle = time.monotonic() - self.publisher.last_ack
-        if pending and idle > STALL_SECONDS:
-            return False, f"{pending} images wait for Kafka, no acknowledgement for {idle:.0f}s"
-        return True, f"connected, {pending} images in flight"
+        ok, why = self.publisher.kafka_health(STALL_SECONDS)
+        return ok, f"connected, {why}" if ok else why
 
     # --- the event loop side -------------------------------------------------------------
 

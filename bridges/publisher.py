@@ -137,6 +137,20 @@ class KafkaPublisher:
         self.unreachable_reason = ""
         self._watch: asyncio.Task[None] | None = None
 
+    def kafka_health(self, stall_s: float = 30.0) -> tuple[bool, str]:
+        """Whether Kafka is answering and acknowledging; every bridge's readiness includes it.
+
+        Not ready when the broker watch cannot reach Kafka, or when records have waited for an
+        acknowledgement for more than ``stall_s`` seconds.
+        """
+        if not self.reachable:
+            return False, f"Kafka unreachable: {self.unreachable_reason}"
+        idle = time.monotonic() - self.last_ack
+        if self.pending and idle > stall_s:
+            waiting = f"{self.pending} images wait for Kafka"
+            return False, f"{waiting}, no acknowledgement for {idle:.0f}s"
+        return True, f"{self.pending} images in flight"
+
     def _new_producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
             bootstrap_servers=self.kafka.bootstrap_servers,
