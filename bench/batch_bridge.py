@@ -12,7 +12,6 @@ same files (SHA-256), what any publisher has to do. Not a test.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import statistics
 import subprocess
@@ -22,8 +21,7 @@ import time
 import uuid
 from pathlib import Path
 
-from flowforge.settings import Settings
-from flowforge.stack import Stack
+from bench.stack import running_test_stack
 from tests.conftest import stack_env
 from tests.images import jpeg, scene
 from tests.integration.bridge_harness import bridge_env
@@ -64,23 +62,16 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    stack = Stack(Settings.from_env(stack_env()))
-    ours = [s for s in stack.services if s.process.pid() is None]
-    asyncio.run(stack.up(report=lambda _line: None))
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            root = Path(tmp) / "frames"
-            root.mkdir()
-            make_files(root, args.files)
-            size = sum(p.stat().st_size for p in root.iterdir()) / args.files
-            results = []
-            for run in range(args.repeat):
-                work = Path(tmp) / f"run-{run}"
-                work.mkdir()
-                results.append((read_alone(root), bridge_run(root, args.files, work)))
-    finally:
-        for service in ours:
-            service.down()
+    with running_test_stack(), tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "frames"
+        root.mkdir()
+        make_files(root, args.files)
+        size = sum(p.stat().st_size for p in root.iterdir()) / args.files
+        results = []
+        for run in range(args.repeat):
+            work = Path(tmp) / f"run-{run}"
+            work.mkdir()
+            results.append((read_alone(root), bridge_run(root, args.files, work)))
     print(f"{args.files} JPEGs 1280x720, {size / 1024:.0f} KiB average, {args.repeat} runs")
     for label, rates in (
         ("read + hash alone", [r for r, _ in results]),

@@ -11,15 +11,13 @@ first publish to the last Kafka acknowledgement (the bridge's published counter)
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from flowforge.settings import Settings
-from flowforge.stack import Stack
+from bench.stack import running_test_stack
 from tests.conftest import stack_env
 from tests.integration.bridge_harness import BridgeProcess, bridge_env, mqtt_publish
 from tests.integration.test_bridge_mqtt import payload
@@ -54,14 +52,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
-    stack = Stack(Settings.from_env(stack_env()))
-    ours = [s for s in stack.services if s.process.pid() is None]
-    asyncio.run(stack.up(report=lambda _line: None))
-    try:
+    with running_test_stack():
         results = [run(args.images, args.size) for _ in range(args.repeat)]
-    finally:
-        for service in ours:
-            service.down()
     mqtt_rates = [m for m, _ in results]
     bridge_rates = [b for _, b in results]
     print(f"{args.images} x {args.size} B at QoS 1, {args.repeat} runs")

@@ -18,16 +18,15 @@ Prints JSON with rows/s per variant and the ratios to the baseline; not a test.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
+from bench.stack import running_test_stack
 from flowforge.faults import write_fault
 from flowforge.settings import Settings
-from flowforge.stack import Stack
 from tests.conftest import stack_env
 from tests.integration.harness import Pipeline, make_pipeline, metadata_record
 
@@ -93,16 +92,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--baseline-rows", type=int, default=1000)
     args = parser.parse_args()
-    stack = Stack(Settings.from_env(stack_env()))
-    ours = [s for s in stack.services if s.process.pid() is None]
-    asyncio.run(stack.up(report=lambda _line: None))
-    try:
+    with running_test_stack():
         baseline = run("batch1", args.baseline_rows, {"FLOWFORGE_SINK_BATCH_SIZE": "1"})
         default = run("default", args.rows, {})
         drain = run("drain", args.rows, {}, drain=True)
-    finally:
-        for service in ours:
-            service.down()
     print(
         json.dumps(
             {

@@ -11,7 +11,6 @@ Prints min/median/max images/s per variant and the ratio fast/plain; not a test.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import statistics
 import tempfile
@@ -19,8 +18,8 @@ import time
 import uuid
 from pathlib import Path
 
+from bench.stack import running_test_stack
 from flowforge.settings import Settings
-from flowforge.stack import Stack
 from tests.conftest import stack_env
 from tests.images import jpeg, numbered, scene
 from tests.integration.harness import make_pipeline
@@ -54,14 +53,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
-    stack = Stack(Settings.from_env(stack_env()))
-    ours = [s for s in stack.services if s.process.pid() is None]
-    asyncio.run(stack.up(report=lambda _line: None))
-    try:
+    with running_test_stack():
         _measure(args)
-    finally:
-        for service in ours:
-            service.down()
 
 
 def _measure(args: argparse.Namespace) -> None:

@@ -1,15 +1,20 @@
-"""Integration fixtures: the session's embedded ClickHouse engine (one per process)."""
+"""Integration fixtures: the session's embedded ClickHouse engine (one per process), and a
+private pipeline (topics, app id, home) per test."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from flowforge.clickhouse import connect
 from flowforge.settings import Settings
+from flowforge.stack import Stack
+from tests.conftest import stack_env, unique_name
+from tests.integration.harness import Pipeline, make_pipeline
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +31,17 @@ def database(engine_url: str) -> Iterator[Any]:
     client = connect(Settings.from_env(env).clickhouse)
     yield client
     client.command(f"DROP DATABASE IF EXISTS {name}")
+
+
+@pytest.fixture
+def pipeline(
+    request: pytest.FixtureRequest, settings: Settings, services: Stack, tmp_path: Path
+) -> Iterator[Pipeline]:
+    """Private topics, app id and home (so its own embedded engine) for this test, on the
+    session's Kafka; its worker processes are stopped at the end. A module may set
+    ``PIPELINE_ENV`` (a dict) to add settings for its workers."""
+    prefix = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")[:1] or "p"
+    p = make_pipeline(unique_name(request, prefix), settings, stack_env(), tmp_path)
+    p.env.update(getattr(request.module, "PIPELINE_ENV", {}))
+    yield p
+    p.stop_all()

@@ -5,29 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
-import pytest
 
-from flowforge.settings import Settings
-from flowforge.stack import Stack
-from tests.conftest import stack_env, unique_name
 from tests.images import jpeg, numbered, scene
-from tests.integration.harness import Pipeline, free_port, make_pipeline, metadata_record
-
-
-@pytest.fixture
-def pipeline(
-    request: pytest.FixtureRequest, settings: Settings, services: Stack, tmp_path: Path
-) -> Iterator[Pipeline]:
-    """Private topics, app id and home for this test; workers stopped at the end."""
-    p = make_pipeline(unique_name(request, "o"), settings, stack_env(), tmp_path)
-    yield p
-    p.stop_all()
+from tests.integration.harness import Pipeline, free_port, metadata_record
 
 
 def flowforge(

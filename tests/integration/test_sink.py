@@ -10,30 +10,13 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from flowforge.faults import write_fault
-from flowforge.settings import Settings
-from flowforge.stack import Stack
-from tests.conftest import stack_env, unique_name
 from tests.images import mixed_set
-from tests.integration.harness import Pipeline, make_pipeline, metadata_record
+from tests.integration.harness import Pipeline, metadata_record
 
-SINK_ENV = {"FLOWFORGE_SINK_FLUSH_S": "0.2"}
-
-
-@pytest.fixture
-def pipeline(
-    request: pytest.FixtureRequest, settings: Settings, services: Stack, tmp_path: Path
-) -> Iterator[Pipeline]:
-    """Private topics, app id and home (so its own embedded engine); workers stopped at the end."""
-    p = make_pipeline(unique_name(request, "s"), settings, stack_env(), tmp_path)
-    p.env.update(SINK_ENV)
-    yield p
-    p.stop_all()
+PIPELINE_ENV = {"FLOWFORGE_SINK_FLUSH_S": "0.2"}  # the conftest pipeline adds it
 
 
 def _status(port: int, path: str) -> tuple[int, str]:

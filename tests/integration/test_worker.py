@@ -7,29 +7,14 @@ import signal
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
 from flowforge.settings import Settings
-from flowforge.stack import Stack
-from tests.conftest import stack_env, unique_name
 from tests.images import jpeg, mixed_set, numbered, scene
-from tests.integration.harness import Pipeline, make_pipeline
-
-
-@pytest.fixture
-def pipeline(
-    request: pytest.FixtureRequest, settings: Settings, services: Stack, tmp_path: Path
-) -> Iterator[Pipeline]:
-    """Private topics and app id for this test; its workers are stopped at the end."""
-    p = make_pipeline(unique_name(request, "w"), settings, stack_env(), tmp_path)
-    yield p
-    p.stop_all()
+from tests.integration.harness import Pipeline
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
