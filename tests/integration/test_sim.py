@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,50 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from flowforge.sim.check import check_stream, mean_luma, open_capture
 from flowforge.sim.errors import SimCheckFailed
 from tests.integration.harness import free_port
+from tests.integration.sim_harness import FLOWFORGE, TOKEN, Sim, cli_env, start_sim, stop_sim
 
-FLOWFORGE = str(Path(sys.executable).with_name("flowforge"))
-TOKEN = "test-token"
 # name, width, height, fps: cam3 is a 1 s video file, looped.
 STREAMS = [("cam1", 320, 240, 10), ("cam2", 640, 360, 15), ("cam3", 320, 240, 8)]
-
-
-@dataclass(frozen=True)
-class Sim:
-    """A running simulator started by `flowforge sim rtsp`."""
-
-    rtsp: str
-    api: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def url(self, name: str) -> str:
-        return f"{self.rtsp}/{name}"
-
-    def request(
-        self, method: str, route: str, body: object = None, *, token: str | None = TOKEN
-    ) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.api + route, data=data, method=method)  # noqa: S310
-        if token is not None:
-            req.add_header("Authorization", f"Bearer {token}")
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - local API
-                status, raw = resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            status, raw = exc.code, exc.read()
-        ctype = "json" if raw.startswith((b"{", b"[")) else "text"
-        return status, json.loads(raw) if ctype == "json" else raw.decode()
-
-    def path(self, name: str) -> dict[str, Any]:
-        status, body = self.request("GET", f"/v1/paths/{name}")
-        assert status == 200, body
-        return dict(body)
-
-
-def _cli_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWFORGE_")}
-    env["FLOWFORGE_HOME"] = str(home)
-    return env
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +32,7 @@ def video_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True,
         text=True,
         check=False,
-        env=_cli_env(out.parent),
+        env=cli_env(out.parent),
     )
     assert done.returncode == 0, f"`flowforge sim video` failed: {done.stderr.strip()}"
     return out
@@ -94,46 +48,11 @@ def sim(tmp_path_factory: pytest.TempPathFactory, video_file: Path) -> Iterator[
         lines += ["[[streams]]", f'name = "{name}"', f'size = "{width}x{height}"', f"fps = {fps}"]
     lines.append(f'source = "{video_file}"')  # the last stream loops the video file
     config.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    rtsp_port, api_port = free_port(), free_port()
-    env = _cli_env(home) | {"FLOWFORGE_SIM_TOKEN": TOKEN}
-    log = home / "sim.log"
-    argv = [FLOWFORGE, "sim", "rtsp", "--config", str(config)]
-    argv += ["--rtsp-port", str(rtsp_port), "--api-port", str(api_port)]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    running = Sim(f"rtsp://127.0.0.1:{rtsp_port}", f"http://127.0.0.1:{api_port}", process, log)
+    running = start_sim(home, free_port(), free_port(), "--config", str(config))
     try:
-        _wait_ready(running)
         yield running
     finally:
-        _stop(process)
-
-
-def _wait_ready(sim: Sim, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if sim.process.poll() is not None:
-            break
-        try:
-            if sim.request("GET", "/readyz")[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    tail = sim.log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
-    pytest.fail(f"the RTSP simulator did not become ready: {' | '.join(tail)}", pytrace=False)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        stop_sim(running.process)
 
 
 @pytest.fixture
@@ -298,7 +217,7 @@ def test_check_command_prints_figures(sim: Sim, tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         check=False,
-        env=_cli_env(tmp_path),
+        env=cli_env(tmp_path),
     )
     assert done.returncode == 0, done.stderr
     assert "resolution 320x240" in done.stdout
@@ -314,7 +233,7 @@ def test_check_command_on_closed_port_is_one_line(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         check=False,
-        env=_cli_env(tmp_path),
+        env=cli_env(tmp_path),
     )
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
@@ -331,7 +250,7 @@ def test_busy_port_is_one_line(sim: Sim, tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         check=False,
-        env=_cli_env(tmp_path),
+        env=cli_env(tmp_path),
         timeout=30,
     )
     assert done.returncode == 1
