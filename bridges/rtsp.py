@@ -442,11 +442,8 @@ class RtspBridge(Bridge):
         if idle:
             names = ", ".join(f"{s.spec.source_id} ({s.machine.state.value})" for s in idle[:10])
             return False, f"{len(idle)} of {len(self.streams)} streams deliver no frames: {names}"
-        pending = self.publisher.pending
-        waited = now - self.publisher.last_ack
-        if pending and waited > KAFKA_STALL_S:
-            return False, f"{pending} frames wait for Kafka, no acknowledgement for {waited:.0f}s"
-        return True, f"{len(self.streams)} streams delivering"
+        ok, why = self.publisher.kafka_health(KAFKA_STALL_S)
+        return (True, f"{len(self.streams)} streams delivering, {why}") if ok else (False, why)
 
     def routes(self) -> list[web.RouteDef]:
         """The stream API: GET/POST /v1/streams, GET/DELETE /v1/streams/ID, POST .../reconnect."""
