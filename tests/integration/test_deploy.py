@@ -21,10 +21,16 @@ from streams.clickhouse_writer import COLUMNS
 from tests.deploy import REPO, compose, dashboard, expand_macros, service_env
 
 CLICKHOUSE_DIR = REPO / "infra" / "clickhouse"
-# The offline column compares with now(), so the rows are recent.
-NOW = datetime.now(tz=UTC).replace(second=0, microsecond=0)
-START, END = NOW - timedelta(hours=1), NOW + timedelta(minutes=5)
 INTERVAL_S = 60
+
+
+def _window() -> tuple[datetime, datetime, datetime]:
+    """Now (to the minute) and the dashboard's range around it, taken when the test runs: the
+    offline column compares with the engine's now(), so the rows must be recent then (a time
+    taken at collection is minutes old by the time a full suite reaches these tests)."""
+    now = datetime.now(tz=UTC).replace(second=0, microsecond=0)
+    return now, now - timedelta(hours=1), now + timedelta(minutes=5)
+
 
 # Columns each panel's fields, overrides and legends use, by panel id.
 PANEL_COLUMNS = {
@@ -132,7 +138,7 @@ def test_container_init_script_applies_the_schema_and_sink_mode(tmp_path: Path) 
     assert "FLOWFORGE_SINK_MODE=bogus" in check.stderr
 
 
-def _rows() -> list[tuple[object, ...]]:
+def _rows(now: datetime) -> list[tuple[object, ...]]:
     """Rows of three sources: cam-1 busy, cam-2 with rejects, cam-3 silent for 30 minutes."""
     rows: list[tuple[object, ...]] = []
     statuses = ("processed", "skipped_dark", "skipped_low_quality", "rejected")
@@ -141,7 +147,7 @@ def _rows() -> list[tuple[object, ...]]:
         for i, ago in enumerate(minutes_ago):
             for k in range(4):
                 status = statuses[(i + k) % 4]
-                captured = NOW - timedelta(minutes=ago, seconds=k * 7)
+                captured = now - timedelta(minutes=ago, seconds=k * 7)
                 values = {
                     "image_id": f"{source}-{ago}-{k}",
                     "source_type": "mqtt",
@@ -163,16 +169,18 @@ def _cols() -> list[str]:
     return [*COLUMNS, "inserted_at"]
 
 
-def _filled(database: Any) -> Any:
+def _filled(database: Any) -> tuple[datetime, datetime]:
+    """Fill the schema with recent test rows; return the dashboard range (start, end)."""
+    now, start, end = _window()
     migrate(database, ttl_days=0)
-    database.insert("images_metadata", _rows(), column_names=_cols())
-    return database
+    database.insert("images_metadata", _rows(now), column_names=_cols())
+    return start, end
 
 
 def test_every_dashboard_panel_runs_and_returns_its_columns(database: Any) -> None:
     """Every panel's SQL, with Grafana's macros expanded for a fixed hour, runs on the engine
     filled with test rows and returns the columns the panel uses (time first for graphs)."""
-    _filled(database)
+    start, end = _filled(database)
     board = dashboard()
     assert sorted(PANEL_COLUMNS) == sorted(p["id"] for p in board["panels"])
     results = {}
@@ -180,8 +188,8 @@ def test_every_dashboard_panel_runs_and_returns_its_columns(database: Any) -> No
         (target,) = panel["targets"]
         sql = expand_macros(
             target["rawSql"],
-            start=START,
-            end=END,
+            start=start,
+            end=end,
             interval_s=INTERVAL_S,
             sources=["cam-1", "cam-2", "cam-3"],
         )
@@ -207,7 +215,7 @@ def test_every_dashboard_panel_runs_and_returns_its_columns(database: Any) -> No
 def test_source_filter_and_variable_query(database: Any) -> None:
     """The source variable's query lists every source, and a panel filtered to one source
     returns only that source's series."""
-    _filled(database)
+    start, end = _filled(database)
     board = dashboard()
     (variable,) = board["templating"]["list"]
     sources = [row[0] for row in database.query(variable["query"]).result_rows]
@@ -215,8 +223,8 @@ def test_source_filter_and_variable_query(database: Any) -> None:
     brightness = next(p for p in board["panels"] if p["id"] == 3)
     sql = expand_macros(
         brightness["targets"][0]["rawSql"],
-        start=START,
-        end=END,
+        start=start,
+        end=end,
         interval_s=INTERVAL_S,
         sources=["cam-2"],
     )
