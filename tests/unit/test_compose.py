@@ -59,6 +59,7 @@ CONTAINER_SPECIFIC = {
     "FLOWFORGE_WORKER_WEB_BIND",
     "FLOWFORGE_SIM_BIND",
     "FLOWFORGE_SIM_TOKEN",
+    "FLOWFORGE_RTSP_API_TOKEN",
 }
 KNOWN_SETTINGS = {s.variable for s in SPECS} | {s.variable + "_FILE" for s in SPECS}
 
@@ -489,3 +490,16 @@ def test_dashboard_panels_name_the_datasource_and_have_unique_ids() -> None:
         p for p in board["panels"] if "${source:singlequote}" in p["targets"][0]["rawSql"]
     ]
     assert len(uses_source) == len(board["panels"])
+
+
+def test_each_flowforge_service_environment_loads_and_passes_start_up_checks() -> None:
+    """Every FlowForge service's compose environment (secrets filled) is valid settings, and the
+    RTSP bridge, bound to the compose network, has the token its stream API then requires."""
+    from bridges.rtsp import check_api_security
+    from flowforge.settings import Settings
+
+    for name, service in flowforge_services().items():
+        settings = Settings.from_env(service_env(service))  # raises SettingsError naming a bad one
+        if name == "bridge-rtsp":
+            assert settings.bridge.web_bind == "0.0.0.0"  # noqa: S104 - what compose sets
+            check_api_security(settings.bridge.web_bind, settings.rtsp.api_token)
