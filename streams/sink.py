@@ -9,6 +9,7 @@ appended behind it; only the drain (with backoff, driven by the agent) talks to 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -60,14 +61,15 @@ class MetadataSink:
         if not rows:
             return Stored()
         token = batch_token(rows)
+        tried = False
         if self.spool.batches == 0:
             try:
                 return Stored(inserted=self._insert(rows, token))
             except ClickHouseUnavailable:
-                pass
-            except InsertRejected:
-                return self._isolate(rows, spill=True)
-        self.spool.append(token, rows)
+                tried = True  # it may have reached ClickHouse: retry it alone, with its token
+            except InsertRejected as exc:
+                return self._isolate(rows, str(exc), spill=True)
+        self.spool.append(token, rows, tried=tried)
         metrics.SINK_ROWS.labels(outcome="spooled").inc(len(rows))
         self._update_gauges()
         return Stored(spooled=len(rows))
@@ -75,20 +77,30 @@ class MetadataSink:
     def drain_one(self) -> Drained | None:
         """Write the oldest spooled batches (up to ``drain_rows`` rows) to ClickHouse.
 
-        None when the spool is empty. Raises ClickHouseUnavailable while ClickHouse fails; the
-        batches stay spooled. The caller dead-letters ``rejected`` and then calls :meth:`done`.
+        A batch already tried (directly, or in a merged drain insert that failed) is re-sent
+        with exactly the rows and token of that attempt, so ClickHouse drops it if the attempt
+        was stored after all; never-tried batches are merged, and the group is recorded in the
+        spool before its insert. None when the spool is empty. Raises ClickHouseUnavailable
+        while ClickHouse fails; the batches stay spooled. The caller dead-letters ``rejected``
+        and then calls :meth:`done`.
         """
-        batches = self.spool.peek(self.drain_rows)
-        if not batches:
+        head = self.spool.peek(self.drain_rows)
+        if not head:
             return None
+        if head[0].attempt is not None:
+            token = head[0].attempt
+            batches = self.spool.attempted(token)
+        else:
+            batches = list(itertools.takewhile(lambda b: b.attempt is None, head))
+            token = batches[0].token
+            if len(batches) > 1:
+                token = hashlib.sha256("".join(b.token for b in batches).encode()).hexdigest()
+            self.spool.mark_attempt([b.seq for b in batches], token)
         rows = [row for batch in batches for row in batch.rows]
-        token = batches[0].token
-        if len(batches) > 1:  # the same spooled batches always merge to the same token
-            token = hashlib.sha256("".join(b.token for b in batches).encode()).hexdigest()
         try:
             inserted, rejected = self._insert(rows, token), []
-        except InsertRejected:
-            stored = self._isolate(rows, spill=False)
+        except InsertRejected as exc:
+            stored = self._isolate(rows, str(exc), spill=False)
             inserted, rejected = stored.inserted, stored.rejected
         return Drained(batches[-1].seq, rows, inserted, rejected)
 
@@ -123,23 +135,33 @@ class MetadataSink:
         metrics.SINK_CLICKHOUSE_UP.set(1)
         return count
 
-    def _isolate(self, rows: Sequence[Row], *, spill: bool) -> Stored:
-        """ClickHouse refused a batch: insert row by row to find the rows it refuses.
+    def _isolate(self, rows: Sequence[Row], refusal: str, *, spill: bool) -> Stored:
+        """ClickHouse refused a batch: bisect it to find the rows it refuses, inserting the rest
+        (a few inserts per bad row, not one per row).
 
-        If ClickHouse becomes unavailable part-way, the rest is spooled (``spill``) or the
+        If ClickHouse becomes unavailable part-way, what is left is spooled (``spill``) or the
         error propagates (draining: the spooled batch is retried whole later).
         """
         stored = Stored()
-        for index, row in enumerate(rows):
+        mid = len(rows) // 2
+        pending = [(0, list(rows[:mid])), (mid, list(rows[mid:]))] if mid else []
+        if not mid:  # a batch of one: that row is the refused one
+            stored.rejected.append((0, refusal))
+        while pending:
+            offset, chunk = pending.pop(0)
             try:
-                stored.inserted += self._insert([row], batch_token([row]))
+                stored.inserted += self._insert(chunk, batch_token(chunk))
             except InsertRejected as exc:
-                stored.rejected.append((index, str(exc)))
+                if len(chunk) == 1:
+                    stored.rejected.append((offset, str(exc)))
+                else:
+                    mid = len(chunk) // 2
+                    pending[:0] = [(offset, chunk[:mid]), (offset + mid, chunk[mid:])]
             except ClickHouseUnavailable:
                 if not spill:
                     raise
-                rest = list(rows[index:])
-                self.spool.append(batch_token(rest), rest)
+                rest = [row for _, part in [(offset, chunk), *pending] for row in part]
+                self.spool.append(batch_token(rest), rest, tried=False)
                 metrics.SINK_ROWS.labels(outcome="spooled").inc(len(rest))
                 stored.spooled = len(rest)
                 self._update_gauges()

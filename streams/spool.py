@@ -1,10 +1,11 @@
 """Spool: batches of metadata rows kept in a local SQLite file while ClickHouse is unavailable.
 
-Batches are kept whole and in arrival order, each with the insert deduplication token it was
-first tried with, so draining re-sends exactly the batch that may already have reached
-ClickHouse and the engine drops the repeat. Rows are JSON (as they came off Kafka). The file is
-in WAL mode with ``synchronous=FULL``: a batch is durable when :meth:`Spool.append` returns,
-which is what lets the sink's Kafka offsets advance.
+Batches are kept whole and in arrival order, each with its insert deduplication token, and
+``attempt``: the token of the insert that last tried it (its own, or a merged group's). A batch
+that may have reached ClickHouse is always re-sent with exactly the rows and token of that
+attempt, so the engine drops the repeat; only never-tried batches are merged anew. Rows are
+JSON (as they came off Kafka). The file is in WAL mode with ``synchronous=FULL``: a batch is
+durable when :meth:`Spool.append` returns, which is what lets the sink's Kafka offsets advance.
 
 Not thread-safe: one thread (the sink's) uses a spool.
 """
@@ -28,7 +29,8 @@ CREATE TABLE IF NOT EXISTS batches (
     rows       INTEGER NOT NULL,
     bytes      INTEGER NOT NULL,
     created_at REAL    NOT NULL,
-    payload    BLOB    NOT NULL
+    payload    BLOB    NOT NULL,
+    attempt    TEXT
 )
 """
 
@@ -45,6 +47,7 @@ class SpooledBatch:
     token: str
     rows: list[dict[str, Any]]
     created_at: float
+    attempt: str | None = None
 
 
 class Spool:
@@ -59,6 +62,9 @@ class Spool:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(batches)")}
+            if "attempt" not in columns:  # a spool written before attempts were recorded
+                self._db.execute("ALTER TABLE batches ADD COLUMN attempt TEXT")
             row = self._db.execute(
                 "SELECT count(*), coalesce(sum(rows), 0), coalesce(sum(bytes), 0), "
                 "min(created_at) FROM batches"
@@ -76,15 +82,16 @@ class Spool:
         """At or over the size bound: the sink must not accept more until it drains."""
         return self.bytes >= self.max_bytes
 
-    def append(self, token: str, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Store one batch durably, after every batch already here."""
+    def append(self, token: str, rows: Sequence[Mapping[str, Any]], *, tried: bool) -> None:
+        """Store one batch durably, after every batch already here; ``tried``: an insert with
+        its own token was attempted (and may have reached ClickHouse)."""
         payload = json.dumps(list(rows), separators=(",", ":")).encode()
         now = time.time()
         try:
             self._db.execute(
-                "INSERT INTO batches (token, rows, bytes, created_at, payload) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (token, len(rows), len(payload), now, payload),
+                "INSERT INTO batches (token, rows, bytes, created_at, payload, attempt) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (token, len(rows), len(payload), now, payload, token if tried else None),
             )
         except sqlite3.Error as exc:
             raise SpoolUnusable(f"the sink spool {self.path} cannot be written: {exc}") from exc
@@ -99,15 +106,33 @@ class Spool:
         found: list[SpooledBatch] = []
         total = 0
         cursor = self._db.execute(
-            "SELECT seq, token, payload, created_at, rows FROM batches ORDER BY seq"
+            "SELECT seq, token, payload, created_at, attempt, rows FROM batches ORDER BY seq"
         )
-        for seq, token, payload, created_at, rows in cursor:
+        for seq, token, payload, created_at, attempt, rows in cursor:
             if found and total + int(rows) > max_rows:
                 break
-            found.append(SpooledBatch(int(seq), str(token), json.loads(payload), float(created_at)))
+            found.append(_batch(seq, token, payload, created_at, attempt))
             total += int(rows)
         cursor.close()
         return found
+
+    def attempted(self, attempt: str) -> list[SpooledBatch]:
+        """Every batch last tried in the insert ``attempt``, in order (the same rows again)."""
+        cursor = self._db.execute(
+            "SELECT seq, token, payload, created_at, attempt FROM batches WHERE attempt = ? "
+            "ORDER BY seq",
+            (attempt,),
+        )
+        return [_batch(*row) for row in cursor]
+
+    def mark_attempt(self, seqs: Sequence[int], attempt: str) -> None:
+        """Record, durably and before the insert, that these batches go in insert ``attempt``."""
+        try:
+            self._db.executemany(
+                "UPDATE batches SET attempt = ? WHERE seq = ?", [(attempt, seq) for seq in seqs]
+            )
+        except sqlite3.Error as exc:
+            raise SpoolUnusable(f"the sink spool {self.path} cannot be written: {exc}") from exc
 
     def remove(self, through_seq: int) -> None:
         """Drop every batch up to ``through_seq`` once its rows are in ClickHouse."""
@@ -132,3 +157,9 @@ class Spool:
     def close(self) -> None:
         """Close the file (a later Spool on the same path sees every batch not removed)."""
         self._db.close()
+
+
+def _batch(seq: Any, token: Any, payload: Any, created_at: Any, attempt: Any) -> SpooledBatch:
+    return SpooledBatch(
+        int(seq), str(token), json.loads(payload), float(created_at), attempt and str(attempt)
+    )

@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -26,7 +26,7 @@ from streams import metrics
 from streams.clickhouse_writer import ClickHouseWriter
 from streams.dlq import dead_letter
 from streams.records import MetadataInvalid, metadata_row
-from streams.sink import Drained, MetadataSink
+from streams.sink import Drained, MetadataSink, Stored
 from streams.spool import Spool
 
 if TYPE_CHECKING:
@@ -63,6 +63,9 @@ class SinkAgent:
         self.failures = 0  # consecutive failed drain attempts: the backoff's exponent
         self.last_flush = time.monotonic()
         self._wake: asyncio.Event | None = None
+        # Set when the worker stops: a batch in hand is then spooled even over the bound
+        # (by at most that batch), since Faust acks it as the agent ends.
+        self._stopping = False
         if spool.batches:
             log.info("sink: %d rows from an earlier run wait in the spool", spool.rows)
 
@@ -73,43 +76,79 @@ class SinkAgent:
         return self._wake
 
     async def handle_batch(self, events: list[Any]) -> None:
-        """Make one batch durable (ClickHouse or spool); dead-letter what cannot be a row."""
-        rows, origins = [], []
+        """Make one batch durable (ClickHouse or spool), then dead-letter what cannot be a row.
+
+        Returns only once both are done: Faust acks the events when this returns (or raises),
+        so storage and dead-letter failures are retried here, and a cancellation (shutdown)
+        first finishes what is in hand.
+        """
+        rows, origins, refused = [], [], []
         for event in events:
             message = event.message
             value = message.value if isinstance(message.value, bytes) else b""
             try:
                 rows.append(metadata_row(value))
             except MetadataInvalid as exc:
-                await self._dead_letter(message, value, exc.reason, exc.detail)
+                refused.append((message, value, exc.reason, exc.detail))
                 continue
             origins.append(message)
+        work = asyncio.ensure_future(self._store_then_dead_letter(rows, origins, refused))
         try:
-            await self._room_in_spool()
+            await asyncio.shield(work)
         except asyncio.CancelledError:
-            # Shutting down with a batch in hand: the events are acked when the body returns,
-            # so the batch is spooled first, over the bound by this one batch.
-            await self._in_thread(self.core.store, rows)
+            self._stopping = True  # stop waiting for room: spool it, over the bound if need be
+            await asyncio.wait([work])
             raise
-        stored = await self._in_thread(self.core.store, rows)
+
+    async def _store_then_dead_letter(
+        self, rows: list[dict[str, Any]], origins: list[Any], refused: list[tuple[Any, ...]]
+    ) -> None:
+        stored = await self._until_done("storing a batch", self._store, rows)
         metrics.SINK_ROWS.labels(outcome="inserted").inc(stored.inserted)
         for index, detail in stored.rejected:
             message = origins[index]
-            await self._dead_letter(message, message.value, "clickhouse_rejected", detail)
+            refused.append((message, message.value, "clickhouse_rejected", detail))
+        for message, value, reason, detail in refused:
+            await self._until_done(
+                "dead-lettering", self._dead_letter, message, value, reason, detail
+            )
         if stored.spooled:
             self.wake.set()
         self.last_flush = time.monotonic()
+
+    async def _store(self, rows: list[dict[str, Any]]) -> Stored:
+        """Wait for room in the spool (unless shutting down), then store the batch."""
+        if not self._stopping:
+            await self._room_in_spool()
+        return await self._in_thread(self.core.store, rows)
+
+    async def _until_done(self, what: str, call: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Await ``call(*args)`` until it succeeds, backing off (a full disk, Kafka away)."""
+        attempt = 0
+        while True:
+            try:
+                return await call(*args)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                delay = self.backoff.delay(attempt)
+                log.exception("sink: %s failed; retrying in %.1fs", what, delay)
+                attempt += 1
+                await asyncio.sleep(delay)
 
     async def drain_forever(self) -> None:
         """Drain the spool into ClickHouse whenever it holds rows, backing off while it fails."""
         while True:
             try:
                 drained = await self._in_thread(self.core.drain_one)
+                if drained is not None:
+                    await self._dead_letter_drained(drained)
+                    await self._in_thread(self.core.done, drained)
             except ClickHouseUnavailable:
                 await self._back_off()
                 continue
             except Exception:
-                # A spool or programming error must not end draining for good: log, back off.
+                # A spool, Kafka or programming error must not end draining: log, back off.
                 log.exception("sink: draining the spool failed")
                 await self._back_off()
                 continue
@@ -117,9 +156,6 @@ class SinkAgent:
             if drained is None:
                 metrics.SINK_PAUSED.set(0)
                 await self._sleep_or_wake(1.0)
-                continue
-            await self._dead_letter_drained(drained)
-            await self._in_thread(self.core.done, drained)
 
     async def _room_in_spool(self) -> None:
         """Wait while the spool is at its bound (back-pressure: stop consuming, drop nothing)."""
@@ -132,7 +168,7 @@ class SinkAgent:
             self.core.spool.bytes,
         )
         try:
-            while self.core.spool.full:
+            while self.core.spool.full and not self._stopping:
                 await asyncio.sleep(0.2)
         finally:
             metrics.SINK_PAUSED.set(0)
@@ -206,10 +242,5 @@ def register(flow: FlowForgeApp, client: Any) -> Any:
 
     agent = flow.app.agent(flow.topics.metadata_in, name="sink", concurrency=1)(sink)
     flow.app.task(sink_agent.drain_forever)
-
-    async def refresh_gauges() -> None:
-        metrics.SPOOL_OLDEST_AGE.set(sink_agent.core.spool.oldest_age_s())
-
-    flow.app.timer(interval=5.0)(refresh_gauges)
     flow.sink = sink_agent
     return agent

@@ -178,7 +178,7 @@ def _filled(database: Any) -> tuple[datetime, datetime]:
 
 
 def test_every_dashboard_panel_runs_and_returns_its_columns(database: Any) -> None:
-    """Every panel's SQL, with Grafana's macros expanded for a fixed hour, runs on the engine
+    """Every panel's SQL, with Grafana's macros expanded for the last hour, runs on the engine
     filled with test rows and returns the columns the panel uses (time first for graphs)."""
     start, end = _filled(database)
     board = dashboard()

@@ -95,8 +95,8 @@ def test_sink_killed_mid_batch_and_restarted_leaves_exactly_one_row_per_image(
     pipeline: Pipeline,
 ) -> None:
     """SIGKILL of the sink while it writes batches, then a restart: every record is redelivered
-    (no offsets were committed) and ClickHouse still holds exactly one row per image (repeated
-    batches carry the same deduplication token and are dropped; any other repeat collapses)."""
+    (no offsets were committed) and ClickHouse still holds exactly one row per image (FINAL;
+    uniqExact over every stored row): the replays collapse."""
     count = 3000
     pipeline.env.update(
         {"FLOWFORGE_SINK_BATCH_SIZE": "100", "FLOWFORGE_WORKER_COMMIT_INTERVAL_S": "600"}

@@ -6,6 +6,7 @@ error types on demand; the real engine is exercised in tests/integration/test_si
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,11 +65,12 @@ def test_outage_spools_and_later_batches_queue_behind_it(tmp_path: Path) -> None
     writer.down = False
     assert sink.store(_rows("b")).spooled == 1
     assert writer.inserts == []
-    drained = sink.drain_one()
-    assert drained is not None
-    assert drained.inserted == 2
-    sink.done(drained)
-    assert [ids for ids, _ in writer.inserts] == [["a", "b"]]
+    for _ in range(2):  # "a" was tried directly, so it goes alone; then "b"
+        drained = sink.drain_one()
+        assert drained is not None
+        assert drained.inserted == 1
+        sink.done(drained)
+    assert [ids for ids, _ in writer.inserts] == [["a"], ["b"]]
     assert sink.spool.batches == 0
     assert sink.unavailable_since is None
     assert sink.drain_one() is None
@@ -106,3 +108,59 @@ def test_refused_rows_are_isolated_and_the_rest_inserted(tmp_path: Path) -> None
     assert stored.inserted == 2
     assert [index for index, _ in stored.rejected] == [1]
     assert sorted(i for ids, _ in writer.inserts for i in ids) == ["a", "c"]
+
+
+def test_a_tried_batch_is_retried_alone_while_newer_ones_wait(tmp_path: Path) -> None:
+    """The batch whose direct insert failed (it may have reached ClickHouse) is drained alone
+    with its own token, even when batches spooled behind it could be merged with it."""
+    sink, writer = _sink(tmp_path)
+    writer.down = True
+    sink.store(_rows("a", "b"))
+    first_token = sink.spool.peek()[0].token
+    writer.down = False
+    sink.store(_rows("c"))
+    sink.store(_rows("d"))
+    first = sink.drain_one()
+    assert first is not None
+    sink.done(first)
+    assert writer.inserts[0] == (["a", "b"], first_token)
+    rest = sink.drain_one()
+    assert rest is not None
+    assert [ids for ids, _ in writer.inserts[1:]] == [["c", "d"]]
+
+
+def test_a_failed_merged_drain_is_retried_with_the_same_rows_and_token(tmp_path: Path) -> None:
+    """A merged drain insert that failed is retried with exactly its rows and token, even after
+    more batches were spooled and the spool was reopened (a restart)."""
+    writer = ScriptedWriter()
+    path = tmp_path / "spool.sqlite"
+    spool = Spool(path, max_bytes=1 << 20)
+    spool.append("t1", _rows("a"), tried=False)
+    spool.append("t2", _rows("b"), tried=False)
+    sink = MetadataSink(writer, spool, drain_rows=100)  # type: ignore[arg-type]
+    writer.down = True
+    with pytest.raises(ClickHouseUnavailable):
+        sink.drain_one()
+    spool.append("t3", _rows("c"), tried=False)
+    spool.close()
+    again = MetadataSink(writer, Spool(path, max_bytes=1 << 20), drain_rows=100)  # type: ignore[arg-type]
+    writer.down = False
+    drained = again.drain_one()
+    assert drained is not None
+    again.done(drained)
+    [(ids, token)] = writer.inserts
+    assert ids == ["a", "b"]
+    assert token == hashlib.sha256(b"t1t2").hexdigest()
+    assert [b.token for b in again.spool.peek(100)] == ["t3"]
+
+
+def test_refused_rows_are_found_by_bisection(tmp_path: Path) -> None:
+    """One bad row in a batch of 64 costs a few inserts (bisection), not one insert per row."""
+    sink, writer = _sink(tmp_path)
+    ids = [f"r{i}" for i in range(64)]
+    writer.refuse = {"r37"}
+    stored = sink.store(_rows(*ids))
+    assert [index for index, _ in stored.rejected] == [37]
+    assert stored.inserted == 63
+    assert len(writer.inserts) <= 2 * 6  # two halves per level, six levels
+    assert sorted(i for batch, _ in writer.inserts for i in batch) == sorted(set(ids) - {"r37"})
