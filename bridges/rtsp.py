@@ -32,6 +32,7 @@ from flowforge.errors import SettingsError
 from flowforge.settings import RtspSettings, Secret, Settings
 from flowforge.sim.check import CAPTURE_OPTIONS
 from flowforge.sim.config import is_loopback
+from flowforge.urls import strip_credentials
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +121,13 @@ def use_capture_options() -> None:
 def open_stream(spec: StreamSpec, open_timeout_s: float, read_timeout_s: float) -> Any:
     """An opened cv2.VideoCapture on ``spec`` (FFmpeg over TCP, short probe), or
     SourceUnavailable with a reason that never shows the URL's credentials."""
-    parts = urlsplit(spec.url)
-    host, port = parts.hostname or "", parts.port or DEFAULT_RTSP_PORT
+    # Host and port from the URL without its user-info: a password holding '/', '#' or '?'
+    # would otherwise be parsed as the host (and its text could reach an error message).
+    parts = urlsplit(strip_credentials(spec.url))
+    try:
+        host, port = parts.hostname or "", parts.port or DEFAULT_RTSP_PORT
+    except ValueError:
+        raise SourceUnavailable(f"bad port in {parts.netloc!r}") from None
     try:
         with socket.create_connection((host, port), timeout=open_timeout_s):
             pass

@@ -107,3 +107,22 @@ def test_frame_message_has_the_rtsp_envelope() -> None:
         "ff-content-type": b"image/jpeg",
         "ff-origin": b"rtsp://cam:554/live",
     }
+
+
+def test_a_password_with_a_slash_never_reaches_the_connection_error() -> None:
+    """A password holding '/' is not mistaken for the host: the connect error names the real
+    host and port, and no part of the password."""
+    import socket
+
+    from bridges.errors import SourceUnavailable
+    from bridges.rtsp import open_stream
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    spec = parse_entry(f"cam9=rtsp://admin:se/cr#et@127.0.0.1:{port}/live")
+    with pytest.raises(SourceUnavailable) as info:
+        open_stream(spec, open_timeout_s=2.0, read_timeout_s=2.0)
+    assert f"127.0.0.1:{port}" in str(info.value)
+    assert "se/cr" not in str(info.value)
+    assert "cr#et" not in str(info.value)
