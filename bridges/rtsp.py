@@ -514,11 +514,21 @@ class RtspBridge(Bridge):
     def _start_stream(self, spec: StreamSpec) -> StreamCapture:
         stream = StreamCapture(spec, self.rtsp, self._notify, self._on_death)
         self.streams[spec.source_id] = stream
-        self._pumps[spec.source_id] = asyncio.create_task(
-            self._pump(stream), name=f"rtsp-pump-{spec.source_id}"
-        )
+        pump = asyncio.create_task(self._pump(stream), name=f"rtsp-pump-{spec.source_id}")
+        pump.add_done_callback(lambda task: self._pump_done(task, stream))
+        self._pumps[spec.source_id] = pump
         stream.start()
         return stream
+
+    def _pump_done(self, task: asyncio.Task[None], stream: StreamCapture) -> None:
+        """A publish task that failed (not one that ended or was cancelled) ends the bridge,
+        as a dead capture thread does: frames would otherwise be dropped unseen."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        log.error("%s: publishing frames failed: %s", stream.spec.source_id, error)
+        stream.error = error
+        self._on_death(stream)
 
     async def _pump(self, stream: StreamCapture) -> None:
         """Publish the stream's frames one at a time (in order); end once finishing and empty."""
@@ -547,13 +557,13 @@ class RtspBridge(Bridge):
     async def _retire(self, stream: StreamCapture) -> None:
         """Stop a stream's thread, publish its last frame, forget it (and its metrics)."""
         sid = stream.spec.source_id
+        pump = self._pumps.get(sid)  # before any await: the id may be added again meanwhile
         stream.stop()
         ended = await asyncio.to_thread(stream.join, JOIN_S)
         if not ended:
             log.warning("%s: capture thread still in a read after %gs; left to end", sid, JOIN_S)
         stream.finishing = True
         stream.frame_ready.set()
-        pump = self._pumps.get(sid)
         if pump is not None:
             await asyncio.wait({pump}, timeout=DRAIN_S)
             if self._pumps.get(sid) is pump:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from bridges.frames import FpsSampler, LatestSlot, too_old
@@ -43,6 +43,7 @@ def test_sampler_restarts_after_a_gap_instead_of_bursting() -> None:
 
 
 @given(st.lists(st.floats(0, 1000, allow_nan=False), max_size=200), st.floats(0.1, 50))
+@example(times=[0.0, 9.0, 14.0], fps=0.125)  # a late frame must move the schedule (found once)
 def test_sampler_never_exceeds_its_rate(times: list[float], fps: float) -> None:
     """For any increasing frame times, taken frames are at least 3/4 of an interval apart."""
     sampler = FpsSampler(fps)
