@@ -207,10 +207,11 @@ class EndToEnd:
         return self.bridge.settings.mqtt.topic
 
     def start(self) -> None:
-        """Sink worker, one processing worker (group Stable), then the bridge (ready)."""
+        """Sink worker (its own group, see streams.app.consumer_group), one processing worker
+        (group Stable), then the bridge (ready)."""
         self.sink_port = self.pipeline.start_worker(agents="sink")
         self.process_ports.append(self.pipeline.start_worker(agents="process"))
-        self.pipeline.wait_group(2, timeout=120)
+        self.pipeline.wait_group(1, timeout=120)
         self.bridge.start()
 
     def feed(self, items: list[Item], rate: float) -> Feeder:

@@ -139,7 +139,7 @@ def test_a_second_worker_joining_then_leaving_loses_and_doubles_nothing(e2e: End
     joined = time.monotonic()
     second = e2e.pipeline.start_worker(agents="process")
     e2e.process_ports.append(second)
-    e2e.pipeline.wait_group(3, timeout=120)
+    e2e.pipeline.wait_group(2, timeout=120)
     e2e.pipeline.wait_until(
         lambda: e2e.pipeline.metric(second, "flowforge_worker_images_total") > 0,
         "the second worker processing images",
@@ -148,7 +148,7 @@ def test_a_second_worker_joining_then_leaving_loses_and_doubles_nothing(e2e: End
         e2e.pipeline.metric(second, "flowforge_worker_images_total")
     )
     e2e.kill_process_worker(second, signal.SIGTERM)
-    e2e.pipeline.wait_group(2, timeout=120)
+    e2e.pipeline.wait_group(1, timeout=120)
     fault_end = time.monotonic()
     figures.fault_s = fault_end - joined
     feeder.finish(timeout=120)
