@@ -19,8 +19,14 @@ from flowforge.resources import infra_dir
 from flowforge.settings import MqttSettings
 from flowforge.stack.service import LOCAL_HOSTS, LocalService, find_program, read_text
 
-# The user Debian's Mosquitto switches to when started as root (its `user` option's default).
-BROKER_USER = "mosquitto"
+
+def current_user() -> str:
+    """The user this process runs as: Mosquitto's ``user``, so that, started as root, it does
+    not drop to the ``mosquitto`` user, which cannot write a persistence directory under a
+    root-owned (often 0700) home: every autosave then failed ("Error: Permission denied"),
+    and a restart lost the bridge's persistent session with the QoS 1 messages queued in it.
+    Started as anyone else, Mosquitto ignores the option."""
+    return pwd.getpwuid(os.geteuid()).pw_name
 
 
 class MosquittoService(LocalService):
@@ -47,15 +53,15 @@ class MosquittoService(LocalService):
     def render_config(self) -> str:
         template = Template((infra_dir() / "mosquitto" / "local.conf").read_text("utf-8"))
         return template.substitute(
-            port=self.port, data_dir=(self.settings.home / "mosquitto" / "data").resolve()
+            port=self.port,
+            data_dir=(self.settings.home / "mosquitto" / "data").resolve(),
+            user=current_user(),
         )
 
     def prepare(self) -> Sequence[str]:
         binary = find_program("mosquitto", "Debian's mosquitto package")
         text = self.render_config()
-        data = self.settings.home / "mosquitto" / "data"
-        data.mkdir(parents=True, exist_ok=True)
-        give_to_broker_user(data)
+        (self.settings.home / "mosquitto" / "data").mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(text, encoding="utf-8")
         return [binary, "-c", str(self.config_path.resolve())]
 
@@ -71,21 +77,6 @@ class MosquittoService(LocalService):
 
     async def probe(self) -> None:
         await asyncio.to_thread(mqtt_round_trip, self.settings.mqtt, 3.0)
-
-
-def give_to_broker_user(data: Path, user: str = BROKER_USER) -> None:
-    """Started as root, Mosquitto drops to ``user`` and then cannot write a root-owned
-    persistence directory: every autosave failed ("Error: Permission denied"), so a restart
-    lost the bridge's persistent session and the QoS 1 messages queued in it. Hand the
-    directory (and any saved database) to that user; as any other user, nothing to do."""
-    if os.geteuid() != 0:
-        return
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError:
-        return  # no such user: Mosquitto stays root and can write the directory
-    for path in (data, *data.iterdir()):
-        os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
 def mqtt_client(mqtt_settings: MqttSettings, client_id: str, **kwargs: object) -> mqtt.Client:

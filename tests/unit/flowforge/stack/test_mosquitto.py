@@ -1,4 +1,4 @@
-"""The local Mosquitto's persistence directory is writable by the user the broker runs as."""
+"""The local Mosquitto runs as the user who started the stack, so it can save its sessions."""
 
 from __future__ import annotations
 
@@ -8,31 +8,19 @@ from pathlib import Path
 
 import pytest
 
+from flowforge.settings import Settings
 from flowforge.stack import mosquitto
+from flowforge.stack.mosquitto import MosquittoService
 
 
-def _fake_user(monkeypatch: pytest.MonkeyPatch, euid: int) -> list[tuple[Path, int, int]]:
-    calls: list[tuple[Path, int, int]] = []
-    entry = pwd.struct_passwd(("mosquitto", "x", 102, 105, "", "/", "/bin/false"))
-    monkeypatch.setattr(mosquitto.os, "geteuid", lambda: euid)
-    monkeypatch.setattr(mosquitto.pwd, "getpwnam", lambda name: entry)
-    monkeypatch.setattr(mosquitto.os, "chown", lambda p, u, g: calls.append((Path(p), u, g)))
-    return calls
-
-
-def test_as_root_the_data_directory_goes_to_the_broker_user(
+def test_config_names_the_current_user_so_root_does_not_drop_to_mosquitto(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Started as root, the directory and a saved database are chowned to the mosquitto user
-    (else every autosave fails and a restart loses the bridge's session)."""
-    (tmp_path / "mosquitto.db").write_bytes(b"db")
-    calls = _fake_user(monkeypatch, euid=0)
-    mosquitto.give_to_broker_user(tmp_path)
-    assert sorted(calls) == sorted([(tmp_path, 102, 105), (tmp_path / "mosquitto.db", 102, 105)])
-
-
-def test_as_another_user_nothing_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Started as an ordinary user, Mosquitto keeps that user, so nothing is chowned."""
-    calls = _fake_user(monkeypatch, euid=os.geteuid() or 1000)
-    mosquitto.give_to_broker_user(tmp_path)
-    assert calls == []
+    """Started as root the config says `user root` (dropping to `mosquitto`, every autosave
+    failed and a restart lost the bridge's session); otherwise it names the current user."""
+    settings = Settings.from_env({"FLOWFORGE_HOME": str(tmp_path)})
+    text = MosquittoService(settings).render_config()
+    assert f"\nuser {pwd.getpwuid(os.geteuid()).pw_name}\n" in text
+    monkeypatch.setattr(mosquitto.os, "geteuid", lambda: 0)
+    assert "\nuser root\n" in MosquittoService(settings).render_config()
+    assert "\npersistence true\n" in text
