@@ -31,15 +31,22 @@ class FpsSampler:
             raise ValueError("fps must be > 0")
         self.interval = 1.0 / fps
         self._due: float | None = None
+        self._last: float | None = None
 
     def take(self, now: float) -> bool:
         """Whether the frame seen at ``now`` (monotonic seconds) is sampled."""
-        if self._due is not None and now < self._due - self.interval * EARLY_SHARE:
+        early = self.interval * EARLY_SHARE
+        if self._due is not None and now < self._due - early:
+            return False
+        # A frame taken late must not let the next one through early as well: taken frames
+        # stay at least (1 - EARLY_SHARE) of an interval apart, so the rate is never exceeded.
+        if self._last is not None and now - self._last < self.interval - early:
             return False
         due = now if self._due is None else self._due
         self._due = due + self.interval
         if self._due <= now:  # behind (a gap in the stream): restart the schedule here
             self._due = now + self.interval
+        self._last = now
         return True
 
 
