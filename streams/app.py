@@ -77,14 +77,27 @@ def _hold_flow_during_seek(app: faust.App) -> None:
     app.on_rebalance_complete.connect(stop_flow_until_seeked)
 
 
+def consumer_group(settings: Settings) -> str:
+    """The worker's Faust app id, which is its Kafka consumer group.
+
+    A worker running only the sink uses ``<app id>-sink``: Kafka 4.0 refused a sink-only
+    worker and a process-only worker in one group (InconsistentGroupProtocolError on join,
+    after which the second one to join consumed nothing while its /livez still answered), so
+    the roles' consumers are kept apart. Workers running the process agent (with or without
+    the sink) share ``<app id>``, which is how they scale out.
+    """
+    app_id = settings.worker.app_id
+    return app_id if "process" in settings.worker.agents else f"{app_id}-sink"
+
+
 def create_app(settings: Settings, clickhouse: Any = None) -> FlowForgeApp:
     """Build the worker's Faust app with the agents of its roles, and its web pages.
 
     Roles (``settings.worker.agents``): ``process`` consumes images.raw (with the tables);
     ``sink`` consumes images.metadata into ClickHouse through ``clickhouse`` (a client, required
     then, unless the sink mode is kafka-engine, where ClickHouse consumes the topic itself).
-    Workers with different roles share one consumer group: Faust assigns each topic only to
-    the members that subscribe to it.
+    Workers running the process agent share one consumer group; a sink-only worker has its
+    own (see :func:`consumer_group`).
     """
     worker = settings.worker
     run_sink = "sink" in worker.agents and settings.sink.mode == "agent"
@@ -96,7 +109,7 @@ def create_app(settings: Settings, clickhouse: Any = None) -> FlowForgeApp:
     max_bytes = settings.kafka.max_message_bytes
     worker.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = faust.App(
-        worker.app_id,
+        consumer_group(settings),
         env={},  # Faust must not read BROKER_URL, WEB_PORT, ... from the environment
         autodiscover=False,
         broker=[f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")],

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
 import threading
 import uuid
 from collections.abc import Sequence
@@ -16,6 +18,15 @@ from flowforge.errors import ServiceUnhealthy
 from flowforge.resources import infra_dir
 from flowforge.settings import MqttSettings
 from flowforge.stack.service import LOCAL_HOSTS, LocalService, find_program, read_text
+
+
+def current_user() -> str:
+    """The user this process runs as: Mosquitto's ``user``, so that, started as root, it does
+    not drop to the ``mosquitto`` user, which cannot write a persistence directory under a
+    root-owned (often 0700) home: every autosave then failed ("Error: Permission denied"),
+    and a restart lost the bridge's persistent session with the QoS 1 messages queued in it.
+    Started as anyone else, Mosquitto ignores the option."""
+    return pwd.getpwuid(os.geteuid()).pw_name
 
 
 class MosquittoService(LocalService):
@@ -42,7 +53,9 @@ class MosquittoService(LocalService):
     def render_config(self) -> str:
         template = Template((infra_dir() / "mosquitto" / "local.conf").read_text("utf-8"))
         return template.substitute(
-            port=self.port, data_dir=(self.settings.home / "mosquitto" / "data").resolve()
+            port=self.port,
+            data_dir=(self.settings.home / "mosquitto" / "data").resolve(),
+            user=current_user(),
         )
 
     def prepare(self) -> Sequence[str]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from flowforge.envelope import Envelope, content_image_id, header_map
 from flowforge.kafka_admin import admin_client, ensure_topics, topic_spec
@@ -109,11 +110,17 @@ class Pipeline:
         try:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
-                [response] = await admin.describe_consumer_groups([self.settings.worker.app_id])
-                [group] = response.to_object()["groups"]
-                state = (group["state"], len(group["members"]))
-                if state == ("Stable", members):
-                    return
+                try:
+                    [response] = await admin.describe_consumer_groups([self.settings.worker.app_id])
+                except KafkaError as exc:
+                    if not exc.retriable:  # e.g. no coordinator yet on a fresh broker
+                        raise
+                    state = exc
+                else:
+                    [group] = response.to_object()["groups"]
+                    state = (group["state"], len(group["members"]))
+                    if state == ("Stable", members):
+                        return
                 await asyncio.sleep(0.5)
         finally:
             await admin.close()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from flowforge.settings import Settings
-from streams.app import create_app
+from streams.app import consumer_group, create_app
 
 
 def _settings(tmp_path: Path, **env: str) -> Settings:
@@ -54,3 +54,17 @@ def test_sink_agent_without_a_client_is_a_programming_error(tmp_path: Path) -> N
     """Asking for the sink agent without a ClickHouse client fails at once, not at first batch."""
     with pytest.raises(ValueError, match="needs a ClickHouse client"):
         create_app(_settings(tmp_path, FLOWFORGE_WORKER_AGENTS="sink"))
+
+
+@pytest.mark.parametrize(
+    ("agents", "group"),
+    [("process,sink", "flowforge"), ("process", "flowforge"), ("sink", "flowforge-sink")],
+)
+def test_sink_only_worker_consumes_under_its_own_group(
+    tmp_path: Path, agents: str, group: str
+) -> None:
+    """Workers with the process agent share the app id as group; a sink-only one uses -sink."""
+    settings = _settings(tmp_path, FLOWFORGE_WORKER_AGENTS=agents)
+    assert consumer_group(settings) == group
+    flow = create_app(settings, NoClient())
+    assert flow.app.conf.id == group

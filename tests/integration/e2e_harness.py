@@ -1,0 +1,275 @@
+"""The whole pipeline on a private stack for fault drills: a QoS 1 feeder that retries, the MQTT
+bridge, a processing worker, a sink worker, and the figures of one drill."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from flowforge.envelope import content_image_id
+from flowforge.settings import Settings
+from flowforge.stack import Stack
+from flowforge.stack.kafka import KafkaService
+from flowforge.stack.mosquitto import MosquittoService, mqtt_client
+from tests.conftest import stack_env
+from tests.images import jpeg, numbered, scene
+from tests.integration.bridge_harness import BridgeProcess
+from tests.integration.harness import Pipeline, free_port, make_pipeline
+
+
+@dataclass(frozen=True)
+class Item:
+    """One MQTT message of a drill: its topic, bytes, image id and whether the worker rejects it."""
+
+    topic: str
+    payload: bytes
+    image_id: str
+    reject: bool
+
+
+def drill_items(base: str, count: int, sources: int = 6, reject_every: int = 20) -> list[Item]:
+    """``count`` distinct images over ``sources`` cameras; every ``reject_every``-th is bad bytes
+    (alternately not an image and a truncated JPEG), which the worker must dead-letter."""
+    items = []
+    for i in range(count):
+        source = f"cam-{i % sources:02d}"
+        frame = jpeg(numbered(scene(640, 360, seed=200 + i % 5), i))
+        reject = i % reject_every == reject_every // 2
+        if reject:
+            payload = b"not an image %d" % i if i % 2 else frame[: len(frame) // 3]
+        else:
+            payload = frame
+        items.append(Item(f"{base}/{source}", payload, content_image_id(source, payload), reject))
+    return items
+
+
+class Feeder(threading.Thread):
+    """Publishes items at QoS 1 at a steady rate (catching up at once when behind); a publish
+    not acknowledged within a few seconds (Mosquitto away) is retried on a fresh connection,
+    as a camera that must not lose a picture would."""
+
+    def __init__(self, settings: Settings, items: list[Item], rate: float) -> None:
+        super().__init__(daemon=True)
+        self.settings = settings
+        self.items = items
+        self.rate = rate
+        self.published = 0
+        self.retries = 0
+        self.error: BaseException | None = None
+        self._client: mqtt.Client | None = None
+
+    def _connect(self) -> mqtt.Client:
+        mqtt_settings = self.settings.mqtt
+        client = mqtt_client(mqtt_settings, f"drill-pub-{os.getpid()}-{time.monotonic_ns()}")
+        client.max_queued_messages_set(0)
+        client.connect(mqtt_settings.host, mqtt_settings.port, keepalive=10)
+        client.loop_start()
+        return client
+
+    def _drop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.disconnect()
+            client.loop_stop()
+
+    def _publish_once(self, item: Item) -> bool:
+        try:
+            if self._client is None:
+                self._client = self._connect()
+            info = self._client.publish(item.topic, item.payload, qos=1)
+            info.wait_for_publish(5)
+            return info.is_published()
+        except (OSError, RuntimeError, ValueError):
+            return False
+
+    def run(self) -> None:
+        start = time.monotonic()
+        try:
+            for i, item in enumerate(self.items):
+                delay = start + i / self.rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                while not self._publish_once(item):
+                    self.retries += 1
+                    self._drop()
+                    time.sleep(0.5)
+                self.published += 1
+        except BaseException as exc:  # noqa: BLE001 - reported by finish()
+            self.error = exc
+        finally:
+            self._drop()
+
+    def finish(self, timeout: float) -> None:
+        """Wait until every item is published; fail with the feeder's error if any."""
+        self.join(timeout)
+        assert not self.is_alive(), f"feeder stuck: {self.published}/{len(self.items)} published"
+        assert self.error is None, f"feeder failed: {self.error!r}"
+        assert self.published == len(self.items)
+
+
+@dataclass
+class Figures:
+    """What a drill measured (printed with -s; RELIABILITY.md records them)."""
+
+    scenario: str
+    sent: int = 0
+    rejects_sent: int = 0
+    mqtt_retries: int = 0
+    rows_final: int = 0
+    distinct: int = 0
+    rows_raw: int = 0
+    metadata_records: int = 0
+    dlq_records: int = 0
+    dlq_distinct: int = 0
+    fault_s: float = 0.0
+    recovery_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def duplicates(self) -> int:
+        """Replays ClickHouse collapsed: raw rows minus FINAL rows."""
+        return self.rows_raw - self.rows_final
+
+    def line(self) -> str:
+        extra = " ".join(f"{k}={v}" for k, v in self.extra.items())
+        return (
+            f"RELIABILITY {self.scenario}: sent={self.sent} (rejects {self.rejects_sent}, "
+            f"mqtt retries {self.mqtt_retries}) rows={self.rows_final} distinct={self.distinct} "
+            f"raw={self.rows_raw} duplicates={self.duplicates} "
+            f"metadata_records={self.metadata_records} dlq={self.dlq_records} "
+            f"(distinct {self.dlq_distinct}) fault={self.fault_s:.1f}s "
+            f"recovery={self.recovery_s:.1f}s {extra}"
+        )
+
+
+@contextmanager
+def private_stack(home: Path) -> Iterator[tuple[Stack, dict[str, str]]]:
+    """A throw-away Kafka + Mosquitto on free ports with its own home, stopped afterwards: the
+    drills stop and restart them without disturbing the shared session stack."""
+    env = dict(stack_env())
+    env.update(
+        {
+            "FLOWFORGE_HOME": str(home),
+            "FLOWFORGE_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "FLOWFORGE_STACK_KAFKA_CONTROLLER_PORT": str(free_port()),
+            "FLOWFORGE_MQTT_PORT": str(free_port()),
+        }
+    )
+    stack = Stack(Settings.from_env(env))
+    try:
+        asyncio.run(stack.up(report=lambda _line: None))
+        yield stack, env
+    finally:
+        stack.down(report=lambda _line: None)
+
+
+@dataclass
+class EndToEnd:
+    """One drill's pipeline on the private stack: bridge, processing worker(s), sink worker."""
+
+    stack: Stack
+    pipeline: Pipeline
+    bridge: BridgeProcess
+    sink_port: int = 0
+    process_ports: list[int] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, name: str, stack: Stack, stack_vars: dict[str, str], workdir: Path) -> EndToEnd:
+        asyncio.run(stack.up(report=lambda _line: None))  # an earlier drill may have left it down
+        pipeline = make_pipeline(name, stack.settings, stack_vars, workdir)
+        env = dict(pipeline.env)
+        env.update({"FLOWFORGE_MQTT_TOPIC": f"{name}/images/raw", "FLOWFORGE_MQTT_CLIENT_ID": name})
+        return cls(stack, pipeline, BridgeProcess(["bridge", "mqtt"], env, workdir))
+
+    @property
+    def kafka(self) -> KafkaService:
+        [kafka] = [s for s in self.stack.services if isinstance(s, KafkaService)]
+        return kafka
+
+    @property
+    def mosquitto(self) -> MosquittoService:
+        [mosquitto] = [s for s in self.stack.services if isinstance(s, MosquittoService)]
+        return mosquitto
+
+    @property
+    def base_topic(self) -> str:
+        return self.bridge.settings.mqtt.topic
+
+    def start(self) -> None:
+        """Sink worker (its own group, see streams.app.consumer_group), one processing worker
+        (group Stable), then the bridge (ready)."""
+        self.sink_port = self.pipeline.start_worker(agents="sink")
+        self.process_ports.append(self.pipeline.start_worker(agents="process"))
+        self.pipeline.wait_group(1, timeout=120)
+        self.bridge.start()
+
+    def feed(self, items: list[Item], rate: float) -> Feeder:
+        feeder = Feeder(self.bridge.settings, items, rate)
+        feeder.start()
+        return feeder
+
+    def rows(self) -> int:
+        """Images in ClickHouse (FINAL) through the sink's page; -1 while it cannot answer."""
+        try:
+            stats = self.pipeline.get_json(self.sink_port, "/clickhouse/stats", timeout=5)
+        except OSError:
+            return -1
+        return sum(s["images"] for s in stats) if isinstance(stats, list) else -1
+
+    def wait_rows(self, at_least: int, timeout: float = 120.0) -> float:
+        """Wait until ClickHouse holds ``at_least`` images; return the monotonic time it did."""
+        self.pipeline.wait_until(
+            lambda: self.rows() >= at_least, f"{at_least} rows in ClickHouse", timeout, 0.25
+        )
+        return time.monotonic()
+
+    def kill_process_worker(self, port: int, sig: signal.Signals = signal.SIGKILL) -> None:
+        self.pipeline.kill_worker(port, sig)
+        self.process_ports.remove(port)
+
+    def finish(self, figures: Figures, items: list[Item], timeout: float = 120.0) -> None:
+        """Stop everything, read ClickHouse and the topics, fill ``figures`` and check the end
+        state: one row per distinct image, the dead letters exactly the rejects."""
+        wanted = {i.image_id for i in items}
+        rejects = {i.image_id for i in items if i.reject}
+        assert len(wanted) == len(items), "the drill's images must be distinct"
+        self.bridge.stop()
+        time.sleep(2)  # any late replay reaches the sink before it stops
+        for port in list(self.process_ports):
+            self.kill_process_worker(port, signal.SIGTERM)
+        self.pipeline.kill_worker(self.sink_port, signal.SIGTERM)
+        out = self.pipeline.collect(len(wanted), timeout=timeout, settle=1)
+        [[final, distinct, raw]] = self.pipeline.query_engine(
+            "SELECT (SELECT count() FROM images_metadata FINAL), uniqExact(image_id), count() "
+            "FROM images_metadata"
+        )
+        ids = {row[0] for row in self.pipeline.query_engine("SELECT image_id FROM images_metadata")}
+        figures.sent = len(items)
+        figures.rejects_sent = len(rejects)
+        figures.rows_final, figures.distinct, figures.rows_raw = final, distinct, raw
+        figures.metadata_records = len(out.metadata)
+        figures.dlq_records = len(out.dlq)
+        figures.dlq_distinct = len(set(out.dlq_ids()))
+        print(f"\n{figures.line()}")
+        assert wanted - ids == set(), f"{len(wanted - ids)} images lost"
+        assert ids - wanted == set(), f"unexpected rows: {sorted(ids - wanted)[:5]}"
+        assert (final, distinct) == (len(wanted), len(wanted)), figures.line()
+        assert set(out.ids()) == wanted
+        assert set(out.dlq_ids()) == rejects, "the dead letters are not exactly the rejects"
+        stages = Counter(h["ff-error-stage"] for h, _ in out.dlq)
+        assert set(stages) == {"process"}, stages
+
+    def stop(self) -> None:
+        self.bridge.stop()
+        self.pipeline.stop_all()
