@@ -44,6 +44,18 @@ def test_grayscale_input_scores_like_bgr() -> None:
     assert compute_scores(gray) == compute_scores(bgr)
 
 
+@pytest.mark.parametrize("name", ["astronaut.png", "retina.jpg"])
+def test_sharpness_is_variance_of_the_laplacian(name: str) -> None:
+    """Sharpness equals the variance of the float Laplacian of luma at the working size."""
+    pixels = images.real_photo_pixels(name)
+    size = working_size(pixels.shape[1], pixels.shape[0])
+    working = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+    luma = cv2.cvtColor(working, cv2.COLOR_BGR2GRAY)
+    _, deviation = cv2.meanStdDev(cv2.Laplacian(luma, cv2.CV_32F))
+    expected = float(deviation[0, 0]) ** 2
+    assert compute_scores(working).sharpness == pytest.approx(expected, rel=1e-9)
+
+
 @pytest.mark.parametrize(
     ("width", "height", "expected"),
     [
