@@ -1,19 +1,20 @@
 """Batch bridge throughput (one-shot) into the real Kafka, against reading the files alone.
 
-    .venv/bin/python -m bench.batch_bridge [--files 1000] [--repeat 3]
+    .venv/bin/python -m bench.batch_bridge [--files 1000] [--repeat 3] [--quick]
 
 Starts the test stack (tests/stack.env) unless it is running, and stops what it started. Makes
 ``--files`` distinct 1280x720 JPEGs (about 60 KiB each) once; per run, a fresh
 `flowforge bridge batch DIR` (new checkpoint, private topics) as a user runs it, timed from
 process start to exit (start-up included). Baseline in the same run: reading and hashing the
-same files (SHA-256), what any publisher has to do. Not a test.
+same files (SHA-256), what any publisher has to do. Writes bench/results/batch_bridge.json:
+``read_hash_files_per_s``, ``bridge_files_per_s`` and their per-run ratio ``bridge_over_read``.
+``--quick``: 500 files, 2 runs (what `make bench` runs). Not a test.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,7 @@ import time
 import uuid
 from pathlib import Path
 
+from bench.results import Figure, write
 from bench.stack import running_test_stack
 from tests.conftest import stack_env
 from tests.images import jpeg, scene
@@ -57,11 +59,14 @@ def bridge_run(root: Path, count: int, work: Path) -> float:
     return count / elapsed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="500 files, 2 runs")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.files, args.repeat = 500, 2
     with running_test_stack(), tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "frames"
         root.mkdir()
@@ -72,17 +77,16 @@ def main() -> None:
             work = Path(tmp) / f"run-{run}"
             work.mkdir()
             results.append((read_alone(root), bridge_run(root, args.files, work)))
+    figures = {
+        "read_hash_files_per_s": Figure("read + hash alone", "files/s", [r for r, _ in results]),
+        "bridge_files_per_s": Figure("one-shot bridge run", "files/s", [b for _, b in results]),
+        "bridge_over_read": Figure("bridge / read alone", "x", [b / r for r, b in results]),
+    }
     print(f"{args.files} JPEGs 1280x720, {size / 1024:.0f} KiB average, {args.repeat} runs")
-    for label, rates in (
-        ("read + hash alone", [r for r, _ in results]),
-        ("one-shot bridge run", [b for _, b in results]),
-    ):
-        print(
-            f"{label:<20} files/s min/median/max: "
-            f"{min(rates):.0f} / {statistics.median(rates):.0f} / {max(rates):.0f}"
-        )
-    ratio = statistics.median(b for _, b in results) / statistics.median(r for r, _ in results)
-    print(f"bridge / read alone: {ratio:.3f}")
+    for figure in figures.values():
+        print(figure.line())
+    params = {"files": args.files, "repeat": args.repeat, "mean_kib": round(size / 1024, 1)}
+    print(f"wrote {write('batch_bridge', figures, params)}")
 
 
 if __name__ == "__main__":

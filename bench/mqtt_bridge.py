@@ -1,22 +1,25 @@
 """MQTT bridge throughput through real Mosquitto and Kafka, against MQTT alone, one run.
 
-    .venv/bin/python -m bench.mqtt_bridge [--images 2000] [--size 100000] [--repeat 2]
+    .venv/bin/python -m bench.mqtt_bridge [--images 2000] [--size 100000] [--repeat 2] [--quick]
 
 Starts the test stack (tests/stack.env) unless it is running, and stops what it started. Per
 run: a fresh `flowforge bridge mqtt` with private topics and client id; the baseline is the
 rate at which paho publishes the payloads at QoS 1 (broker acknowledged); the bridge rate is
-first publish to the last Kafka acknowledgement (the bridge's published counter). Not a test.
+first publish to the last Kafka acknowledgement (the bridge's published counter). Writes
+bench/results/mqtt_bridge.json: ``mqtt_alone_images_per_s``, ``bridge_images_per_s`` and their
+per-run ratio ``bridge_over_mqtt``. ``--quick``: 1000 images, 2 runs (what `make bench` runs).
+Not a test.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
+from bench.results import Figure, write
 from bench.stack import running_test_stack
 from tests.conftest import stack_env
 from tests.integration.bridge_harness import BridgeProcess, bridge_env, mqtt_publish
@@ -46,27 +49,31 @@ def run(count: int, size: int) -> tuple[float, float]:
     return count / (mqtt_done - started), count / (bridge_done - started)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--size", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=2)
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="1000 images, 2 runs")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.repeat = 1000, 2
+    figures = {
+        "mqtt_alone_images_per_s": Figure("MQTT publish alone (QoS 1)", "images/s"),
+        "bridge_images_per_s": Figure("MQTT -> bridge -> Kafka", "images/s"),
+        "bridge_over_mqtt": Figure("bridge / MQTT alone", "x"),
+    }
     with running_test_stack():
-        results = [run(args.images, args.size) for _ in range(args.repeat)]
-    mqtt_rates = [m for m, _ in results]
-    bridge_rates = [b for _, b in results]
+        for _ in range(args.repeat):
+            mqtt_rate, bridge_rate = run(args.images, args.size)
+            figures["mqtt_alone_images_per_s"].add(mqtt_rate)
+            figures["bridge_images_per_s"].add(bridge_rate)
+            figures["bridge_over_mqtt"].add(bridge_rate / mqtt_rate)
     print(f"{args.images} x {args.size} B at QoS 1, {args.repeat} runs")
-    for label, rates in (
-        ("MQTT publish alone", mqtt_rates),
-        ("MQTT -> bridge -> Kafka", bridge_rates),
-    ):
-        print(
-            f"{label:<24} images/s min/median/max: "
-            f"{min(rates):.0f} / {statistics.median(rates):.0f} / {max(rates):.0f}"
-        )
-    ratio = statistics.median(bridge_rates) / statistics.median(mqtt_rates)
-    print(f"bridge / MQTT alone: {ratio:.2f}")
+    for figure in figures.values():
+        print(figure.line())
+    params = {"images": args.images, "payload_bytes": args.size, "repeat": args.repeat}
+    print(f"wrote {write('mqtt_bridge', figures, params)}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Sink throughput into the embedded ClickHouse through the real broker, and the spool's drain rate.
 
-    .venv/bin/python -m bench.sink_throughput [--rows 50000] [--baseline-rows 1000]
+    .venv/bin/python -m bench.sink_throughput [--rows 50000] [--baseline-rows 1000] [--repeat 1]
+                                              [--quick]
 
 Starts the test stack (tests/stack.env) unless it is running, and stops what it started. Each
 variant publishes synthetic images.metadata records (as a worker sends them) to fresh topics,
@@ -12,7 +13,10 @@ the rows' own ``inserted_at`` (first to last). Variants, one run:
 - drain: ClickHouse refused (fault drill) until every row is spooled, then answering: the rate
   at which the spool is written back.
 
-Prints JSON with rows/s per variant and the ratios to the baseline; not a test.
+Prints JSON with rows/s per variant and the ratios to the baseline, and writes
+bench/results/sink_throughput.json: ``batch1_rows_per_s``, ``default_batch_rows_per_s``,
+``spool_drain_rows_per_s``, ``default_over_batch1``, ``drain_over_batch1`` (per run).
+``--quick``: 10,000 rows, 200 baseline rows, one run (what `make bench` runs). Not a test.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import time
 import uuid
 from pathlib import Path
 
+from bench.results import Figure, write
 from bench.stack import running_test_stack
 from flowforge.faults import write_fault
 from flowforge.settings import Settings
@@ -87,29 +92,44 @@ def run(variant: str, rows: int, env_extra: dict[str, str], drain: bool = False)
         return _rows_per_s(pipeline, rows)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--baseline-rows", type=int, default=1000)
-    args = parser.parse_args()
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="10,000 rows, 200 baseline, 1 run")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rows, args.baseline_rows, args.repeat = 10_000, 200, 1
+    figures = {
+        "batch1_rows_per_s": Figure("sink, batch size 1", "rows/s"),
+        "default_batch_rows_per_s": Figure("sink, default batch (1000, 0.5 s)", "rows/s"),
+        "spool_drain_rows_per_s": Figure("sink spool drain", "rows/s"),
+        "default_over_batch1": Figure("default batch / batch 1", "x"),
+        "drain_over_batch1": Figure("spool drain / batch 1", "x"),
+    }
     with running_test_stack():
-        baseline = run("batch1", args.baseline_rows, {"FLOWFORGE_SINK_BATCH_SIZE": "1"})
-        default = run("default", args.rows, {})
-        drain = run("drain", args.rows, {}, drain=True)
+        for _ in range(args.repeat):
+            baseline = run("batch1", args.baseline_rows, {"FLOWFORGE_SINK_BATCH_SIZE": "1"})
+            default = run("default", args.rows, {})
+            drain = run("drain", args.rows, {}, drain=True)
+            figures["batch1_rows_per_s"].add(baseline)
+            figures["default_batch_rows_per_s"].add(default)
+            figures["spool_drain_rows_per_s"].add(drain)
+            figures["default_over_batch1"].add(default / baseline)
+            figures["drain_over_batch1"].add(drain / baseline)
     print(
         json.dumps(
             {
                 "rows": args.rows,
                 "baseline_rows": args.baseline_rows,
-                "batch1_rows_per_s": round(baseline),
-                "default_batch_rows_per_s": round(default),
-                "spool_drain_rows_per_s": round(drain),
-                "default_over_batch1": round(default / baseline, 1),
-                "drain_over_batch1": round(drain / baseline, 1),
+                **{key: round(figure.median, 1) for key, figure in figures.items()},
             },
             indent=2,
         )
     )
+    params = {"rows": args.rows, "baseline_rows": args.baseline_rows, "repeat": args.repeat}
+    print(f"wrote {write('sink_throughput', figures, params)}")
 
 
 if __name__ == "__main__":

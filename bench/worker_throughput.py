@@ -1,11 +1,15 @@
 """Worker throughput through the real broker: the fast path against the plain path, one run.
 
     .venv/bin/python -m bench.worker_throughput [--images 600] [--concurrency 2] [--repeat 2]
+                                                [--quick]
 
 Starts the test stack (tests/stack.env) unless it is running, and stops what it started.
 Publishes the same deterministic 1280x720 q85 JPEGs to a fresh topic for each variant, starts
 one `flowforge worker`, and times first outcome to last (from the records' processed_at).
-Prints min/median/max images/s per variant and the ratio fast/plain; not a test.
+Prints min/median/max images/s per variant and the ratio fast/plain, and writes
+bench/results/worker_throughput.json: ``plain_images_per_s``, ``fast_images_per_s`` and their
+per-round ratio ``fast_over_plain``. ``--quick``: 300 images, one round (what `make bench` runs).
+Not a test.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 import uuid
 from pathlib import Path
 
+from bench.results import Figure, write
 from bench.stack import running_test_stack
 from flowforge.settings import Settings
 from tests.conftest import stack_env
@@ -47,12 +52,15 @@ def run(variant: str, fast: bool, payloads: list[bytes], concurrency: int) -> fl
         return (len(done) - 1) / seconds
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--images", type=int, default=600)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=2)
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="300 images, one round")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.repeat = 300, 1
     with running_test_stack():
         _measure(args)
 
@@ -70,6 +78,17 @@ def _measure(args: argparse.Namespace) -> None:
         for variant, v in results.items()
     }
     ratio = summary["fast"]["median"] / summary["plain"]["median"]
+    figures = {
+        "plain_images_per_s": Figure("worker, plain path (full decode)", "images/s"),
+        "fast_images_per_s": Figure("worker, fast path (reduced decode)", "images/s"),
+        "fast_over_plain": Figure("worker fast / plain", "x"),
+    }
+    for plain, fast in zip(results["plain"], results["fast"], strict=True):
+        figures["plain_images_per_s"].add(plain)
+        figures["fast_images_per_s"].add(fast)
+        figures["fast_over_plain"].add(fast / plain)
+    params = {"images": args.images, "concurrency": args.concurrency, "repeat": args.repeat}
+    write("worker_throughput", figures, params)
     print(
         json.dumps(
             {
