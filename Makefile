@@ -6,11 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_ENV := $(shell grep -v '^\#' tests/stack.env | xargs)
 
-.PHONY: help install run stop test test-unit lint format docs clean
+.PHONY: help install run stop test test-unit bench lint format docs clean
 
 help:
 	@echo "make run    install, start the local stack, the worker, the bridges and a demo feed"
 	@echo "make test   install, start the test stack, run unit + integration tests, stop it"
+	@echo "make bench  install, run the benchmarks on the test stack (~20 min), update BENCHMARKS.md"
 	@echo "make lint   ruff + mypy"
 	@echo "make stop   stop the local stack started by make run"
 	@echo "make docs   regenerate the settings table in README.md"
@@ -47,6 +48,11 @@ test: install
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+# Benchmarks (bench/run.py): each step a process with a time limit, results in bench/results/,
+# the headline table in BENCHMARKS.md; exits non-zero if a step failed. Not part of `make test`.
+bench: install
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
