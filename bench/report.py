@@ -79,7 +79,7 @@ def _num(value: float) -> str:
         return f"{value:.1f}"
     if abs(value) >= 1:
         return f"{value:.2f}"
-    return f"{value:.3g}"
+    return f"{value:.3f}"
 
 
 def _figure(results: Results, bench: str, key: str) -> dict[str, Any] | None:
