@@ -158,7 +158,7 @@ def headline(results: Results) -> list[Row]:
         rows.append(
             figure_row(
                 results,
-                f"Processing core / decode limit, {name} (images/s, one core)",
+                f"Processing core / decode limit, {name} (per CPU-second)",
                 "decode_limit",
                 f"{key}_ratio",
                 Target(">=", 0.95),
