@@ -61,10 +61,10 @@ STEPS = (
 def run_step(step: Step, quick: bool, results: Path) -> dict[str, Any]:
     """Run one step; its outcome: status ok | failed | timeout | missing, seconds, detail."""
     outcome: dict[str, Any] = {"name": step.name, "seconds": 0.0, "detail": ""}
+    (results / f"{step.name}.json").unlink(missing_ok=True)  # no stale figures for a failed step
     if importlib.util.find_spec(step.module) is None:
         print(f"== {step.name}: {step.module} is missing, not run", flush=True)
         return {**outcome, "status": "missing", "detail": f"no module {step.module}"}
-    (results / f"{step.name}.json").unlink(missing_ok=True)  # no stale figures for a failed step
     command = [sys.executable, "-m", step.module, *step.args, *(step.quick_args if quick else [])]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
