@@ -24,7 +24,7 @@ from typing import Any, Final, TypeVar, cast
 from urllib.parse import urlsplit
 
 from flowforge.errors import SettingsError
-from flowforge.urls import REDACTED, redact_url, split_named_url
+from flowforge.urls import REDACTED, redact_url, redact_value, split_named_url
 
 log = logging.getLogger(__name__)
 
@@ -256,10 +256,15 @@ def setting(
     *,
     aliases: tuple[str, ...] = (),
     shown_default: str | None = None,
+    repr: bool = True,
 ) -> T:
-    """Declare one setting: its default, one line of documentation, its parser, seed aliases."""
+    """Declare one setting: its default, one line of documentation, its parser, seed aliases.
+
+    ``repr=False`` keeps a value that may hold credentials (URLs with user-info) out of repr;
+    ``describe`` shows it redacted.
+    """
     meta = {"doc": doc, "parse": parse, "aliases": aliases, "shown_default": shown_default}
-    return field(default=default, metadata=meta)
+    return field(default=default, metadata=meta, repr=repr)
 
 
 @dataclass(frozen=True)
@@ -339,6 +344,7 @@ class ClickHouseSettings:
         "chdb://PATH (embedded engine) or http(s)://HOST:PORT (server).",
         parse_clickhouse_url,
         shown_default="chdb://$FLOWFORGE_HOME/clickhouse",
+        repr=False,
     )
     username: str = setting("default", "ClickHouse user (server mode).", parse_str)
     password: Secret = setting(Secret(""), "ClickHouse password (or *_FILE).", parse_secret)
@@ -417,6 +423,7 @@ class RtspSettings:
         "Comma-separated rtsp:// URLs to capture, each optionally name=URL (name = source id).",
         parse_rtsp_urls,
         aliases=("RTSP_URL",),
+        repr=False,
     )
     urls_file: str = setting(
         "", "File of more streams, one [name=]URL a line, # comments (empty: none).", parse_str
@@ -840,7 +847,7 @@ def _load(env: Mapping[str, str]) -> Settings:
                 raise ValueError("contains a NUL byte")
             value = spec.parse(raw)
         except ValueError as exc:
-            shown = "" if spec.is_secret else f"={raw!r}"
+            shown = "" if spec.is_secret else f"={redact_value(raw)!r}"
             raise SettingsError(f"{variable}{shown}", str(exc)) from None
         values.setdefault(spec.section, {})[spec.name] = value
     _warn_unknown(env)

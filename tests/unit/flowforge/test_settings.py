@@ -226,6 +226,64 @@ def test_any_environment_loads_or_raises_settings_error(env: dict[str, str]) -> 
         assert error.variable.split("=")[0] in env
 
 
+def _load_or_error(env: dict[str, str]) -> Settings | SettingsError:
+    try:
+        return Settings.from_env(env)
+    except SettingsError as exc:
+        return exc
+
+
+_URL_VARIABLES = (
+    "FLOWFORGE_CLICKHOUSE_URL",
+    "FLOWFORGE_RTSP_URLS",
+    "RTSP_URL",
+    "CLICKHOUSE_HOST",
+    "FLOWFORGE_KAFKA_BOOTSTRAP_SERVERS",
+)
+
+
+@given(
+    st.sampled_from(_URL_VARIABLES),
+    st.sampled_from(["", "http://", "https://", "rtsp://", "chdb://", "ftp://", "cam=rtsp://"]),
+    st.text(st.characters(blacklist_characters=",\x00"), min_size=1, max_size=10),
+    st.text(alphabet=string.printable, max_size=20),
+)
+def test_url_settings_never_leak_their_password(
+    variable: str, scheme: str, password: str, rest: str
+) -> None:
+    """A URL-like setting with user:PASSWORD@ either loads, showing no password in repr,
+    describe or JSON, or raises SettingsError whose message does not contain it."""
+    marker = f"Zq9{password}"
+    env = {variable: f"{scheme}user:{marker}@{rest.replace(',', '')}"}
+    outcome = _load_or_error(env)
+    if isinstance(outcome, SettingsError):
+        assert outcome.variable.split("=")[0] == variable
+        assert marker not in str(outcome)
+    else:
+        assert marker not in repr(outcome)
+        assert marker not in outcome.to_json()
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from([spec.variable for spec in SPECS if spec.is_secret]),
+        _env_values.map(lambda text: f"Zq9{text}"),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_any_secret_value_loads_or_raises_without_echoing_it(env: dict[str, str]) -> None:
+    """Arbitrary secret values load (hidden from repr and JSON) or raise SettingsError naming
+    the variable without its value."""
+    outcome = _load_or_error(env)
+    if isinstance(outcome, SettingsError):
+        assert outcome.variable in env
+        assert all(value not in str(outcome) for value in env.values())
+    else:
+        text = repr(outcome) + outcome.to_json()
+        assert all(value.rstrip("\r\n") not in text for value in env.values())
+
+
 def test_from_env_reads_only_the_mapping_given(monkeypatch: pytest.MonkeyPatch) -> None:
     """Settings come from the mapping passed in, not from the process environment."""
     monkeypatch.setenv("FLOWFORGE_KAFKA_PARTITIONS", "99")
