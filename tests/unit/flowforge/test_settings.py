@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from flowforge.errors import SettingsError
 from flowforge.settings import MIB, SPECS, Secret, Settings, parse_duration, parse_size
+from flowforge.sim.config import SimConfig
 
 
 def test_defaults_match_the_architecture() -> None:
@@ -27,6 +28,18 @@ def test_defaults_match_the_architecture() -> None:
     assert (s.mqtt.host, s.mqtt.port, s.mqtt.topic) == ("127.0.0.1", 1883, "images/raw")
     assert s.clickhouse.url == f"chdb://{Path('.flowforge/clickhouse').resolve()}"
     assert s.stack.cache_dir == Path(".flowforge/cache")
+
+
+def test_every_http_server_binds_to_loopback_by_default() -> None:
+    """Each listening address setting (worker web, the bridges' web incl. the RTSP stream API,
+    the simulator's RTSP server and API) defaults to 127.0.0.1, in Settings and SimConfig."""
+    binds = {spec.variable: spec.default for spec in SPECS if spec.variable.endswith("_BIND")}
+    assert binds == {
+        "FLOWFORGE_BRIDGE_WEB_BIND": "127.0.0.1",
+        "FLOWFORGE_WORKER_WEB_BIND": "127.0.0.1",
+        "FLOWFORGE_SIM_BIND": "127.0.0.1",
+    }
+    assert SimConfig().bind == "127.0.0.1"
 
 
 def test_flowforge_variables_are_parsed_into_the_tree() -> None:
@@ -144,14 +157,25 @@ def test_missing_secret_file_is_a_settings_error(tmp_path: Path) -> None:
         Settings.from_env({"FLOWFORGE_CLICKHOUSE_PASSWORD_FILE": str(tmp_path / "nope")})
 
 
-def test_world_readable_secret_file_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """A secret file others can read is used but logged as a warning."""
+@pytest.mark.parametrize(
+    ("mode", "warns"), [(0o644, True), (0o604, True), (0o640, False), (0o600, False)]
+)
+def test_world_readable_secret_file_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: int, warns: bool
+) -> None:
+    """A secret file others can read is used but logged as a warning naming the variable and
+    the path (never the secret); owner- or group-only files load silently."""
     secret_file = tmp_path / "pw"
-    secret_file.write_text("pw")
-    secret_file.chmod(0o644)
+    secret_file.write_text("pw-Zq9-marker")
+    secret_file.chmod(mode)
     with caplog.at_level(logging.WARNING, logger="flowforge.settings"):
-        Settings.from_env({"FLOWFORGE_MQTT_PASSWORD_FILE": str(secret_file)})
-    assert "world-readable" in caplog.text
+        loaded = Settings.from_env({"FLOWFORGE_MQTT_PASSWORD_FILE": str(secret_file)})
+    assert loaded.mqtt.password.reveal() == "pw-Zq9-marker"
+    assert ("world-readable" in caplog.text) == warns
+    if warns:
+        assert "FLOWFORGE_MQTT_PASSWORD_FILE" in caplog.text
+        assert str(secret_file) in caplog.text
+    assert "Zq9" not in caplog.text
 
 
 def test_bad_secret_value_is_not_echoed() -> None:
