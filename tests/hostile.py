@@ -367,6 +367,18 @@ def corpus() -> tuple[HostileCase, ...]:
             "IHDR bit depth 7",
         ),
         HostileCase(
+            "png-7000x7000-1KiB",
+            images.png_bomb(7000, 7000),
+            "reject:undecodable",
+            "49 megapixels (just under max_pixels) over 1 KiB of IDAT: libpng stops early",
+        ),
+        HostileCase(
+            "png-1048576x40",
+            images.png_bomb(1 << 20, 40),
+            "reject:undecodable",
+            "the widest side allowed, 40 rows: over libpng's own width limit",
+        ),
+        HostileCase(
             "jpeg-1x1", _one_by_one("jpeg"), "skipped_low_quality", "1x1 JPEG: no contrast"
         ),
         HostileCase("png-1x1", _one_by_one("png"), "skipped_low_quality", "1x1 PNG"),

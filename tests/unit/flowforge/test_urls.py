@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flowforge.urls import redact_url, redact_value, strip_credentials
+from flowforge.urls import (
+    is_source_name,
+    redact_url,
+    redact_value,
+    split_named_url,
+    strip_credentials,
+)
 
 
 @pytest.mark.parametrize(
@@ -58,3 +64,13 @@ def test_redact_value_never_shows_a_password(before: str, password: str, after: 
     marker = f"Zq9{password}"
     shown = redact_value(f"{before},rtsp://user:{marker}@host{after.replace(',', '')}")
     assert marker not in shown
+
+
+@given(st.text(max_size=60))
+def test_any_entry_splits_into_a_valid_name_or_none(entry: str) -> None:
+    """Any text splits without error into "" or a valid stream name, and a URL that is the
+    entry or its tail after ``name=``."""
+    name, url = split_named_url(entry)
+    assert name == "" or is_source_name(name)
+    assert url == entry.strip() or url == entry.partition("=")[2].strip()
+    assert strip_credentials(url).count("@") <= url.count("@")
