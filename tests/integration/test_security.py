@@ -11,14 +11,13 @@ import time
 import urllib.request
 from pathlib import Path
 
-import psutil
 import pytest
 
 from flowforge.stack import Stack
 from tests.conftest import stack_env, unique_name
 from tests.images import jpeg, scene
 from tests.integration.bridge_harness import bridge_env
-from tests.integration.harness import Pipeline, free_port
+from tests.integration.harness import LOOPBACK, Pipeline, free_port, listening_addresses
 
 MARKER = "Zq9-marker"
 # Every secret setting, set to a distinctive value; the worker must emit none of them.
@@ -29,18 +28,6 @@ PIPELINE_ENV = {
     "FLOWFORGE_RTSP_API_TOKEN": f"rtsp-{MARKER}",
     "FLOWFORGE_SIM_TOKEN": f"sim-{MARKER}",
 }
-LOOPBACK = {"127.0.0.1", "::1"}
-
-
-def listening_addresses(pid: int) -> set[tuple[str, int]]:
-    """(address, port) of every TCP socket in LISTEN state held by ``pid`` or its children."""
-    process = psutil.Process(pid)
-    addresses = set()
-    for member in (process, *process.children(recursive=True)):
-        for conn in member.net_connections(kind="tcp"):
-            if conn.status == psutil.CONN_LISTEN:
-                addresses.add((conn.laddr.ip, conn.laddr.port))
-    return addresses
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
