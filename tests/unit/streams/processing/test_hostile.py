@@ -6,13 +6,11 @@ import time
 import tracemalloc
 
 import cv2
-import numpy as np
 import pytest
 
 from streams.processing import ImageRejected, ProcessedImage, ProcessingConfig, process_image
 from tests import images
-from tests.hostile import HTML, HostileCase, corpus
-from tests.images import scene
+from tests.hostile import HTML, HostileCase, corpus, picture
 
 CONFIG = ProcessingConfig()
 CASES = {case.name: case for case in corpus()}
@@ -96,14 +94,14 @@ def _processed(name: str) -> ProcessedImage:
 
 def test_cmyk_jpeg_has_the_brightness_of_its_rgb_original() -> None:
     """A CMYK JPEG is decoded with its colours the right way round (not inverted)."""
-    rgb = process_image(images.jpeg(np.ascontiguousarray(scene(800, 600, seed=59))), CONFIG)
+    rgb = process_image(images.jpeg(picture(800, 600, 59)), CONFIG)
     cmyk = _processed("jpeg-cmyk")
     assert abs(cmyk.brightness - rgb.brightness) < 8, (cmyk.brightness, rgb.brightness)
 
 
 def test_16bit_png_scores_like_its_8bit_original() -> None:
     """A 16-bit PNG is scaled to 8 bits, not clipped or wrapped."""
-    eight = process_image(images.png(np.ascontiguousarray(scene(640, 360, seed=62))), CONFIG)
+    eight = process_image(images.png(picture(640, 360, 62)), CONFIG)
     sixteen = _processed("png-16bit")
     assert abs(sixteen.brightness - eight.brightness) < 1
     assert abs(sixteen.contrast - eight.contrast) < 1
