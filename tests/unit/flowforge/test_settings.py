@@ -189,18 +189,31 @@ def test_bad_secret_value_is_not_echoed() -> None:
 
 
 def test_url_credentials_are_redacted_in_describe() -> None:
-    """RTSP and ClickHouse URLs with user-info are shown with *** instead of it."""
-    s = Settings.from_env(
-        {
-            "RTSP_URL": "rtsp://admin:pw123@cam1:554/live",
-            "FLOWFORGE_CLICKHOUSE_URL": "https://app:pw456@ch:8443",
-        }
-    )
+    """RTSP URLs with user-info are shown with *** instead of it."""
+    s = Settings.from_env({"RTSP_URL": "rtsp://admin:pw123@cam1:554/live"})
     shown = dict(s.describe())
     assert shown["FLOWFORGE_RTSP_URLS"] == "rtsp://***@cam1:554/live"
-    assert shown["FLOWFORGE_CLICKHOUSE_URL"] == "https://***@ch:8443"
     assert "pw123" not in s.to_json()
-    assert "pw456" not in s.to_json()
+    assert "pw123" not in repr(s)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"FLOWFORGE_CLICKHOUSE_URL": "https://app:pw456@ch:8443"},
+        {"FLOWFORGE_CLICKHOUSE_URL": "http://app@ch:8123"},
+        {"CLICKHOUSE_HOST": "app:pw456@ch"},
+    ],
+)
+def test_clickhouse_url_credentials_are_refused_unshown(env: dict[str, str]) -> None:
+    """User-info in the ClickHouse URL (which the client would ignore, logging in as the
+    configured user) is refused, pointing at the user and password settings, without
+    showing the password."""
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(env)
+    assert "FLOWFORGE_CLICKHOUSE_PASSWORD" in str(info.value)
+    assert "***@ch" in str(info.value)
+    assert "pw456" not in str(info.value)
 
 
 def test_unknown_flowforge_variable_warns_with_suggestion(caplog: pytest.LogCaptureFixture) -> None:
