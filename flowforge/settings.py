@@ -815,13 +815,32 @@ _KNOWN: Final = frozenset(
 _NOT_SETTINGS: Final = frozenset({"FLOWFORGE_PYTHON"})
 
 
+MAX_SECRET_FILE_BYTES: Final = 64 * 1024
+
+
 def _read_secret_file(variable: str, path_text: str) -> str:
-    path = Path(path_text).expanduser()
+    """The text of a ``*_FILE`` secret: a regular UTF-8 file of at most 64 KiB (so that
+    ``/dev/zero`` or a FIFO cannot hang the start); world-readable is used with a warning."""
+    try:
+        if "\x00" in path_text:
+            raise ValueError("contains a NUL byte")
+        path = parse_path(path_text)
+    except ValueError as exc:
+        raise SettingsError(variable, str(exc)) from None
     try:
         mode = path.stat().st_mode
-        text = path.read_text(encoding="utf-8")
+        if not stat.S_ISREG(mode):
+            raise SettingsError(variable, f"secret file {path} is not a regular file")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_SECRET_FILE_BYTES + 1)
     except OSError as exc:
         raise SettingsError(variable, f"cannot read secret file {path}: {exc.strerror}") from exc
+    if len(data) > MAX_SECRET_FILE_BYTES:
+        raise SettingsError(variable, f"secret file {path} is larger than 64 KiB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SettingsError(variable, f"secret file {path} is not UTF-8 text") from None
     if mode & stat.S_IROTH:
         log.warning("secret file %s (%s) is world-readable; chmod o-r it", path, variable)
     return text

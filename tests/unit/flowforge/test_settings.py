@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import os
 import string
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -155,6 +156,56 @@ def test_missing_secret_file_is_a_settings_error(tmp_path: Path) -> None:
     """A *_FILE that cannot be read is reported naming the _FILE variable."""
     with pytest.raises(SettingsError, match="FLOWFORGE_CLICKHOUSE_PASSWORD_FILE: cannot read"):
         Settings.from_env({"FLOWFORGE_CLICKHOUSE_PASSWORD_FILE": str(tmp_path / "nope")})
+
+
+def _fifo(tmp_path: Path) -> str:
+    os.mkfifo(tmp_path / "fifo")
+    return str(tmp_path / "fifo")
+
+
+def _latin1(tmp_path: Path) -> str:
+    (tmp_path / "latin1").write_bytes(b"caf\xe9")
+    return str(tmp_path / "latin1")
+
+
+def _huge(tmp_path: Path) -> str:
+    (tmp_path / "huge").write_bytes(b"x" * (64 * 1024 + 1))
+    return str(tmp_path / "huge")
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda _: "/tmp/a\x00b", "contains a NUL byte"),
+        (lambda _: "~no-such-user-0/pw", "~USER names no known user"),
+        (lambda _: "/dev/zero", "is not a regular file"),
+        (str, "is not a regular file"),
+        (_fifo, "is not a regular file"),
+        (_latin1, "is not UTF-8 text"),
+        (_huge, "is larger than 64 KiB"),
+    ],
+)
+def test_unusable_secret_files_are_settings_errors(
+    tmp_path: Path, make: Callable[[Path], str], expected: str
+) -> None:
+    """A *_FILE naming a NUL path, an unknown ~user, a device, a directory, a FIFO (which would
+    block), non-UTF-8 or over-64-KiB content is a SettingsError naming the _FILE variable, at
+    once (before this fix: ValueError, RuntimeError, or a start that never ends)."""
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"FLOWFORGE_CLICKHOUSE_PASSWORD_FILE": make(tmp_path)})
+    assert info.value.variable == "FLOWFORGE_CLICKHOUSE_PASSWORD_FILE"
+    assert expected in str(info.value)
+
+
+@given(
+    st.sampled_from([spec.variable + "_FILE" for spec in SPECS if spec.is_secret]),
+    st.text(alphabet=string.printable + "~é\x00", max_size=30),
+)
+def test_any_secret_file_path_loads_or_raises_settings_error(variable: str, path: str) -> None:
+    """Any text as a *_FILE path loads a secret or raises SettingsError naming the variable."""
+    outcome = _load_or_error({variable: path})
+    if isinstance(outcome, SettingsError):
+        assert outcome.variable == variable
 
 
 @pytest.mark.parametrize(
