@@ -120,6 +120,7 @@ class MqttBridge(Bridge):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._overflowing = False
+        self._unreachable = False  # a connection attempt failed since the last success
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -134,6 +135,7 @@ class MqttBridge(Bridge):
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = self.mqtt.session_expiry_s
@@ -281,12 +283,20 @@ class MqttBridge(Bridge):
         client.subscribe(self.subscription, qos=1)
         client.publish(self.availability_topic, ONLINE, qos=1, retain=True)
         self.connected = True
+        self._unreachable = False
         metrics.CONNECTED.labels(NAME).set(1)
         session = "resumed" if flags.session_present else "new"
         log.info(
             "connected to MQTT %s:%d (%s session), subscribed %s",
             self.mqtt.host, self.mqtt.port, session, self.subscription,
         )  # fmt: skip
+
+    def _on_connect_fail(self, _client: paho.Client, _userdata: Any) -> None:
+        """The broker could not be reached (paho retries with backoff): log the first failure
+        of a streak, the retries at debug."""
+        level = logging.DEBUG if self._unreachable else logging.WARNING
+        self._unreachable = True
+        log.log(level, "cannot reach MQTT %s:%d; retrying", self.mqtt.host, self.mqtt.port)
 
     def _on_disconnect(
         self, _client: paho.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any

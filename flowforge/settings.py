@@ -24,7 +24,7 @@ from typing import Any, Final, TypeVar, cast
 from urllib.parse import urlsplit
 
 from flowforge.errors import SettingsError
-from flowforge.urls import REDACTED, redact_url, split_named_url
+from flowforge.urls import REDACTED, redact_url, redact_value, split_named_url
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +180,11 @@ def parse_clickhouse_url(raw: str) -> str:
     if parts.scheme != "chdb":
         if not parts.hostname:
             raise ValueError("expected http(s)://HOST:PORT")
+        if "@" in parts.netloc:  # the client takes the user and password settings, not these
+            raise ValueError(
+                "credentials in the URL would not be used: set FLOWFORGE_CLICKHOUSE_USERNAME "
+                "and FLOWFORGE_CLICKHOUSE_PASSWORD (or _PASSWORD_FILE)"
+            )
         try:
             _ = parts.port
         except ValueError:
@@ -256,10 +261,15 @@ def setting(
     *,
     aliases: tuple[str, ...] = (),
     shown_default: str | None = None,
+    repr: bool = True,
 ) -> T:
-    """Declare one setting: its default, one line of documentation, its parser, seed aliases."""
+    """Declare one setting: its default, one line of documentation, its parser, seed aliases.
+
+    ``repr=False`` keeps a value that may hold credentials (URLs with user-info) out of repr;
+    ``describe`` shows it redacted.
+    """
     meta = {"doc": doc, "parse": parse, "aliases": aliases, "shown_default": shown_default}
-    return field(default=default, metadata=meta)
+    return field(default=default, metadata=meta, repr=repr)
 
 
 @dataclass(frozen=True)
@@ -339,6 +349,7 @@ class ClickHouseSettings:
         "chdb://PATH (embedded engine) or http(s)://HOST:PORT (server).",
         parse_clickhouse_url,
         shown_default="chdb://$FLOWFORGE_HOME/clickhouse",
+        repr=False,
     )
     username: str = setting("default", "ClickHouse user (server mode).", parse_str)
     password: Secret = setting(Secret(""), "ClickHouse password (or *_FILE).", parse_secret)
@@ -417,6 +428,7 @@ class RtspSettings:
         "Comma-separated rtsp:// URLs to capture, each optionally name=URL (name = source id).",
         parse_rtsp_urls,
         aliases=("RTSP_URL",),
+        repr=False,
     )
     urls_file: str = setting(
         "", "File of more streams, one [name=]URL a line, # comments (empty: none).", parse_str
@@ -803,13 +815,32 @@ _KNOWN: Final = frozenset(
 _NOT_SETTINGS: Final = frozenset({"FLOWFORGE_PYTHON"})
 
 
+MAX_SECRET_FILE_BYTES: Final = 64 * 1024
+
+
 def _read_secret_file(variable: str, path_text: str) -> str:
-    path = Path(path_text).expanduser()
+    """The text of a ``*_FILE`` secret: a regular UTF-8 file of at most 64 KiB (so that
+    ``/dev/zero`` or a FIFO cannot hang the start); world-readable is used with a warning."""
+    try:
+        if "\x00" in path_text:
+            raise ValueError("contains a NUL byte")
+        path = parse_path(path_text)
+    except ValueError as exc:
+        raise SettingsError(variable, str(exc)) from None
     try:
         mode = path.stat().st_mode
-        text = path.read_text(encoding="utf-8")
+        if not stat.S_ISREG(mode):
+            raise SettingsError(variable, f"secret file {path} is not a regular file")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_SECRET_FILE_BYTES + 1)
     except OSError as exc:
         raise SettingsError(variable, f"cannot read secret file {path}: {exc.strerror}") from exc
+    if len(data) > MAX_SECRET_FILE_BYTES:
+        raise SettingsError(variable, f"secret file {path} is larger than 64 KiB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SettingsError(variable, f"secret file {path} is not UTF-8 text") from None
     if mode & stat.S_IROTH:
         log.warning("secret file %s (%s) is world-readable; chmod o-r it", path, variable)
     return text
@@ -840,7 +871,7 @@ def _load(env: Mapping[str, str]) -> Settings:
                 raise ValueError("contains a NUL byte")
             value = spec.parse(raw)
         except ValueError as exc:
-            shown = "" if spec.is_secret else f"={raw!r}"
+            shown = "" if spec.is_secret else f"={redact_value(raw)!r}"
             raise SettingsError(f"{variable}{shown}", str(exc)) from None
         values.setdefault(spec.section, {})[spec.name] = value
     _warn_unknown(env)
@@ -880,6 +911,10 @@ def _resolve_derived(settings: Settings, env: Mapping[str, str]) -> Settings:
                     "(8123 by default). Set CLICKHOUSE_PORT=8123 or FLOWFORGE_CLICKHOUSE_URL.",
                 )
         url = f"http://{host}:{port}"
+        try:
+            parse_clickhouse_url(url)
+        except ValueError as exc:
+            raise SettingsError(f"CLICKHOUSE_HOST={redact_value(host)!r}", str(exc)) from None
     return dataclasses.replace(
         settings, clickhouse=dataclasses.replace(settings.clickhouse, url=url)
     )

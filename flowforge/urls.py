@@ -25,6 +25,18 @@ def redact_url(url: str) -> str:
     return url if split is None else f"{split[0]}{REDACTED}@{split[1]}"
 
 
+def redact_value(text: str) -> str:
+    """``text`` with the user-info of each comma-separated item hidden, for error messages that
+    echo a raw setting (``rtsp://***@cam/x``, and ``***@host`` for an item without a scheme)."""
+    return ",".join(_redact_item(item) for item in text.split(","))
+
+
+def _redact_item(item: str) -> str:
+    if "://" in item:
+        return redact_url(item)
+    return f"{REDACTED}@{item.rsplit('@', 1)[1]}" if "@" in item else item
+
+
 def strip_credentials(url: str) -> str:
     """Return ``url`` without its user-info at all (``rtsp://cam/x``), for headers and ids."""
     split = _split_userinfo(url)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
@@ -24,6 +25,19 @@ from flowforge.envelope import Envelope, content_image_id, header_map
 from flowforge.kafka_admin import admin_client, ensure_topics, topic_spec
 from flowforge.settings import Settings
 from streams.records import ImageMetadata
+
+LOOPBACK = frozenset({"127.0.0.1", "::1"})
+
+
+def listening_addresses(pid: int) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket in LISTEN state held by ``pid`` or its children."""
+    process = psutil.Process(pid)
+    addresses = set()
+    for member in (process, *process.children(recursive=True)):
+        for conn in member.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN:
+                addresses.add((conn.laddr.ip, conn.laddr.port))
+    return addresses
 
 
 def free_port() -> int:

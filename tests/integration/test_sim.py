@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from flowforge.sim.check import check_stream, mean_luma, open_capture
 from flowforge.sim.errors import SimCheckFailed
-from tests.integration.harness import free_port
+from tests.integration.harness import LOOPBACK, free_port, listening_addresses
 from tests.integration.sim_harness import FLOWFORGE, TOKEN, Sim, cli_env, start_sim, stop_sim
 
 # name, width, height, fps: cam3 is a 1 s video file, looped.
@@ -174,6 +174,14 @@ def test_day_night_cycle_makes_some_frames_dark(sim: Sim) -> None:
         sim.request("DELETE", "/v1/paths/daynight")
     assert min(lumas) < 40
     assert max(lumas) > 80
+
+
+def test_listens_on_loopback_only_by_default(sim: Sim) -> None:
+    """Started without a bind, the simulator's RTSP server and API listen on 127.0.0.1 only."""
+    addresses = listening_addresses(sim.process.pid)
+    ports = {int(sim.rtsp.rsplit(":", 1)[1]), int(sim.api.rsplit(":", 1)[1])}
+    assert ports <= {port for _, port in addresses}, addresses
+    assert {address for address, _ in addresses} <= LOOPBACK, addresses
 
 
 def test_runtime_control_requires_the_token(sim: Sim) -> None:

@@ -136,6 +136,23 @@ def test_read_file_refuses_a_file_swapped_for_an_outside_link(tmp_path: Path) ->
     assert info.value.reason == UNREADABLE
 
 
+def test_read_file_refuses_a_directory_swapped_for_an_outside_link(tmp_path: Path) -> None:
+    """A directory replaced by a link leading outside after the scan (O_NOFOLLOW guards only
+    the last component) is caught by where the opened file really is: outside_root."""
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "a.jpg").write_bytes(JPEG)
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "a.jpg").write_bytes(JPEG)
+    item = only(root, "sub/a.jpg")
+    (root / "sub" / "a.jpg").unlink()
+    (root / "sub").rmdir()
+    os.symlink(tmp_path / "outside", root / "sub")
+    with pytest.raises(FileRefused) as info:
+        read_file(item, str(root.resolve()), 1000, "s")
+    assert info.value.reason == OUTSIDE_ROOT
+
+
 def test_read_file_refuses_a_file_outside_the_root(tmp_path: Path) -> None:
     """A found path that resolves outside the given root is refused after opening it."""
     root = tmp_path / "root"

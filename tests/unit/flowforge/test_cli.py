@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from flowforge.cli import cli, main
+from flowforge.settings import SPECS
 
 COMMANDS = [
     [],
@@ -54,18 +57,24 @@ def test_help_covers_every_registered_command() -> None:
     assert registered <= {c[0] for c in COMMANDS if c}
 
 
+@pytest.mark.parametrize("as_json", [False, True])
 def test_config_prints_every_setting_redacted(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], as_json: bool
 ) -> None:
-    """`flowforge config` prints VARIABLE=value lines with secrets and URL credentials hidden."""
-    monkeypatch.setenv("FLOWFORGE_MQTT_PASSWORD", "topsecret")
-    monkeypatch.setenv("RTSP_URL", "rtsp://admin:camsecret@cam/1")
-    main(["config"])
+    """`flowforge config` (lines or --json) shows every secret as *** and URL credentials as
+    ***@: no marker value set in a secret or an RTSP URL's user-info is printed."""
+    markers = {}
+    for spec in SPECS:
+        if spec.is_secret:
+            markers[spec.variable] = f"mk{len(markers)}-Zq9"
+            monkeypatch.setenv(spec.variable, markers[spec.variable])
+    monkeypatch.setenv("RTSP_URL", "rtsp://admin:camsecret-Zq9@cam/1")
+    main(["config", "--json"] if as_json else ["config"])
     out = capsys.readouterr().out
-    assert "FLOWFORGE_MQTT_PASSWORD=***" in out
-    assert "FLOWFORGE_RTSP_URLS=rtsp://***@cam/1" in out
-    assert "topsecret" not in out
-    assert "camsecret" not in out
+    shown = json.loads(out) if as_json else dict(line.split("=", 1) for line in out.splitlines())
+    assert {variable: shown[variable] for variable in markers} == dict.fromkeys(markers, "***")
+    assert shown["FLOWFORGE_RTSP_URLS"] == "rtsp://***@cam/1"
+    assert "Zq9" not in out
 
 
 def test_bad_setting_exits_2_with_one_line(

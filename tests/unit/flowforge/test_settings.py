@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import os
 import string
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from flowforge.errors import SettingsError
 from flowforge.settings import MIB, SPECS, Secret, Settings, parse_duration, parse_size
+from flowforge.sim.config import SimConfig
 
 
 def test_defaults_match_the_architecture() -> None:
@@ -27,6 +29,18 @@ def test_defaults_match_the_architecture() -> None:
     assert (s.mqtt.host, s.mqtt.port, s.mqtt.topic) == ("127.0.0.1", 1883, "images/raw")
     assert s.clickhouse.url == f"chdb://{Path('.flowforge/clickhouse').resolve()}"
     assert s.stack.cache_dir == Path(".flowforge/cache")
+
+
+def test_every_http_server_binds_to_loopback_by_default() -> None:
+    """Each listening address setting (worker web, the bridges' web incl. the RTSP stream API,
+    the simulator's RTSP server and API) defaults to 127.0.0.1, in Settings and SimConfig."""
+    binds = {spec.variable: spec.default for spec in SPECS if spec.variable.endswith("_BIND")}
+    assert binds == {
+        "FLOWFORGE_BRIDGE_WEB_BIND": "127.0.0.1",
+        "FLOWFORGE_WORKER_WEB_BIND": "127.0.0.1",
+        "FLOWFORGE_SIM_BIND": "127.0.0.1",
+    }
+    assert SimConfig().bind == "127.0.0.1"
 
 
 def test_flowforge_variables_are_parsed_into_the_tree() -> None:
@@ -144,14 +158,75 @@ def test_missing_secret_file_is_a_settings_error(tmp_path: Path) -> None:
         Settings.from_env({"FLOWFORGE_CLICKHOUSE_PASSWORD_FILE": str(tmp_path / "nope")})
 
 
-def test_world_readable_secret_file_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """A secret file others can read is used but logged as a warning."""
+def _fifo(tmp_path: Path) -> str:
+    os.mkfifo(tmp_path / "fifo")
+    return str(tmp_path / "fifo")
+
+
+def _latin1(tmp_path: Path) -> str:
+    (tmp_path / "latin1").write_bytes(b"caf\xe9")
+    return str(tmp_path / "latin1")
+
+
+def _huge(tmp_path: Path) -> str:
+    (tmp_path / "huge").write_bytes(b"x" * (64 * 1024 + 1))
+    return str(tmp_path / "huge")
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda _: "/tmp/a\x00b", "contains a NUL byte"),
+        (lambda _: "~no-such-user-0/pw", "~USER names no known user"),
+        (lambda _: "/dev/zero", "is not a regular file"),
+        (str, "is not a regular file"),
+        (_fifo, "is not a regular file"),
+        (_latin1, "is not UTF-8 text"),
+        (_huge, "is larger than 64 KiB"),
+    ],
+)
+def test_unusable_secret_files_are_settings_errors(
+    tmp_path: Path, make: Callable[[Path], str], expected: str
+) -> None:
+    """A *_FILE naming a NUL path, an unknown ~user, a device, a directory, a FIFO (which would
+    block), non-UTF-8 or over-64-KiB content is a SettingsError naming the _FILE variable, at
+    once (before this fix: ValueError, RuntimeError, or a start that never ends)."""
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"FLOWFORGE_CLICKHOUSE_PASSWORD_FILE": make(tmp_path)})
+    assert info.value.variable == "FLOWFORGE_CLICKHOUSE_PASSWORD_FILE"
+    assert expected in str(info.value)
+
+
+@given(
+    st.sampled_from([spec.variable + "_FILE" for spec in SPECS if spec.is_secret]),
+    st.text(alphabet=string.printable + "~é\x00", max_size=30),
+)
+def test_any_secret_file_path_loads_or_raises_settings_error(variable: str, path: str) -> None:
+    """Any text as a *_FILE path loads a secret or raises SettingsError naming the variable."""
+    outcome = _load_or_error({variable: path})
+    if isinstance(outcome, SettingsError):
+        assert outcome.variable == variable
+
+
+@pytest.mark.parametrize(
+    ("mode", "warns"), [(0o644, True), (0o604, True), (0o640, False), (0o600, False)]
+)
+def test_world_readable_secret_file_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: int, warns: bool
+) -> None:
+    """A secret file others can read is used but logged as a warning naming the variable and
+    the path (never the secret); owner- or group-only files load silently."""
     secret_file = tmp_path / "pw"
-    secret_file.write_text("pw")
-    secret_file.chmod(0o644)
+    secret_file.write_text("pw-Zq9-marker")
+    secret_file.chmod(mode)
     with caplog.at_level(logging.WARNING, logger="flowforge.settings"):
-        Settings.from_env({"FLOWFORGE_MQTT_PASSWORD_FILE": str(secret_file)})
-    assert "world-readable" in caplog.text
+        loaded = Settings.from_env({"FLOWFORGE_MQTT_PASSWORD_FILE": str(secret_file)})
+    assert loaded.mqtt.password.reveal() == "pw-Zq9-marker"
+    assert ("world-readable" in caplog.text) == warns
+    if warns:
+        assert "FLOWFORGE_MQTT_PASSWORD_FILE" in caplog.text
+        assert str(secret_file) in caplog.text
+    assert "Zq9" not in caplog.text
 
 
 def test_bad_secret_value_is_not_echoed() -> None:
@@ -165,18 +240,31 @@ def test_bad_secret_value_is_not_echoed() -> None:
 
 
 def test_url_credentials_are_redacted_in_describe() -> None:
-    """RTSP and ClickHouse URLs with user-info are shown with *** instead of it."""
-    s = Settings.from_env(
-        {
-            "RTSP_URL": "rtsp://admin:pw123@cam1:554/live",
-            "FLOWFORGE_CLICKHOUSE_URL": "https://app:pw456@ch:8443",
-        }
-    )
+    """RTSP URLs with user-info are shown with *** instead of it."""
+    s = Settings.from_env({"RTSP_URL": "rtsp://admin:pw123@cam1:554/live"})
     shown = dict(s.describe())
     assert shown["FLOWFORGE_RTSP_URLS"] == "rtsp://***@cam1:554/live"
-    assert shown["FLOWFORGE_CLICKHOUSE_URL"] == "https://***@ch:8443"
     assert "pw123" not in s.to_json()
-    assert "pw456" not in s.to_json()
+    assert "pw123" not in repr(s)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"FLOWFORGE_CLICKHOUSE_URL": "https://app:pw456@ch:8443"},
+        {"FLOWFORGE_CLICKHOUSE_URL": "http://app@ch:8123"},
+        {"CLICKHOUSE_HOST": "app:pw456@ch"},
+    ],
+)
+def test_clickhouse_url_credentials_are_refused_unshown(env: dict[str, str]) -> None:
+    """User-info in the ClickHouse URL (which the client would ignore, logging in as the
+    configured user) is refused, pointing at the user and password settings, without
+    showing the password."""
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(env)
+    assert "FLOWFORGE_CLICKHOUSE_PASSWORD" in str(info.value)
+    assert "***@ch" in str(info.value)
+    assert "pw456" not in str(info.value)
 
 
 def test_unknown_flowforge_variable_warns_with_suggestion(caplog: pytest.LogCaptureFixture) -> None:
@@ -224,6 +312,64 @@ def test_any_environment_loads_or_raises_settings_error(env: dict[str, str]) -> 
         error = exc
     if error is not None:
         assert error.variable.split("=")[0] in env
+
+
+def _load_or_error(env: dict[str, str]) -> Settings | SettingsError:
+    try:
+        return Settings.from_env(env)
+    except SettingsError as exc:
+        return exc
+
+
+_URL_VARIABLES = (
+    "FLOWFORGE_CLICKHOUSE_URL",
+    "FLOWFORGE_RTSP_URLS",
+    "RTSP_URL",
+    "CLICKHOUSE_HOST",
+    "FLOWFORGE_KAFKA_BOOTSTRAP_SERVERS",
+)
+
+
+@given(
+    st.sampled_from(_URL_VARIABLES),
+    st.sampled_from(["", "http://", "https://", "rtsp://", "chdb://", "ftp://", "cam=rtsp://"]),
+    st.text(st.characters(blacklist_characters=",\x00"), min_size=1, max_size=10),
+    st.text(alphabet=string.printable, max_size=20),
+)
+def test_url_settings_never_leak_their_password(
+    variable: str, scheme: str, password: str, rest: str
+) -> None:
+    """A URL-like setting with user:PASSWORD@ either loads, showing no password in repr,
+    describe or JSON, or raises SettingsError whose message does not contain it."""
+    marker = f"Zq9{password}"
+    env = {variable: f"{scheme}user:{marker}@{rest.replace(',', '')}"}
+    outcome = _load_or_error(env)
+    if isinstance(outcome, SettingsError):
+        assert outcome.variable.split("=")[0] == variable
+        assert marker not in str(outcome)
+    else:
+        assert marker not in repr(outcome)
+        assert marker not in outcome.to_json()
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from([spec.variable for spec in SPECS if spec.is_secret]),
+        _env_values.map(lambda text: f"Zq9{text}"),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_any_secret_value_loads_or_raises_without_echoing_it(env: dict[str, str]) -> None:
+    """Arbitrary secret values load (hidden from repr and JSON) or raise SettingsError naming
+    the variable without its value."""
+    outcome = _load_or_error(env)
+    if isinstance(outcome, SettingsError):
+        assert outcome.variable in env
+        assert all(value not in str(outcome) for value in env.values())
+    else:
+        text = repr(outcome) + outcome.to_json()
+        assert all(value.rstrip("\r\n") not in text for value in env.values())
 
 
 def test_from_env_reads_only_the_mapping_given(monkeypatch: pytest.MonkeyPatch) -> None:

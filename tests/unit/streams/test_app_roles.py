@@ -30,6 +30,12 @@ def test_default_worker_runs_process_and_sink(tmp_path: Path) -> None:
     assert flow.sink.core.spool.path == tmp_path / "worker-6066" / "sink-spool.sqlite"
 
 
+def test_worker_web_server_binds_to_loopback_by_default(tmp_path: Path) -> None:
+    """The Faust web server (/livez, /metrics, /stats, /clickhouse/*) listens on 127.0.0.1."""
+    flow = create_app(_settings(tmp_path, FLOWFORGE_WORKER_AGENTS="process"))
+    assert (flow.app.conf.web_bind, flow.app.conf.web_host) == ("127.0.0.1", "127.0.0.1")
+
+
 def test_processing_only_worker_has_no_sink_and_needs_no_clickhouse(tmp_path: Path) -> None:
     """--agents process: no sink agent, and no ClickHouse client is needed."""
     flow = create_app(_settings(tmp_path, FLOWFORGE_WORKER_AGENTS="process"))

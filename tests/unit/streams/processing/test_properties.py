@@ -1,9 +1,11 @@
-"""Property tests: no input bytes make process_image raise anything but ImageRejected."""
+"""Property tests: no input bytes make process_image or read_header raise anything but
+ImageRejected."""
 
 from __future__ import annotations
 
 import functools
 
+import cv2
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,6 +17,7 @@ from streams.processing import (
     ProcessingConfig,
     process_image,
 )
+from streams.processing.header import MAX_SIDE, read_header
 from tests import images
 from tests.images import scene
 
@@ -54,6 +57,11 @@ def _seeds() -> dict[str, bytes]:
         "webp": images.encode(bgr, ".webp"),
         "tiff": images.encode(bgr, ".tiff"),
         "tiff-big-endian": images.tiff(bgr[:, :, 0].copy(), big_endian=True),
+        "tiff-bigtiff": images.tiff(bgr[:, :, 1].copy(), bigtiff=True),
+        "jpeg-cmyk": images.cmyk_jpeg(bgr),
+        "png-palette": images.palette_png(bgr),
+        "bmp-top-down": images.bmp_top_down(bgr),
+        "webp-lossless": images.encode(bgr, ".webp", cv2.IMWRITE_WEBP_QUALITY, 101),
     }
 
 
@@ -67,7 +75,9 @@ def mutated_images(draw: st.DrawFn) -> bytes:
     for _ in range(draw(st.integers(1, 4))):
         limit = len(data)
         position = draw(st.integers(0, min(limit, 64)) | st.integers(0, limit))
-        operation = draw(st.sampled_from(["flip", "truncate", "insert", "delete", "overwrite"]))
+        operation = draw(
+            st.sampled_from(["flip", "truncate", "insert", "delete", "overwrite", "splice"])
+        )
         if operation == "flip" and position < limit:
             data[position] ^= 1 << draw(st.integers(0, 7))
         elif operation == "truncate":
@@ -79,6 +89,9 @@ def mutated_images(draw: st.DrawFn) -> bytes:
         elif operation == "overwrite":
             patch = draw(st.binary(min_size=1, max_size=4))
             data[position : position + len(patch)] = patch
+        elif operation == "splice":  # the head of this image on the tail of another
+            other = _seeds()[draw(st.sampled_from(sorted(_seeds())))]
+            data[position:] = other[draw(st.integers(0, len(other))) :]
     return bytes(data)
 
 
@@ -116,6 +129,27 @@ def test_arbitrary_bytes_after_a_magic(magic: bytes, tail: bytes) -> None:
 def test_mutated_images(data: bytes) -> None:
     """Damaged real encodings of every format never raise anything but ImageRejected."""
     _assert_processed_or_rejected(data)
+
+
+@PROPERTY_SETTINGS
+@given(mutated_images() | st.binary(max_size=512))
+def test_read_header_gives_sane_dimensions_or_a_header_reason(data: bytes) -> None:
+    """read_header on damaged or arbitrary bytes returns a header with sides in 1..MAX_SIDE or
+    raises ImageRejected with a header-level reason, nothing else."""
+    try:
+        header = read_header(data)
+    except ImageRejected as rejected:
+        reason: str | None = rejected.reason
+    else:
+        reason = None
+    if reason is not None:
+        assert reason in {"unknown_format", "bad_header", "truncated"}
+        return
+    assert 1 <= header.width <= MAX_SIDE
+    assert 1 <= header.height <= MAX_SIDE
+    assert 1 <= header.orientation <= 8
+    assert header.min_length >= 0
+    assert 0 <= header.scan_offset <= len(data)
 
 
 def test_seeds_are_processed() -> None:
