@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_ENV := $(shell grep -v '^\#' tests/stack.env | xargs)
 
-.PHONY: help install run stop test test-unit lint format docs clean
+.PHONY: help install run stop test test-unit lint format docs clean soak
 
 help:
 	@echo "make run    install, start the local stack, the worker, the bridges and a demo feed"
@@ -14,6 +14,7 @@ help:
 	@echo "make lint   ruff + mypy"
 	@echo "make stop   stop the local stack started by make run"
 	@echo "make docs   regenerate the settings table in README.md"
+	@echo "make soak   30 minutes at a steady rate through the whole local stack (SOAK_ARGS=...)"
 
 install: $(STAMP)
 
@@ -59,6 +60,11 @@ format: install
 
 docs: install
 	$(BIN)/python -m flowforge.docs README.md
+
+# The soak (issue 10): SOAK_ARGS="--minutes 3" for a short one. Not part of `make test`.
+soak: install
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 clean: stop
 	rm -rf .flowforge .pytest_cache .mypy_cache .ruff_cache
