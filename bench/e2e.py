@@ -275,13 +275,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--flush-s", type=float, help="the sink's FLOWFORGE_SINK_FLUSH_S (default: its own)"
     )
+    parser.add_argument(
+        "--worker-concurrency",
+        type=int,
+        default=2,
+        help="FLOWFORGE_WORKER_CONCURRENCY of the processing workers (default 2 = the cores)",
+    )
     args = parser.parse_args(argv)
     timing = Timing.quick() if args.quick else Timing()
     if args.steady_minutes is not None:
         timing.steady_s = args.steady_minutes * 60
     started = time.monotonic()
     load_before = os.getloadavg()
-    extra_env = {"FLOWFORGE_SINK_FLUSH_S": str(args.flush_s)} if args.flush_s else {}
+    extra_env = {"FLOWFORGE_WORKER_CONCURRENCY": str(args.worker_concurrency)}
+    if args.flush_s:
+        extra_env["FLOWFORGE_SINK_FLUSH_S"] = str(args.flush_s)
     name = f"bench-e2e-{uuid.uuid4().hex[:8]}"
     figures: dict[str, Figure] = {}
 
@@ -353,10 +361,10 @@ def main(argv: list[str] | None = None) -> None:
         top = best[res]
         fig(f"{res}_max_images_per_s", f"{res} max sustained throughput", "images/s",
             top.offered)  # fmt: skip
-        over = ramps[res][-1]
-        if not over.sustained:
-            fig(f"{res}_overloaded_images_per_s", f"{res} rows/s when offered above the max",
-                "images/s", over.rows_per_s)  # fmt: skip
+        overloaded = ramps[res][-1]
+        if not overloaded.sustained:
+            fig(f"{res}_overloaded_images_per_s", f"{res} images/s when offered above the max",
+                "images/s", overloaded.rows_per_s)  # fmt: skip
         fig(f"{res}_cpu_ms_per_image", f"{res} CPU of bridge+worker+sink per image at max", "ms",
             top.cpu_ms_per_image)  # fmt: skip
         for role, value in top.cpu_ms.items():
@@ -440,7 +448,7 @@ def main(argv: list[str] | None = None) -> None:
         "ramp_factor": RAMP_FACTOR,
         "sustained": f"rows/s >= {SUSTAINED} x offered and drained within {DRAINED_S} s",
         "sink_flush_s": args.flush_s or "default (0.5)",
-        "worker_concurrency": 2,
+        "worker_concurrency": args.worker_concurrency,
         "sources": 8,
         "wall_s": round(time.monotonic() - started),
     }

@@ -313,12 +313,15 @@ class LoadedPipeline:
 @contextlib.contextmanager
 def loaded_pipeline(name: str, extra_env: dict[str, str] | None = None) -> Iterator[LoadedPipeline]:
     """A private Kafka + Mosquitto on free ports (own home, stopped afterwards), the MQTT bridge,
-    a sink worker and one processing worker, all started and ready."""
+    a sink worker and one processing worker, all started and ready; ``extra_env`` is added to
+    their environment (FLOWFORGE_* settings)."""
     with tempfile.TemporaryDirectory(prefix=f"{name}-") as tmp:
         workdir = Path(tmp)
         with private_stack(workdir / "stack") as (stack, env):
-            env = {**env, **(extra_env or {})}
             e2e = EndToEnd.create(name, stack, env, workdir)
+            # After create: its own worker settings (concurrency 2, ...) give way to ours.
+            e2e.pipeline.env.update(extra_env or {})
+            e2e.bridge.env.update(extra_env or {})
             try:
                 e2e.start()
                 loaded = LoadedPipeline(e2e, env)

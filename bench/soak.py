@@ -1,7 +1,7 @@
 """Soak: a steady rate through the whole local stack for a long time, watching for leaks and
 growing backlogs, and checking that no image is lost.
 
-    python -m bench.soak [--minutes 30] [--rate 20] [--resolution 720p]
+    python -m bench.soak [--minutes 30] [--rate 12] [--resolution 720p]
 
 MQTT (QoS 1) -> `flowforge bridge mqtt` -> Kafka -> `flowforge worker --agents process` ->
 `flowforge worker --agents sink` -> the embedded ClickHouse, on a private stack (bench/load.py:
@@ -119,7 +119,7 @@ def plot(rows: list[dict[str, float]], marks: dict[str, Trend], path: Path, titl
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=30.0)
-    parser.add_argument("--rate", type=float, default=20.0, help="images/s offered")
+    parser.add_argument("--rate", type=float, default=12.0, help="images/s offered")
     parser.add_argument("--resolution", choices=("720p", "1080p"), default="720p")
     args = parser.parse_args(argv)
     seconds = args.minutes * 60
