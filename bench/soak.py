@@ -183,6 +183,11 @@ def main(argv: list[str] | None = None) -> int:
              f"drained {drain_s:.1f} s after the last publish"]  # fmt: skip
     notes += [f"{key}: {mark.describe()}" for key, mark in marks.items()]
     notes.append("trend rule: bench/trend.py (second half, least squares, projected over the run)")
+    if args.minutes < 10:
+        notes.append(
+            "a run under 10 minutes is mostly warm-up: one-off steps (the embedded engine starts "
+            "its background thread pools after a few minutes) land in the judged second half"
+        )
     notes.append(f"samples: {csv_path.name}, plot: {png_path.name}")
     params = {
         "minutes": args.minutes,
