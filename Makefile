@@ -4,9 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 TEST_ENV := $(shell grep -v '^\#' tests/stack.env | xargs)
 
-.PHONY: help install run stop test test-unit bench lint format docs clean
+.PHONY: help install run stop test test-unit bench soak lint format docs clean
 
 help:
 	@echo "make run    install, start the local stack, the worker, the bridges and a demo feed"
@@ -15,6 +16,7 @@ help:
 	@echo "make lint   ruff + mypy"
 	@echo "make stop   stop the local stack started by make run"
 	@echo "make docs   regenerate the settings table in README.md"
+	@echo "make soak   30 minutes at a steady rate through the whole local stack (SOAK_ARGS=...)"
 
 install: $(STAMP)
 
@@ -51,8 +53,13 @@ test-unit: install
 
 # Benchmarks (bench/run.py): each step a process with a time limit, results in bench/results/,
 # the headline table in BENCHMARKS.md; exits non-zero if a step failed. Not part of `make test`.
-bench: install
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# py-spy (profiles) and matplotlib (the soak's plot): only for bench and soak, not make test.
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
 
 lint: install
 	$(BIN)/ruff check .
@@ -65,6 +72,10 @@ format: install
 
 docs: install
 	$(BIN)/python -m flowforge.docs README.md
+
+# The soak (issue 10): SOAK_ARGS="--minutes 3" for a short one. Not part of `make test`.
+soak: $(BENCH_STAMP)
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 clean: stop
 	rm -rf .flowforge .pytest_cache .mypy_cache .ruff_cache
