@@ -384,7 +384,7 @@ class SinkSettings:
         parse_positive_float,
     )
     spool_max_mb: float = setting(
-        256,
+        256.0,
         "Size bound of the local SQLite spool (MB, fractions allowed); at the bound the sink "
         "pauses consuming.",
         parse_positive_float,

@@ -18,13 +18,39 @@ import pytest
 from flowforge.faults import write_fault
 from flowforge.stack import Stack
 from tests.conftest import unique_name
-from tests.integration.e2e_harness import EndToEnd, Figures, drill_items, private_stack
+from tests.integration.bridge_harness import (
+    RtspBridgeProcess,
+    checkpointed,
+    rtsp_bridge_vars,
+    wait_until,
+)
+from tests.integration.e2e_harness import (
+    EndToEnd,
+    Figures,
+    drill_items,
+    private_stack,
+    published_items,
+    write_batch,
+)
+from tests.integration.harness import free_port
+from tests.integration.sim_harness import PrivateSim
 
 # Kafka is stopped this long (the issue asks for 30 s; 20 s keeps the drill under a minute and
 # is well past every client timeout that matters: sessions, requests, metadata).
 KAFKA_OUTAGE_S = 20.0
 # ClickHouse fails this long at the client boundary, cycling refused, timeout, TOO_MANY_PARTS.
-CLICKHOUSE_FAULT_S = 30.0
+CLICKHOUSE_FAULT_S = 60.0
+# The RTSP drills: two simulated cameras sampled at this rate, stalls detected after STALL_S.
+RTSP_CAMERAS = ("cam-a", "cam-b")
+RTSP_FPS = 5
+RTSP_STALL_S = 2
+# A restarted RTSP bridge publishes again within this (process start, RTSP open, key frame);
+# a source frozen, dropped or restarted streams again within this after the fault ends
+# (backoff at most 2 s + open timeout 3 s + slack for 2 busy cores).
+RTSP_RESUME_S = 20.0
+RTSP_RECOVER_S = 15.0
+# The spool drill's bound on the sink's spool (MB): a few dozen metadata rows.
+SPOOL_MAX_MB = 0.03
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +71,27 @@ def e2e(
     env.pipeline.env["FLOWFORGE_SINK_RETRY_MAX_S"] = "1"
     yield env
     env.stop()
+
+
+@pytest.fixture
+def rtsp_sim(tmp_path: Path) -> Iterator[PrivateSim]:
+    """The RTSP simulator of one drill, serving RTSP_CAMERAS (started); stopped afterwards."""
+    home = tmp_path / "sim"
+    home.mkdir()
+    sim = PrivateSim(home, free_port(), free_port(), RTSP_CAMERAS)
+    sim.start()
+    yield sim
+    sim.kill(signal.SIGTERM)
+
+
+def rtsp_bridge(e2e: EndToEnd, sim: PrivateSim) -> RtspBridgeProcess:
+    """Make the drill's source an RTSP bridge reading the simulator's cameras."""
+    assert sim.running is not None
+    urls = [f"{name}={sim.running.url(name)}" for name in RTSP_CAMERAS]
+    vars_ = rtsp_bridge_vars(urls, RTSP_FPS, RTSP_STALL_S)
+    bridge = e2e.use_bridge(["bridge", "rtsp"], RtspBridgeProcess, **vars_)
+    assert isinstance(bridge, RtspBridgeProcess)
+    return bridge
 
 
 def test_kafka_stopped_under_load_loses_and_doubles_nothing(e2e: EndToEnd) -> None:
@@ -184,3 +231,177 @@ def test_clickhouse_failing_for_a_while_loses_and_doubles_nothing(
     e2e.finish(figures, items)
     assert spooled > 0, "no row was spooled during the outage"
     assert failures > 0
+
+
+def test_sink_worker_sigkilled_mid_stream_loses_and_doubles_nothing(e2e: EndToEnd) -> None:
+    """The sink worker SIGKILLed mid-stream and restarted: its uncommitted records come again
+    and collapse, so every image is exactly one ClickHouse row (FINAL), rejects exactly the DLQ."""
+    figures = Figures("sink-sigkill")
+    e2e.start()
+    items = drill_items(e2e.base_topic, 240)
+    feeder = e2e.feed(items, rate=20)
+    e2e.wait_rows(40)
+    killed = time.monotonic()
+    e2e.restart_sink()
+    fault_end = time.monotonic()
+    figures.fault_s = fault_end - killed
+    feeder.finish(timeout=120)
+    figures.recovery_s = e2e.wait_rows(len(items), timeout=180) - fault_end
+    e2e.finish(figures, items)
+
+
+def test_batch_bridge_sigkilled_mid_run_then_rerun_loses_and_doubles_nothing(
+    e2e: EndToEnd, tmp_path: Path
+) -> None:
+    """A one-shot batch run over a directory (some files bad) SIGKILLed midway, then run again:
+    every image is exactly one ClickHouse row; the dead letters are exactly the bad files, from
+    the bridge (not an image) or the worker (a truncated JPEG)."""
+    figures = Figures("batch-bridge-sigkill")
+    root = tmp_path / "inbox"
+    items = write_batch(root, drill_items("inbox", 240))
+    assert {i.rejected_by for i in items if i.reject} == {"bridge", "process"}
+    bridge = e2e.use_bridge(
+        ["bridge", "batch", str(root)],
+        FLOWFORGE_BATCH_CONCURRENCY="1",
+        FLOWFORGE_BRIDGE_LINGER_MS="40",
+    )
+    home = Path(bridge.env["FLOWFORGE_HOME"])
+    e2e.start(bridge=False)
+    bridge.launch()
+    wait_until(lambda: checkpointed(home) >= 60, 90, bridge.log)
+    killed = time.monotonic()
+    assert bridge.signal(signal.SIGKILL) == -signal.SIGKILL
+    done = checkpointed(home)
+    assert done < len(items), "the run ended before it was killed"
+    bridge.launch()
+    fault_end = time.monotonic()
+    figures.fault_s = fault_end - killed
+    assert bridge.proc is not None
+    code = bridge.proc.wait(timeout=120)
+    assert code in (0, 1), bridge.log()  # 1: this run refused some file (a dead letter)
+    summary = [line for line in bridge.log().splitlines() if line.startswith("batch ")][-1]
+    assert f"skipped {done} (already done)" in summary, summary
+    figures.recovery_s = e2e.wait_rows(sum(i.reaches_clickhouse for i in items)) - fault_end
+    figures.extra["checkpointed_at_kill"] = done
+    e2e.finish(figures, items)
+
+
+def test_rtsp_bridge_sigkilled_mid_stream_resumes_and_every_frame_is_one_row(
+    e2e: EndToEnd, rtsp_sim: PrivateSim
+) -> None:
+    """The RTSP bridge SIGKILLed mid-stream and restarted: it publishes again within
+    RTSP_RESUME_S, and every frame it published to images.raw is exactly one ClickHouse row
+    (no other row)."""
+    figures = Figures("rtsp-bridge-sigkill")
+    bridge = rtsp_bridge(e2e, rtsp_sim)
+    e2e.start()
+    e2e.wait_rows(40)
+    killed = time.monotonic()
+    assert bridge.signal(signal.SIGKILL) == -signal.SIGKILL
+    bridge.launch()
+    resumed = wait_until(
+        lambda: all(bridge.published(n) > 0 for n in RTSP_CAMERAS),
+        RTSP_RESUME_S,
+        bridge.log,
+    )
+    fault_end = time.monotonic()
+    figures.fault_s = fault_end - killed
+    figures.extra["publishing_again_s"] = round(resumed, 1)
+    rows = e2e.rows()
+    e2e.wait_rows(rows + 40)  # streaming a while after the restart
+    bridge.stop()
+    items = published_items(bridge.settings)
+    figures.recovery_s = e2e.wait_rows(len(items)) - fault_end
+    e2e.finish(figures, items)
+
+
+def test_rtsp_source_frozen_dropped_restarted_recovers_and_every_frame_is_one_row(
+    e2e: EndToEnd, rtsp_sim: PrivateSim
+) -> None:
+    """The RTSP source frozen (stalled, /readyz 503, reconnected), its connections dropped,
+    then the simulator SIGKILLed and restarted, under a running pipeline: each time the bridge
+    streams again within RTSP_RECOVER_S, and every frame it published is exactly one row."""
+    figures = Figures("rtsp-source-faults")
+    bridge = rtsp_bridge(e2e, rtsp_sim)
+    e2e.start()
+    e2e.wait_rows(30)
+    began = time.monotonic()
+    for fault in ("freeze", "drop", "restart"):
+        assert rtsp_sim.running is not None
+        counts = {n: bridge.published(n) for n in RTSP_CAMERAS}
+        reconnects = {n: bridge.stream(n)["reconnects"] for n in RTSP_CAMERAS}
+        if fault == "freeze":
+            for name in RTSP_CAMERAS:
+                assert rtsp_sim.running.request("POST", f"/v1/paths/{name}/freeze")[0] == 200
+            wait_until(
+                lambda r=reconnects: all(bridge.stream(n)["reconnects"] > r[n] for n in r),
+                RTSP_STALL_S + 5,
+                bridge.log,
+            )
+            status, why = bridge.get("/readyz")
+            assert status == 503, why
+            counts = {n: bridge.published(n) for n in RTSP_CAMERAS}
+            for name in RTSP_CAMERAS:
+                assert rtsp_sim.running.request("POST", f"/v1/paths/{name}/unfreeze")[0] == 200
+        elif fault == "drop":
+            for name in RTSP_CAMERAS:
+                assert rtsp_sim.running.request("POST", f"/v1/paths/{name}/drop")[0] == 200
+        else:
+            rtsp_sim.kill(signal.SIGKILL)
+            time.sleep(2)  # the bridge sees refused connections, backs off
+            assert bridge.get("/readyz")[0] == 503
+            rtsp_sim.start()
+        took = wait_until(
+            lambda c=counts: all(
+                bridge.stream(n)["state"] == "streaming" and bridge.published(n) > c[n] + 2
+                for n in RTSP_CAMERAS
+            ),
+            RTSP_RECOVER_S,
+            bridge.log,
+        )
+        assert all(bridge.stream(n)["reconnects"] > reconnects[n] for n in RTSP_CAMERAS)
+        figures.extra[f"{fault}_recovered_s"] = round(took, 1)
+    fault_end = time.monotonic()
+    figures.fault_s = fault_end - began
+    bridge.wait_ready(10)
+    bridge.stop()
+    items = published_items(bridge.settings)
+    figures.recovery_s = e2e.wait_rows(len(items)) - fault_end
+    e2e.finish(figures, items)
+
+
+def test_spool_full_end_to_end_pauses_the_sink_and_drops_nothing(
+    e2e: EndToEnd, tmp_path: Path
+) -> None:
+    """ClickHouse refusing until the sink's small spool (SPOOL_MAX_MB) is full: the sink pauses
+    and /readyz says "sink spool full"; once ClickHouse answers, every image is exactly one row
+    (nothing dropped), rejects exactly the DLQ."""
+    figures = Figures("spool-full")
+    faults = tmp_path / "faults.json"
+    e2e.pipeline.env["FLOWFORGE_SINK_FAULT_FILE"] = str(faults)
+    e2e.pipeline.env["FLOWFORGE_SINK_SPOOL_MAX_MB"] = str(SPOOL_MAX_MB)
+    e2e.start()
+    items = drill_items(e2e.base_topic, 240)
+    feeder = e2e.feed(items, rate=20)
+    e2e.wait_rows(30)
+    started = time.monotonic()
+    write_fault(faults, "refused")
+    port = e2e.sink_port
+    e2e.pipeline.wait_until(
+        lambda: e2e.pipeline.metric(port, "flowforge_sink_paused") == 1, "the sink paused", 60
+    )
+    held = e2e.pipeline.metric(port, "flowforge_sink_spool_rows")
+    status, why = e2e.sink_status("/readyz")
+    assert status == 503, why
+    assert "sink spool full" in why, why
+    feeder.finish(timeout=120)
+    assert e2e.pipeline.metric(port, "flowforge_sink_spool_rows") == held, "spool grew, paused"
+    spool_bytes = e2e.pipeline.metric(port, "flowforge_sink_spool_bytes")
+    write_fault(faults, None)
+    fault_end = time.monotonic()
+    figures.fault_s = fault_end - started
+    figures.extra["spooled_when_paused"] = int(held)
+    figures.extra["spool_bytes"] = int(spool_bytes)
+    figures.recovery_s = e2e.wait_rows(len(items)) - fault_end
+    e2e.finish(figures, items)
+    assert 0 < held < len(items)
