@@ -57,7 +57,8 @@ def drill_items(base: str, count: int, sources: int = 6, reject_every: int = 20)
         frame = jpeg(numbered(scene(640, 360, seed=200 + i % 5), i))
         reject = i % reject_every == reject_every // 2
         if reject:
-            payload = b"not an image %d" % i if i % 2 else frame[: len(frame) // 3]
+            cut = (i // reject_every) % 2 == 0  # alternately, for every reject_every
+            payload = frame[: len(frame) // 3] if cut else b"not an image %d" % i
         else:
             payload = frame
         items.append(Item(f"{base}/{source}", payload, content_image_id(source, payload), reject))
