@@ -216,6 +216,7 @@ class EndToEnd:
     pipeline: Pipeline
     bridge: BridgeProcess
     sink_port: int = 0
+    bridge_started: float = 0.0
     process_ports: list[int] = field(default_factory=list)
 
     @classmethod
@@ -255,6 +256,17 @@ class EndToEnd:
         self.pipeline.wait_group(1, timeout=120)
         if bridge:
             self.bridge.start()
+        self.bridge_started = time.time()
+
+    def mosquitto_saved_after(self, moment: float, timeout: float = 30.0) -> float:
+        """Wait until Mosquitto's persistence file was written after ``moment`` (wall clock),
+        i.e. it holds the bridge's session; return the seconds waited."""
+        db = self.mosquitto.settings.home / "mosquitto" / "data" / "mosquitto.db"
+        began = time.monotonic()
+        self.pipeline.wait_until(
+            lambda: db.exists() and db.stat().st_mtime > moment, "a Mosquitto autosave", timeout
+        )
+        return time.monotonic() - began
 
     def restart_sink(self, sig: signal.Signals = signal.SIGKILL) -> None:
         """Kill the sink worker with ``sig`` and start it again on the same port."""

@@ -40,6 +40,8 @@ from tests.integration.sim_harness import PrivateSim
 KAFKA_OUTAGE_S = 20.0
 # ClickHouse fails this long at the client boundary, cycling refused, timeout, TOO_MANY_PARTS.
 CLICKHOUSE_FAULT_S = 60.0
+# Kafka SIGKILLed stays down this long before it is started again.
+KAFKA_KILLED_S = 10.0
 # The RTSP drills: two simulated cameras sampled at this rate, stalls detected after STALL_S.
 RTSP_CAMERAS = ("cam-a", "cam-b")
 RTSP_FPS = 5
@@ -402,3 +404,49 @@ def test_spool_full_end_to_end_pauses_the_sink_and_drops_nothing(
     figures.recovery_s = e2e.wait_rows(len(items)) - fault_end
     e2e.finish(figures, items)
     assert 0 < held < len(items)
+
+
+def test_kafka_sigkilled_under_load_loses_and_doubles_nothing(e2e: EndToEnd) -> None:
+    """The Kafka broker SIGKILLed (no clean shutdown) while QoS 1 images keep coming, restarted
+    after KAFKA_KILLED_S: every image becomes exactly one ClickHouse row, rejects exactly the
+    dead letters."""
+    figures = Figures("kafka-sigkill")
+    e2e.start()
+    items = drill_items(e2e.base_topic, 240)
+    feeder = e2e.feed(items, rate=15)
+    e2e.wait_rows(30)
+    killed = time.monotonic()
+    assert e2e.kafka.process.kill()
+    time.sleep(KAFKA_KILLED_S)
+    asyncio.run(e2e.kafka.up())
+    fault_end = time.monotonic()
+    figures.fault_s = fault_end - killed
+    feeder.finish(timeout=120)
+    figures.recovery_s = e2e.wait_rows(len(items), timeout=180) - fault_end
+    figures.mqtt_retries = feeder.retries
+    e2e.finish(figures, items)
+
+
+def test_mosquitto_sigkilled_under_load_loses_and_doubles_nothing(e2e: EndToEnd) -> None:
+    """Mosquitto SIGKILLed (no save of its persistence on the way out) a few seconds after the
+    bridge's session began, while retrying QoS 1 publishers send, restarted 3 s later: its
+    1 s autosave held the session, so every image becomes exactly one ClickHouse row."""
+    figures = Figures("mosquitto-sigkill")
+    e2e.start()
+    items = drill_items(e2e.base_topic, 240)
+    feeder = e2e.feed(items, rate=20)
+    e2e.wait_rows(30)
+    saved = e2e.mosquitto_saved_after(e2e.bridge_started)
+    killed = time.monotonic()
+    figures.extra["session_saved_after_s"] = round(saved, 1)
+    assert saved < 3, "Mosquitto's autosave (1 s) should hold the bridge's session by now"
+    assert e2e.mosquitto.process.kill()
+    time.sleep(3)
+    asyncio.run(e2e.mosquitto.up())
+    fault_end = time.monotonic()
+    figures.fault_s = fault_end - killed
+    feeder.finish(timeout=120)
+    figures.recovery_s = e2e.wait_rows(len(items), timeout=60) - fault_end
+    figures.mqtt_retries = feeder.retries
+    figures.extra["bridge_reconnects"] = int(e2e.bridge.metric("flowforge_bridge_reconnects_total"))
+    e2e.finish(figures, items)
