@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -281,6 +281,30 @@ class EndToEnd:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
 
+    def run_fault(
+        self,
+        figures: Figures,
+        items: list[Item],
+        rate: float,
+        fault: Callable[[Feeder], object],
+        *,
+        at_rows: int = 30,
+        timeout: float = 180.0,
+    ) -> None:
+        """Start the pipeline and publish ``items`` at ``rate``; once ``at_rows`` rows are in
+        ClickHouse run ``fault`` (timed: ``figures.fault_s``), then wait for the feeder and for
+        every row (``figures.recovery_s``, from the fault's end). :meth:`finish` checks."""
+        self.start()
+        feeder = self.feed(items, rate)
+        self.wait_rows(at_rows)
+        began = time.monotonic()
+        fault(feeder)
+        fault_end = time.monotonic()
+        figures.fault_s = fault_end - began
+        feeder.finish(timeout=120)
+        figures.recovery_s = self.wait_rows(len(items), timeout) - fault_end
+        figures.mqtt_retries = feeder.retries
+
     def feed(self, items: list[Item], rate: float) -> Feeder:
         feeder = Feeder(self.bridge.settings, items, rate)
         feeder.start()
@@ -337,6 +361,15 @@ class EndToEnd:
         assert set(out.dlq_ids()) == set(rejects), "the dead letters are not exactly the rejects"
         stages = {(h["ff-image-id"], h["ff-error-stage"]) for h, _ in out.dlq}
         assert stages == set(rejects.items()), Counter(stage for _, stage in stages)
+
+    def finish_published(self, figures: Figures, fault_end: float) -> None:
+        """For a source that samples (RTSP): stop the bridge, take the images it published to
+        images.raw as the known set, wait until each is a row (``figures.recovery_s`` from
+        ``fault_end``, including the topic read) and :meth:`finish`."""
+        self.bridge.stop()
+        items = published_items(self.bridge.settings)
+        figures.recovery_s = self.wait_rows(len(items)) - fault_end
+        self.finish(figures, items)
 
     def stop(self) -> None:
         self.bridge.stop()

@@ -26,10 +26,10 @@ from tests.integration.bridge_harness import (
 )
 from tests.integration.e2e_harness import (
     EndToEnd,
+    Feeder,
     Figures,
     drill_items,
     private_stack,
-    published_items,
     write_batch,
 )
 from tests.integration.harness import free_port
@@ -100,19 +100,15 @@ def test_kafka_stopped_under_load_loses_and_doubles_nothing(e2e: EndToEnd) -> No
     """Kafka stopped for 20 s and restarted while QoS 1 images keep coming: every image becomes
     exactly one ClickHouse row, every reject exactly the dead letters."""
     figures = Figures("kafka-stopped")
-    e2e.start()
     items = drill_items(e2e.base_topic, 300)
-    feeder = e2e.feed(items, rate=12)
-    e2e.wait_rows(30)
-    stopped = time.monotonic()
-    e2e.kafka.down()
-    time.sleep(max(0.0, stopped + KAFKA_OUTAGE_S - time.monotonic()))
-    asyncio.run(e2e.kafka.up())
-    fault_end = time.monotonic()
-    figures.fault_s = fault_end - stopped
-    feeder.finish(timeout=120)
-    figures.recovery_s = e2e.wait_rows(len(items), timeout=180) - fault_end
-    figures.mqtt_retries = feeder.retries
+
+    def fault(_: object) -> None:
+        stopped = time.monotonic()
+        e2e.kafka.down()
+        time.sleep(max(0.0, stopped + KAFKA_OUTAGE_S - time.monotonic()))
+        asyncio.run(e2e.kafka.up())
+
+    e2e.run_fault(figures, items, 12, fault)
     e2e.finish(figures, items)
 
 
@@ -120,19 +116,14 @@ def test_mosquitto_restarted_under_load_loses_and_doubles_nothing(e2e: EndToEnd)
     """Mosquitto restarted while retrying QoS 1 publishers send: every image becomes exactly
     one ClickHouse row (the bridge's persistent session survives), rejects exactly the DLQ."""
     figures = Figures("mosquitto-restarted")
-    e2e.start()
     items = drill_items(e2e.base_topic, 240)
-    feeder = e2e.feed(items, rate=20)
-    e2e.wait_rows(30)
-    stopped = time.monotonic()
-    e2e.mosquitto.down()
-    time.sleep(3)
-    asyncio.run(e2e.mosquitto.up())
-    fault_end = time.monotonic()
-    figures.fault_s = fault_end - stopped
-    feeder.finish(timeout=120)
-    figures.recovery_s = e2e.wait_rows(len(items)) - fault_end
-    figures.mqtt_retries = feeder.retries
+
+    def fault(_: object) -> None:
+        e2e.mosquitto.down()
+        time.sleep(3)
+        asyncio.run(e2e.mosquitto.up())
+
+    e2e.run_fault(figures, items, 20, fault)
     figures.extra["bridge_reconnects"] = int(e2e.bridge.metric("flowforge_bridge_reconnects_total"))
     e2e.finish(figures, items)
 
@@ -141,18 +132,15 @@ def test_processing_worker_sigkilled_mid_stream_loses_and_doubles_nothing(e2e: E
     """The processing worker SIGKILLed mid-stream and restarted: every image becomes exactly one
     ClickHouse row, and the dead letters are exactly the rejects."""
     figures = Figures("worker-sigkill")
-    e2e.start()
     items = drill_items(e2e.base_topic, 240)
-    feeder = e2e.feed(items, rate=20)
-    e2e.wait_rows(40)
+
+    def fault(_: object) -> None:
+        [port] = e2e.process_ports
+        e2e.kill_process_worker(port)
+        e2e.process_ports.append(e2e.pipeline.start_worker(port, agents="process"))
+
+    e2e.run_fault(figures, items, 20, fault, at_rows=40)
     [port] = e2e.process_ports
-    killed = time.monotonic()
-    e2e.kill_process_worker(port)
-    e2e.process_ports.append(e2e.pipeline.start_worker(port, agents="process"))
-    fault_end = time.monotonic()
-    figures.fault_s = fault_end - killed
-    feeder.finish(timeout=120)
-    figures.recovery_s = e2e.wait_rows(len(items), timeout=180) - fault_end
     gaps = e2e.pipeline.metric(port, "flowforge_worker_offset_gaps_total")
     figures.extra["offset_gaps"] = int(gaps)
     e2e.finish(figures, items)
@@ -163,17 +151,13 @@ def test_mqtt_bridge_sigkilled_mid_stream_loses_and_doubles_nothing(e2e: EndToEn
     """The MQTT bridge SIGKILLed mid-stream and restarted (same client id, so its session's
     unacknowledged messages come back): every image becomes exactly one ClickHouse row."""
     figures = Figures("bridge-sigkill")
-    e2e.start()
     items = drill_items(e2e.base_topic, 240)
-    feeder = e2e.feed(items, rate=20)
-    e2e.wait_rows(40)
-    killed = time.monotonic()
-    assert e2e.bridge.signal(signal.SIGKILL) == -signal.SIGKILL
-    e2e.bridge.start()
-    fault_end = time.monotonic()
-    figures.fault_s = fault_end - killed
-    feeder.finish(timeout=120)
-    figures.recovery_s = e2e.wait_rows(len(items)) - fault_end
+
+    def fault(_: object) -> None:
+        assert e2e.bridge.signal(signal.SIGKILL) == -signal.SIGKILL
+        e2e.bridge.start()
+
+    e2e.run_fault(figures, items, 20, fault, at_rows=40)
     e2e.finish(figures, items)
 
 
@@ -181,57 +165,50 @@ def test_a_second_worker_joining_then_leaving_loses_and_doubles_nothing(e2e: End
     """A second processing worker joins mid-stream (rebalance) and later leaves with SIGTERM
     (rebalance again): every image becomes exactly one ClickHouse row, rejects exactly the DLQ."""
     figures = Figures("rebalance")
-    e2e.start()
     items = drill_items(e2e.base_topic, 300, sources=12)
-    feeder = e2e.feed(items, rate=15)
-    e2e.wait_rows(30)
-    joined = time.monotonic()
-    second = e2e.pipeline.start_worker(agents="process")
-    e2e.process_ports.append(second)
-    e2e.pipeline.wait_group(2, timeout=120)
-    e2e.pipeline.wait_until(
-        lambda: e2e.pipeline.metric(second, "flowforge_worker_images_total") > 0,
-        "the second worker processing images",
-    )
-    figures.extra["second_worker_images"] = int(
-        e2e.pipeline.metric(second, "flowforge_worker_images_total")
-    )
-    e2e.kill_process_worker(second, signal.SIGTERM)
-    e2e.pipeline.wait_group(1, timeout=120)
-    fault_end = time.monotonic()
-    figures.fault_s = fault_end - joined
-    feeder.finish(timeout=120)
-    figures.recovery_s = e2e.wait_rows(len(items), timeout=180) - fault_end
+
+    def fault(_: object) -> None:
+        second = e2e.pipeline.start_worker(agents="process")
+        e2e.process_ports.append(second)
+        e2e.pipeline.wait_group(2, timeout=120)
+        e2e.pipeline.wait_until(
+            lambda: e2e.pipeline.metric(second, "flowforge_worker_images_total") > 0,
+            "the second worker processing images",
+        )
+        figures.extra["second_worker_images"] = int(
+            e2e.pipeline.metric(second, "flowforge_worker_images_total")
+        )
+        e2e.kill_process_worker(second, signal.SIGTERM)
+        e2e.pipeline.wait_group(1, timeout=120)
+
+    e2e.run_fault(figures, items, 15, fault)
     e2e.finish(figures, items)
 
 
 def test_clickhouse_failing_for_a_while_loses_and_doubles_nothing(
     e2e: EndToEnd, tmp_path: Path
 ) -> None:
-    """ClickHouse refusing, timing out and answering TOO_MANY_PARTS at the client boundary while
-    images flow: rows are spooled and drained, ending with exactly one row per image."""
+    """ClickHouse refusing, timing out and answering TOO_MANY_PARTS at the client boundary for
+    CLICKHOUSE_FAULT_S while images flow: rows are spooled and drained, ending with exactly one
+    row per image."""
     figures = Figures("clickhouse-failing")
     faults = tmp_path / "faults.json"
     e2e.pipeline.env["FLOWFORGE_SINK_FAULT_FILE"] = str(faults)
-    e2e.start()
     items = drill_items(e2e.base_topic, 300)
-    feeder = e2e.feed(items, rate=10)
-    e2e.wait_rows(30)
-    started = time.monotonic()
-    for fault in ("refused", "timeout", "too_many_parts"):
-        write_fault(faults, fault)
-        time.sleep(CLICKHOUSE_FAULT_S / 3)
-    spooled = e2e.pipeline.metric(e2e.sink_port, "flowforge_sink_spool_rows")
-    write_fault(faults, None)
-    fault_end = time.monotonic()
-    figures.fault_s = fault_end - started
-    figures.extra["spooled_at_fault_end"] = int(spooled)
-    feeder.finish(timeout=120)
-    figures.recovery_s = e2e.wait_rows(len(items)) - fault_end
+
+    def fault(_: object) -> None:
+        for kind in ("refused", "timeout", "too_many_parts"):
+            write_fault(faults, kind)
+            time.sleep(CLICKHOUSE_FAULT_S / 3)
+        spooled = e2e.pipeline.metric(e2e.sink_port, "flowforge_sink_spool_rows")
+        figures.extra["spooled_at_fault_end"] = int(spooled)
+        write_fault(faults, None)
+
+    e2e.run_fault(figures, items, 10, fault, timeout=120)
     failures = e2e.pipeline.metric(e2e.sink_port, "flowforge_sink_insert_failures_total")
     figures.extra["insert_failures"] = int(failures)
     e2e.finish(figures, items)
-    assert spooled > 0, "no row was spooled during the outage"
+    assert figures.extra["spooled_at_fault_end"] > 0, "no row was spooled during the outage"
     assert failures > 0
 
 
@@ -239,16 +216,8 @@ def test_sink_worker_sigkilled_mid_stream_loses_and_doubles_nothing(e2e: EndToEn
     """The sink worker SIGKILLed mid-stream and restarted: its uncommitted records come again
     and collapse, so every image is exactly one ClickHouse row (FINAL), rejects exactly the DLQ."""
     figures = Figures("sink-sigkill")
-    e2e.start()
     items = drill_items(e2e.base_topic, 240)
-    feeder = e2e.feed(items, rate=20)
-    e2e.wait_rows(40)
-    killed = time.monotonic()
-    e2e.restart_sink()
-    fault_end = time.monotonic()
-    figures.fault_s = fault_end - killed
-    feeder.finish(timeout=120)
-    figures.recovery_s = e2e.wait_rows(len(items), timeout=180) - fault_end
+    e2e.run_fault(figures, items, 20, lambda _: e2e.restart_sink(), at_rows=40)
     e2e.finish(figures, items)
 
 
@@ -308,10 +277,7 @@ def test_rtsp_bridge_sigkilled_mid_stream_resumes_and_every_frame_is_one_row(
     assert fault_end - killed < RTSP_RESUME_S, "the restarted bridge took too long to publish"
     rows = e2e.rows()
     e2e.wait_rows(rows + 40)  # streaming a while after the restart
-    bridge.stop()
-    items = published_items(bridge.settings)
-    figures.recovery_s = e2e.wait_rows(len(items)) - fault_end
-    e2e.finish(figures, items)
+    e2e.finish_published(figures, fault_end)
 
 
 def test_rtsp_source_frozen_dropped_restarted_recovers_and_every_frame_is_one_row(
@@ -363,10 +329,7 @@ def test_rtsp_source_frozen_dropped_restarted_recovers_and_every_frame_is_one_ro
     fault_end = time.monotonic()
     figures.fault_s = fault_end - began
     bridge.wait_ready(10)
-    bridge.stop()
-    items = published_items(bridge.settings)
-    figures.recovery_s = e2e.wait_rows(len(items)) - fault_end
-    e2e.finish(figures, items)
+    e2e.finish_published(figures, fault_end)
 
 
 def test_spool_full_end_to_end_pauses_the_sink_and_drops_nothing(
@@ -379,31 +342,27 @@ def test_spool_full_end_to_end_pauses_the_sink_and_drops_nothing(
     faults = tmp_path / "faults.json"
     e2e.pipeline.env["FLOWFORGE_SINK_FAULT_FILE"] = str(faults)
     e2e.pipeline.env["FLOWFORGE_SINK_SPOOL_MAX_MB"] = str(SPOOL_MAX_MB)
-    e2e.start()
     items = drill_items(e2e.base_topic, 240)
-    feeder = e2e.feed(items, rate=20)
-    e2e.wait_rows(30)
-    started = time.monotonic()
-    write_fault(faults, "refused")
-    port = e2e.sink_port
-    e2e.pipeline.wait_until(
-        lambda: e2e.pipeline.metric(port, "flowforge_sink_paused") == 1, "the sink paused", 60
-    )
-    held = e2e.pipeline.metric(port, "flowforge_sink_spool_rows")
-    status, why = e2e.sink_status("/readyz")
-    assert status == 503, why
-    assert "sink spool full" in why, why
-    feeder.finish(timeout=120)
-    assert e2e.pipeline.metric(port, "flowforge_sink_spool_rows") == held, "spool grew, paused"
-    spool_bytes = e2e.pipeline.metric(port, "flowforge_sink_spool_bytes")
-    write_fault(faults, None)
-    fault_end = time.monotonic()
-    figures.fault_s = fault_end - started
-    figures.extra["spooled_when_paused"] = int(held)
-    figures.extra["spool_bytes"] = int(spool_bytes)
-    figures.recovery_s = e2e.wait_rows(len(items)) - fault_end
+
+    def fault(feeder: Feeder) -> None:
+        write_fault(faults, "refused")
+        port = e2e.sink_port
+        e2e.pipeline.wait_until(
+            lambda: e2e.pipeline.metric(port, "flowforge_sink_paused") == 1, "the sink paused", 60
+        )
+        held = e2e.pipeline.metric(port, "flowforge_sink_spool_rows")
+        status, why = e2e.sink_status("/readyz")
+        assert status == 503, why
+        assert "sink spool full" in why, why
+        feeder.finish(timeout=120)  # the rest is published while the sink is paused
+        assert e2e.pipeline.metric(port, "flowforge_sink_spool_rows") == held, "spool grew"
+        figures.extra["spooled_when_paused"] = int(held)
+        figures.extra["spool_bytes"] = int(e2e.pipeline.metric(port, "flowforge_sink_spool_bytes"))
+        write_fault(faults, None)
+
+    e2e.run_fault(figures, items, 20, fault, timeout=120)
     e2e.finish(figures, items)
-    assert 0 < held < len(items)
+    assert 0 < figures.extra["spooled_when_paused"] < len(items)
 
 
 def test_kafka_sigkilled_under_load_loses_and_doubles_nothing(e2e: EndToEnd) -> None:
@@ -411,19 +370,14 @@ def test_kafka_sigkilled_under_load_loses_and_doubles_nothing(e2e: EndToEnd) -> 
     after KAFKA_KILLED_S: every image becomes exactly one ClickHouse row, rejects exactly the
     dead letters."""
     figures = Figures("kafka-sigkill")
-    e2e.start()
     items = drill_items(e2e.base_topic, 240)
-    feeder = e2e.feed(items, rate=15)
-    e2e.wait_rows(30)
-    killed = time.monotonic()
-    assert e2e.kafka.process.kill()
-    time.sleep(KAFKA_KILLED_S)
-    asyncio.run(e2e.kafka.up())
-    fault_end = time.monotonic()
-    figures.fault_s = fault_end - killed
-    feeder.finish(timeout=120)
-    figures.recovery_s = e2e.wait_rows(len(items), timeout=180) - fault_end
-    figures.mqtt_retries = feeder.retries
+
+    def fault(_: object) -> None:
+        assert e2e.kafka.process.kill()
+        time.sleep(KAFKA_KILLED_S)
+        asyncio.run(e2e.kafka.up())
+
+    e2e.run_fault(figures, items, 15, fault)
     e2e.finish(figures, items)
 
 
@@ -432,21 +386,16 @@ def test_mosquitto_sigkilled_under_load_loses_and_doubles_nothing(e2e: EndToEnd)
     bridge's session began, while retrying QoS 1 publishers send, restarted 3 s later: its
     1 s autosave held the session, so every image becomes exactly one ClickHouse row."""
     figures = Figures("mosquitto-sigkill")
-    e2e.start()
     items = drill_items(e2e.base_topic, 240)
-    feeder = e2e.feed(items, rate=20)
-    e2e.wait_rows(30)
-    saved = e2e.mosquitto_saved_after(e2e.bridge_started)
-    killed = time.monotonic()
-    figures.extra["session_saved_after_s"] = round(saved, 1)
-    assert saved < 3, "Mosquitto's autosave (1 s) should hold the bridge's session by now"
-    assert e2e.mosquitto.process.kill()
-    time.sleep(3)
-    asyncio.run(e2e.mosquitto.up())
-    fault_end = time.monotonic()
-    figures.fault_s = fault_end - killed
-    feeder.finish(timeout=120)
-    figures.recovery_s = e2e.wait_rows(len(items), timeout=60) - fault_end
-    figures.mqtt_retries = feeder.retries
+
+    def fault(_: object) -> None:
+        saved = e2e.mosquitto_saved_after(e2e.bridge_started)
+        figures.extra["session_saved_after_s"] = round(saved, 1)
+        assert saved < 3, "Mosquitto's autosave (1 s) should hold the bridge's session by now"
+        assert e2e.mosquitto.process.kill()
+        time.sleep(3)
+        asyncio.run(e2e.mosquitto.up())
+
+    e2e.run_fault(figures, items, 20, fault, timeout=60)
     figures.extra["bridge_reconnects"] = int(e2e.bridge.metric("flowforge_bridge_reconnects_total"))
     e2e.finish(figures, items)
