@@ -372,5 +372,10 @@ class EndToEnd:
         self.finish(figures, items)
 
     def stop(self) -> None:
+        """Stop every process and delete the drill's topics: the module's broker would
+        otherwise hold every drill's partitions (with ~550 of them, a SIGKILLed broker at
+        512 MB of heap ran out of memory on restart)."""
         self.bridge.stop()
         self.pipeline.stop_all()
+        if self.kafka.process.pid() is not None:
+            self.pipeline.delete_topics()

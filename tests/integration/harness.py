@@ -99,6 +99,22 @@ class Pipeline:
                     proc.wait()
             del self.workers[port]
 
+    def delete_topics(self) -> None:
+        """Delete this pipeline's topics, its own and the workers' changelogs (all named after
+        its app id), so that a broker shared by many tests holds only what runs now."""
+        asyncio.run(self._delete_topics())
+
+    async def _delete_topics(self) -> None:
+        admin = admin_client(self.settings.kafka)
+        await admin.start()
+        try:
+            prefix = self.settings.worker.app_id
+            names = [t for t in await admin.list_topics() if t.startswith(prefix)]
+            if names:
+                await admin.delete_topics(names)
+        finally:
+            await admin.close()
+
     def wait_group(self, members: int, timeout: float = 60.0) -> None:
         """Wait until the workers' consumer group is Stable with ``members`` members."""
         asyncio.run(self._wait_group(members, timeout))
