@@ -198,6 +198,9 @@ def private_stack(home: Path) -> Iterator[tuple[Stack, dict[str, str]]]:
             "FLOWFORGE_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
             "FLOWFORGE_STACK_KAFKA_CONTROLLER_PORT": str(free_port()),
             "FLOWFORGE_MQTT_PORT": str(free_port()),
+            # At the default 512m the broker ran out of heap after ~10 drills in one module
+            # (OutOfMemoryError in the group coordinator's writes; RELIABILITY.md).
+            "FLOWFORGE_STACK_KAFKA_HEAP": "1g",
         }
     )
     stack = Stack(Settings.from_env(env))
