@@ -394,10 +394,11 @@ class SinkSettings:
         "Seconds a batch may wait to fill before it is written (flush on age).",
         parse_positive_float,
     )
-    spool_max_mb: int = setting(
-        256,
-        "Size bound of the local SQLite spool (MB); at the bound the sink pauses consuming.",
-        _int_at_least(1),
+    spool_max_mb: float = setting(
+        256.0,
+        "Size bound of the local SQLite spool (MB, fractions allowed); at the bound the sink "
+        "pauses consuming.",
+        parse_positive_float,
     )
     spool_path: Path = setting(
         Path(""),
@@ -622,6 +623,13 @@ class WorkerSettings:
     )
     stats_interval_s: float = setting(
         30.0, "Seconds between processing-statistics log lines.", parse_positive_float
+    )
+    session_timeout_s: float = setting(
+        15.0,
+        "Consumer-group session timeout: a worker silent this long (killed, frozen) loses its "
+        "partitions; heartbeats go every third of it, at most every 3 s. Bounds the recovery "
+        "after a SIGKILL (Faust's default, 60 s, made it a minute).",
+        _float_in(6, 90),  # Kafka's group.min.session.timeout.ms; Faust's request timeout
     )
     agents: tuple[str, ...] = setting(
         ("process", "sink"),

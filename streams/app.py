@@ -129,6 +129,11 @@ def create_app(settings: Settings, clickhouse: Any = None) -> FlowForgeApp:
         producer_max_request_size=max_bytes + REQUEST_OVERHEAD_BYTES,
         producer_acks=-1,
         broker_commit_interval=worker.commit_interval_s,
+        # A killed member keeps its partitions until its session expires: this bounds the
+        # recovery after a crash. aiokafka heartbeats from its own task while images are
+        # processed in the pool, so a long image does not starve them.
+        broker_session_timeout=worker.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, worker.session_timeout_s / 3),
         table_standby_replicas=0,
         web_enabled=True,
         web_bind=worker.web_bind,

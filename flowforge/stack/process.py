@@ -134,6 +134,18 @@ class ManagedProcess:
         self.pid_file.unlink(missing_ok=True)
         return True
 
+    def kill(self) -> bool:
+        """SIGKILL our process group at once, as a crash would (fault drills); return whether
+        one was running."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        log.info("%s killing pid=%d", self.name, pid)
+        _signal_group(pid, signal.SIGKILL)
+        _wait_gone(pid, 10.0)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
     def exited(self) -> bool:
         """True if the process we started is no longer running."""
         return self.pid() is None

@@ -54,7 +54,7 @@ class SinkAgent:
         self.flow = flow
         sink = flow.settings.sink
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ff-sink")
-        spool = Spool(sink.spool_path, sink.spool_max_mb * 1024 * 1024)
+        spool = Spool(sink.spool_path, int(sink.spool_max_mb * 1024 * 1024))
         self.core = MetadataSink(
             ClickHouseWriter(client), spool, drain_rows=DRAIN_BATCHES * sink.batch_size
         )

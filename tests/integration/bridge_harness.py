@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -52,6 +56,11 @@ class BridgeProcess:
 
     def start(self) -> None:
         """Start the bridge and wait until /readyz says ready."""
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        """Start the bridge process without waiting (a one-shot run may end before it is ready)."""
         self.starts += 1
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
@@ -68,7 +77,6 @@ class BridgeProcess:
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
             )
-        self.wait_ready()
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -218,3 +226,86 @@ async def _read(
     finally:
         await consumer.stop()
     return records
+
+
+@dataclass
+class RtspBridgeProcess(BridgeProcess):
+    """`flowforge bridge rtsp` as a process, with its stream API."""
+
+    expect_ready: bool = True
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait for /readyz (or, when some stream is meant to stay down, until it captures)."""
+        if self.expect_ready:
+            super().wait_ready(timeout)
+            return
+        wait_until(self._capturing, timeout, self.log)
+
+    def _capturing(self) -> bool:
+        assert self.proc is not None
+        assert self.proc.poll() is None, f"bridge exited {self.proc.returncode}:\n{self.log()}"
+        try:
+            status, body = self.api("GET", "/v1/streams")
+        except OSError:
+            return False
+        return status == 200 and bool(body["streams"])
+
+    def api(
+        self, method: str, route: str, body: object = None, token: str | None = None
+    ) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.web_port}{route}", data=data, method=method
+        )
+        if token is not None:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def stream(self, source_id: str) -> dict[str, Any]:
+        status, body = self.api("GET", f"/v1/streams/{source_id}")
+        assert status == 200, body
+        return dict(body)
+
+    def published(self, source_id: str) -> float:
+        return self.metric("flowforge_bridge_rtsp_frames_published_total", source=source_id)
+
+
+def wait_until(
+    condition: Callable[[], bool], timeout: float, explain: Callable[[], str] = lambda: ""
+) -> float:
+    """Poll ``condition`` until true; return the seconds it took (fail after ``timeout``)."""
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        if condition():
+            return time.monotonic() - began
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout}s:\n{explain()[-3000:]}")
+
+
+def checkpointed(home: Path) -> int:
+    """Rows in the (single) checkpoint under ``home``, read while a bridge may write it."""
+    paths = list((home / "batch").glob("*.sqlite"))
+    if not paths:
+        return 0
+    [path] = paths
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+        try:
+            return int(db.execute("SELECT count(*) FROM files").fetchone()[0])
+        except sqlite3.OperationalError:  # the table is not created yet
+            return 0
+
+
+def rtsp_bridge_vars(urls: list[str], fps: float, stall_s: float) -> dict[str, str]:
+    """Settings of an RTSP bridge under test: its streams, quick stall detection and backoff."""
+    return {
+        "FLOWFORGE_RTSP_URLS": ",".join(urls),
+        "FLOWFORGE_RTSP_FPS": str(fps),
+        "FLOWFORGE_RTSP_STALL_S": str(stall_s),
+        "FLOWFORGE_RTSP_OPEN_TIMEOUT_S": "3",
+        "FLOWFORGE_RTSP_BACKOFF_INITIAL_S": "0.2",
+        "FLOWFORGE_RTSP_BACKOFF_MAX_S": "2",
+    }

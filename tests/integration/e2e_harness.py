@@ -8,10 +8,12 @@ import os
 import signal
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +24,28 @@ from flowforge.settings import Settings
 from flowforge.stack import Stack
 from flowforge.stack.kafka import KafkaService
 from flowforge.stack.mosquitto import MosquittoService, mqtt_client
+from streams.processing.formats import sniff_format
 from tests.conftest import stack_env
 from tests.images import jpeg, numbered, scene
-from tests.integration.bridge_harness import BridgeProcess
+from tests.integration.bridge_harness import BridgeProcess, read_records
 from tests.integration.harness import Pipeline, free_port, make_pipeline
 
 
 @dataclass(frozen=True)
 class Item:
-    """One MQTT message of a drill: its topic, bytes, image id and whether the worker rejects it."""
+    """One image of a drill: its MQTT topic (or file), bytes, image id, whether it is rejected
+    and by which stage (the worker's ``process``, or the batch bridge's ``bridge``)."""
 
     topic: str
     payload: bytes
     image_id: str
     reject: bool
+    rejected_by: str = "process"
+
+    @property
+    def reaches_clickhouse(self) -> bool:
+        """Whether the image gets a row: all but what a bridge refused before Kafka."""
+        return not self.reject or self.rejected_by == "process"
 
 
 def drill_items(base: str, count: int, sources: int = 6, reject_every: int = 20) -> list[Item]:
@@ -47,11 +57,35 @@ def drill_items(base: str, count: int, sources: int = 6, reject_every: int = 20)
         frame = jpeg(numbered(scene(640, 360, seed=200 + i % 5), i))
         reject = i % reject_every == reject_every // 2
         if reject:
-            payload = b"not an image %d" % i if i % 2 else frame[: len(frame) // 3]
+            cut = (i // reject_every) % 2 == 0  # alternately, for every reject_every
+            payload = frame[: len(frame) // 3] if cut else b"not an image %d" % i
         else:
             payload = frame
         items.append(Item(f"{base}/{source}", payload, content_image_id(source, payload), reject))
     return items
+
+
+def write_batch(root: Path, items: list[Item]) -> list[Item]:
+    """Write the items as files under ``root`` (a folder per camera) and return them as the
+    batch bridge sees them: the source is the root's name; bytes that are not an image are
+    refused by the bridge itself (a truncated JPEG gets to the worker)."""
+    written = []
+    for i, item in enumerate(items):
+        path = root / item.topic.rsplit("/", 1)[-1] / f"img-{i:04d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(item.payload)
+        image_id = content_image_id(root.name, item.payload)
+        by = "bridge" if sniff_format(item.payload) is None else "process"
+        written.append(replace(item, topic=str(path), image_id=image_id, rejected_by=by))
+    return written
+
+
+def published_items(settings: Settings, settle: float = 5.0) -> list[Item]:
+    """The images a bridge published to images.raw (read from the start until ``settle``
+    seconds bring nothing new), as drill items: the known set of a drill whose source samples."""
+    records = read_records(settings, [settings.kafka.topic_raw], 1, timeout=60, settle=settle)
+    ids = sorted({r.headers["ff-image-id"] for r in records})
+    return [Item(settings.kafka.topic_raw, b"", image_id, reject=False) for image_id in ids]
 
 
 class Feeder(threading.Thread):
@@ -164,6 +198,9 @@ def private_stack(home: Path) -> Iterator[tuple[Stack, dict[str, str]]]:
             "FLOWFORGE_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
             "FLOWFORGE_STACK_KAFKA_CONTROLLER_PORT": str(free_port()),
             "FLOWFORGE_MQTT_PORT": str(free_port()),
+            # At the default 512m the broker ran out of heap after ~10 drills in one module
+            # (OutOfMemoryError in the group coordinator's writes; RELIABILITY.md).
+            "FLOWFORGE_STACK_KAFKA_HEAP": "1g",
         }
     )
     stack = Stack(Settings.from_env(env))
@@ -182,6 +219,7 @@ class EndToEnd:
     pipeline: Pipeline
     bridge: BridgeProcess
     sink_port: int = 0
+    bridge_started: float = 0.0
     process_ports: list[int] = field(default_factory=list)
 
     @classmethod
@@ -206,13 +244,69 @@ class EndToEnd:
     def base_topic(self) -> str:
         return self.bridge.settings.mqtt.topic
 
-    def start(self) -> None:
+    def use_bridge(
+        self, command: list[str], kind: type[BridgeProcess] = BridgeProcess, **env: str
+    ) -> BridgeProcess:
+        """Feed the pipeline from another bridge command (on its topics) instead of MQTT."""
+        self.bridge = kind(command, self.pipeline.env | env, self.pipeline.workdir)
+        return self.bridge
+
+    def start(self, bridge: bool = True) -> None:
         """Sink worker (its own group, see streams.app.consumer_group), one processing worker
-        (group Stable), then the bridge (ready)."""
+        (group Stable), then the bridge (ready) unless ``bridge`` is false."""
         self.sink_port = self.pipeline.start_worker(agents="sink")
         self.process_ports.append(self.pipeline.start_worker(agents="process"))
         self.pipeline.wait_group(1, timeout=120)
-        self.bridge.start()
+        if bridge:
+            self.bridge.start()
+        self.bridge_started = time.time()
+
+    def mosquitto_saved_after(self, moment: float, timeout: float = 30.0) -> float:
+        """Wait until Mosquitto's persistence file was written after ``moment`` (wall clock),
+        i.e. it holds the bridge's session; return the seconds waited."""
+        db = self.mosquitto.settings.home / "mosquitto" / "data" / "mosquitto.db"
+        began = time.monotonic()
+        self.pipeline.wait_until(
+            lambda: db.exists() and db.stat().st_mtime > moment, "a Mosquitto autosave", timeout
+        )
+        return time.monotonic() - began
+
+    def restart_sink(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Kill the sink worker with ``sig`` and start it again on the same port."""
+        self.pipeline.kill_worker(self.sink_port, sig)
+        self.pipeline.start_worker(self.sink_port, agents="sink")
+
+    def sink_status(self, path: str) -> tuple[int, str]:
+        """Status and body of a page of the sink worker (e.g. /readyz)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.sink_port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def run_fault(
+        self,
+        figures: Figures,
+        items: list[Item],
+        rate: float,
+        fault: Callable[[Feeder], object],
+        *,
+        at_rows: int = 30,
+        timeout: float = 180.0,
+    ) -> None:
+        """Start the pipeline and publish ``items`` at ``rate``; once ``at_rows`` rows are in
+        ClickHouse run ``fault`` (timed: ``figures.fault_s``), then wait for the feeder and for
+        every row (``figures.recovery_s``, from the fault's end). :meth:`finish` checks."""
+        self.start()
+        feeder = self.feed(items, rate)
+        self.wait_rows(at_rows)
+        began = time.monotonic()
+        fault(feeder)
+        fault_end = time.monotonic()
+        figures.fault_s = fault_end - began
+        feeder.finish(timeout=120)
+        figures.recovery_s = self.wait_rows(len(items), timeout) - fault_end
+        figures.mqtt_retries = feeder.retries
 
     def feed(self, items: list[Item], rate: float) -> Feeder:
         feeder = Feeder(self.bridge.settings, items, rate)
@@ -240,10 +334,11 @@ class EndToEnd:
 
     def finish(self, figures: Figures, items: list[Item], timeout: float = 120.0) -> None:
         """Stop everything, read ClickHouse and the topics, fill ``figures`` and check the end
-        state: one row per distinct image, the dead letters exactly the rejects."""
-        wanted = {i.image_id for i in items}
-        rejects = {i.image_id for i in items if i.reject}
-        assert len(wanted) == len(items), "the drill's images must be distinct"
+        state: one row per distinct image that reached Kafka, the dead letters exactly the
+        rejects, each from the stage that refused it."""
+        assert len({i.image_id for i in items}) == len(items), "the drill's images must be distinct"
+        wanted = {i.image_id for i in items if i.reaches_clickhouse}
+        rejects = {i.image_id: i.rejected_by for i in items if i.reject}
         self.bridge.stop()
         time.sleep(2)  # any late replay reaches the sink before it stops
         for port in list(self.process_ports):
@@ -266,10 +361,24 @@ class EndToEnd:
         assert ids - wanted == set(), f"unexpected rows: {sorted(ids - wanted)[:5]}"
         assert (final, distinct) == (len(wanted), len(wanted)), figures.line()
         assert set(out.ids()) == wanted
-        assert set(out.dlq_ids()) == rejects, "the dead letters are not exactly the rejects"
-        stages = Counter(h["ff-error-stage"] for h, _ in out.dlq)
-        assert set(stages) == {"process"}, stages
+        assert set(out.dlq_ids()) == set(rejects), "the dead letters are not exactly the rejects"
+        stages = {(h["ff-image-id"], h["ff-error-stage"]) for h, _ in out.dlq}
+        assert stages == set(rejects.items()), Counter(stage for _, stage in stages)
+
+    def finish_published(self, figures: Figures, fault_end: float) -> None:
+        """For a source that samples (RTSP): stop the bridge, take the images it published to
+        images.raw as the known set, wait until each is a row (``figures.recovery_s`` from
+        ``fault_end``, including the topic read) and :meth:`finish`."""
+        self.bridge.stop()
+        items = published_items(self.bridge.settings)
+        figures.recovery_s = self.wait_rows(len(items)) - fault_end
+        self.finish(figures, items)
 
     def stop(self) -> None:
+        """Stop every process and delete the drill's topics: the module's broker would
+        otherwise hold every drill's partitions (with ~550 of them, a SIGKILLed broker at
+        512 MB of heap ran out of memory on restart)."""
         self.bridge.stop()
         self.pipeline.stop_all()
+        if self.kafka.process.pid() is not None:
+            self.pipeline.delete_topics()

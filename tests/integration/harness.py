@@ -113,6 +113,31 @@ class Pipeline:
                     proc.wait()
             del self.workers[port]
 
+    def delete_topics(self) -> None:
+        """Delete this pipeline's topics, its own and the workers' changelogs (all named after
+        its app id), so that a broker shared by many tests holds only what runs now."""
+        asyncio.run(self._delete_topics())
+
+    async def _delete_topics(self) -> None:
+        admin = admin_client(self.settings.kafka)
+        await admin.start()
+        try:
+            prefix = self.settings.worker.app_id
+            names = [t for t in await admin.list_topics() if t.startswith(prefix)]
+            if names:
+                await admin.delete_topics(names)
+            # Gone from the metadata before the next test creates topics: a worker started
+            # while the controller was still busy with a deletion once found its freshly
+            # created changelog topic missing from the metadata and crashed (RELIABILITY.md).
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if not any(t.startswith(prefix) for t in await admin.list_topics()):
+                    return
+                await asyncio.sleep(0.5)
+            raise AssertionError(f"topics {prefix}* not deleted within 30 s")
+        finally:
+            await admin.close()
+
     def wait_group(self, members: int, timeout: float = 60.0) -> None:
         """Wait until the workers' consumer group is Stable with ``members`` members."""
         asyncio.run(self._wait_group(members, timeout))

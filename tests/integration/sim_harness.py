@@ -108,3 +108,30 @@ def stop_sim(process: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGT
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
+
+
+@dataclass
+class PrivateSim:
+    """A simulator of this test only, on fixed ports, that the test kills and restarts."""
+
+    home: Path
+    rtsp_port: int
+    api_port: int
+    names: tuple[str, ...]
+    running: Sim | None = None
+
+    def start(self) -> Sim:
+        """Start the simulator (its ``names`` as 320x240 10 fps paths) and wait until it serves."""
+        config = self.home / "sim.toml"
+        lines = ["[defaults]", "bitrate_kbps = 300", "day_night_period_s = 0"]
+        for name in self.names:
+            lines += ["[[streams]]", f'name = "{name}"', 'size = "320x240"', "fps = 10"]
+        config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        self.running = start_sim(self.home, self.rtsp_port, self.api_port, "--config", str(config))
+        return self.running
+
+    def kill(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to the simulator and wait until it is gone."""
+        assert self.running is not None
+        stop_sim(self.running.process, sig)
+        assert self.running.process.returncode is not None

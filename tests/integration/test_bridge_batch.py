@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -20,7 +19,7 @@ from flowforge.settings import Settings
 from flowforge.stack import Stack
 from tests.conftest import stack_env, unique_name
 from tests.images import Image, jpeg, png, scene
-from tests.integration.bridge_harness import BridgeProcess, bridge_env, read_records
+from tests.integration.bridge_harness import BridgeProcess, bridge_env, checkpointed, read_records
 
 
 @pytest.fixture
@@ -78,19 +77,6 @@ def make_images(root: Path, count: int) -> dict[str, bytes]:
         files[rel] = data
     assert len(set(files.values())) == count
     return files
-
-
-def checkpointed(home: Path) -> int:
-    """Rows in the (single) checkpoint under ``home``, read while a bridge may write it."""
-    paths = list((home / "batch").glob("*.sqlite"))
-    if not paths:
-        return 0
-    [path] = paths
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
-        try:
-            return int(db.execute("SELECT count(*) FROM files").fetchone()[0])
-        except sqlite3.OperationalError:  # the table is not created yet
-            return 0
 
 
 def test_a_directory_is_published_once_then_only_what_changed(

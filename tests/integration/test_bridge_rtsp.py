@@ -6,13 +6,9 @@ import json
 import signal
 import statistics
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -22,9 +18,15 @@ import pytest
 from flowforge.envelope import frame_image_id
 from flowforge.stack import Stack
 from tests.conftest import stack_env, unique_name
-from tests.integration.bridge_harness import BridgeProcess, bridge_env, read_records
+from tests.integration.bridge_harness import (
+    RtspBridgeProcess,
+    bridge_env,
+    read_records,
+    rtsp_bridge_vars,
+    wait_until,
+)
 from tests.integration.harness import free_port
-from tests.integration.sim_harness import Sim, start_sim, stop_sim
+from tests.integration.sim_harness import PrivateSim, Sim, start_sim, stop_sim
 
 FPS = 5
 STALL_S = 2
@@ -71,64 +73,6 @@ def paths(rtsp_sim: Sim) -> Iterator[Callable[[], str]]:
         rtsp_sim.request("DELETE", f"/v1/paths/{name}")
 
 
-@dataclass
-class RtspBridgeProcess(BridgeProcess):
-    """`flowforge bridge rtsp` as a process, with its stream API."""
-
-    expect_ready: bool = True
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        """Wait for /readyz (or, when some stream is meant to stay down, until it captures)."""
-        if self.expect_ready:
-            super().wait_ready(timeout)
-            return
-        wait_until(self._capturing, timeout, self.log)
-
-    def _capturing(self) -> bool:
-        assert self.proc is not None
-        assert self.proc.poll() is None, f"bridge exited {self.proc.returncode}:\n{self.log()}"
-        try:
-            status, body = self.api("GET", "/v1/streams")
-        except OSError:
-            return False
-        return status == 200 and bool(body["streams"])
-
-    def api(
-        self, method: str, route: str, body: object = None, token: str | None = None
-    ) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.web_port}{route}", data=data, method=method
-        )
-        if token is not None:
-            req.add_header("Authorization", f"Bearer {token}")
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
-                return resp.status, json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
-
-    def stream(self, source_id: str) -> dict[str, Any]:
-        status, body = self.api("GET", f"/v1/streams/{source_id}")
-        assert status == 200, body
-        return dict(body)
-
-    def published(self, source_id: str) -> float:
-        return self.metric("flowforge_bridge_rtsp_frames_published_total", source=source_id)
-
-
-def wait_until(
-    condition: Callable[[], bool], timeout: float, explain: Callable[[], str] = lambda: ""
-) -> float:
-    """Poll ``condition`` until true; return the seconds it took (fail after ``timeout``)."""
-    began = time.monotonic()
-    while time.monotonic() - began < timeout:
-        if condition():
-            return time.monotonic() - began
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout}s:\n{explain()[-3000:]}")
-
-
 @pytest.fixture
 def rtsp_bridge(
     request: pytest.FixtureRequest, services: Stack, tmp_path: Path
@@ -138,14 +82,7 @@ def rtsp_bridge(
 
     def make(urls: list[str], expect_ready: bool = True, **extra: str) -> RtspBridgeProcess:
         env = bridge_env(unique_name(request, "r"), stack_env(), tmp_path)
-        env |= {
-            "FLOWFORGE_RTSP_URLS": ",".join(urls),
-            "FLOWFORGE_RTSP_FPS": str(FPS),
-            "FLOWFORGE_RTSP_STALL_S": str(STALL_S),
-            "FLOWFORGE_RTSP_OPEN_TIMEOUT_S": "3",
-            "FLOWFORGE_RTSP_BACKOFF_INITIAL_S": "0.2",
-            "FLOWFORGE_RTSP_BACKOFF_MAX_S": "2",
-        } | extra
+        env |= rtsp_bridge_vars(urls, FPS, STALL_S) | extra
         proc = RtspBridgeProcess(["bridge", "rtsp"], env, tmp_path, expect_ready=expect_ready)
         started.append(proc)
         proc.start()
@@ -312,38 +249,12 @@ def test_dead_url_backs_off_without_crashing_the_bridge(
     assert bridge.signal(signal.SIGTERM) == 0
 
 
-@dataclass
-class PrivateSim:
-    """A simulator of this test only, on fixed ports, that the test kills and restarts."""
-
-    home: Path
-    rtsp_port: int
-    api_port: int
-    running: Sim | None = None
-
-    def start(self) -> Sim:
-        """Start the simulator (two 320x240 10 fps paths, a and b) and wait until it serves."""
-        config = self.home / "sim.toml"
-        lines = ["[defaults]", "bitrate_kbps = 300", "day_night_period_s = 0"]
-        for name in RESTART_STREAMS:
-            lines += ["[[streams]]", f'name = "{name}"', 'size = "320x240"', "fps = 10"]
-        config.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        self.running = start_sim(self.home, self.rtsp_port, self.api_port, "--config", str(config))
-        return self.running
-
-    def kill(self, sig: signal.Signals) -> None:
-        """Send ``sig`` to the simulator and wait until it is gone."""
-        assert self.running is not None
-        stop_sim(self.running.process, sig)
-        assert self.running.process.returncode is not None
-
-
 @pytest.fixture
 def private_sim(tmp_path: Path) -> Iterator[PrivateSim]:
     """A simulator process of its own (not the module's) on free ports; stopped after."""
     home = tmp_path / "private-sim"
     home.mkdir()
-    sim = PrivateSim(home, free_port(), free_port())
+    sim = PrivateSim(home, free_port(), free_port(), RESTART_STREAMS)
     yield sim
     if sim.running is not None:
         stop_sim(sim.running.process)

@@ -74,3 +74,32 @@ def test_sink_only_worker_consumes_under_its_own_group(
     assert consumer_group(settings) == group
     flow = create_app(settings, NoClient())
     assert flow.app.conf.id == group
+
+
+@pytest.mark.parametrize(("session", "heartbeat"), [("15", 3.0), ("6", 2.0), ("90", 3.0)])
+def test_session_timeout_setting_reaches_faust_with_a_heartbeat_a_third_or_less(
+    tmp_path: Path, session: str, heartbeat: float
+) -> None:
+    """FLOWFORGE_WORKER_SESSION_TIMEOUT_S is Faust's broker_session_timeout (default 15 s), and
+    heartbeats go every third of it, at most every 3 s."""
+    env = {} if session == "15" else {"FLOWFORGE_WORKER_SESSION_TIMEOUT_S": session}
+    flow = create_app(_settings(tmp_path, FLOWFORGE_WORKER_AGENTS="process", **env))
+    assert flow.app.conf.broker_session_timeout == float(session)
+    assert flow.app.conf.broker_heartbeat_interval == heartbeat
+
+
+@pytest.mark.parametrize("raw", ["5", "91", "soon"])
+def test_session_timeout_outside_what_kafka_and_faust_accept_is_refused(raw: str) -> None:
+    """Below Kafka's minimum group session (6 s) or above Faust's request timeout: refused."""
+    with pytest.raises(ValueError, match="SESSION_TIMEOUT_S"):
+        Settings.from_env({"FLOWFORGE_WORKER_SESSION_TIMEOUT_S": raw})
+
+
+def test_spool_bound_may_be_a_fraction_of_a_megabyte(tmp_path: Path) -> None:
+    """FLOWFORGE_SINK_SPOOL_MAX_MB=0.25 bounds the sink's spool at a quarter of a MiB."""
+    settings = _settings(
+        tmp_path, FLOWFORGE_WORKER_AGENTS="sink", FLOWFORGE_SINK_SPOOL_MAX_MB="0.25"
+    )
+    flow = create_app(settings, NoClient())
+    assert flow.sink is not None
+    assert flow.sink.core.spool.max_bytes == 256 * 1024

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -50,3 +51,16 @@ def test_log_tail_shows_the_last_lines(tmp_path: Path) -> None:
     managed.log_file.parent.mkdir(parents=True)
     managed.log_file.write_text("one\ntwo\nthree\n")
     assert managed.log_tail(2) == "two | three"
+
+
+def test_kill_ends_even_a_process_that_ignores_sigterm_at_once(tmp_path: Path) -> None:
+    """kill() SIGKILLs the process (one ignoring SIGTERM too) without a grace period."""
+    managed = _managed(tmp_path)
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    pid = managed.start([sys.executable, "-c", stubborn])
+    began = time.monotonic()
+    assert managed.kill()
+    assert time.monotonic() - began < 5
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert managed.pid() is None
+    assert managed.kill() is False
