@@ -148,7 +148,8 @@ def worker(state: State, faust_args: tuple[str, ...]) -> None:
         derived = "FLOWFORGE_WORKER_DATA_DIR" not in os.environ
         settings = settings.with_worker_port(port_number, derive_data_dir=derived)
     client = None
-    if "-h" in faust_args or "--help" in faust_args:
+    wants_help = "-h" in faust_args or "--help" in faust_args
+    if wants_help:
         click.echo(click.get_current_context().get_help())
         click.echo()
         # Faust prints its own options next; no agent needs to start for that.
@@ -160,12 +161,28 @@ def worker(state: State, faust_args: tuple[str, ...]) -> None:
     flow = create_app(settings, client)
     app = flow.app
     app.finalize()
+    if flow.tables is not None and not wants_help:
+        _create_changelogs(flow)
     app.worker_init()
     app.worker_init_post_autodiscover()
     args = ["worker", *faust_args]
     if not any(a in ("-l", "--loglevel") or a.startswith("--loglevel=") for a in faust_args):
         args[1:1] = ["--loglevel", _FAUST_LEVELS[settings.log_level]]
     faust_cli.main(args=args, prog_name="flowforge", app=app)
+
+
+def _create_changelogs(flow: Any) -> None:
+    """Create the tables' changelog topics before Faust starts (see changelog_specs); if Kafka
+    cannot be reached now, Faust creates them itself once it can."""
+    from flowforge.errors import ServiceUnhealthy
+    from flowforge.kafka_admin import ensure_topics
+    from streams.tables import changelog_specs
+
+    specs = changelog_specs(flow.app, flow.settings)
+    try:
+        asyncio.run(ensure_topics(flow.settings.kafka, specs))
+    except ServiceUnhealthy as exc:
+        log.warning("changelog topics not created before start (Faust will): %s", exc)
 
 
 _FAUST_LEVELS = {

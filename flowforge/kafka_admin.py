@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -98,7 +99,37 @@ async def ensure_topics(kafka: KafkaSettings, specs: Iterable[TopicSpec]) -> lis
             raise ServiceUnhealthy(f"Kafka refused to create topic {name}: {message} (code {code})")
     if created:
         log.info("created topics %s", ", ".join(created))
+        await _wait_for_partitions(kafka, [s for s in missing if s.name in created])
     return created
+
+
+async def _wait_for_partitions(
+    kafka: KafkaSettings, specs: list[TopicSpec], timeout_s: float = 10.0
+) -> None:
+    """Wait until the cluster's metadata shows the new topics with all their partitions.
+
+    CreateTopics returns before every broker's metadata cache has them; a client that fetches
+    metadata in that window sees the topic with 0 partitions (Faust's table check then fails
+    with PartitionsMismatch). Gives up quietly after ``timeout_s``.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    admin = admin_client(kafka)
+    try:
+        await admin.start()
+        while True:
+            described = {
+                t["topic"]: t for t in await admin.describe_topics([s.name for s in specs])
+            }
+            if all(_partition_count(described.get(s.name)) == s.partitions for s in specs):
+                return
+            if asyncio.get_running_loop().time() >= deadline:
+                log.warning("new topics not in the cluster metadata after %.0f s", timeout_s)
+                return
+            await asyncio.sleep(0.1)
+    except KafkaError as exc:
+        log.warning("could not check the new topics' partitions: %s", exc)
+    finally:
+        await admin.close()
 
 
 async def describe_cluster(kafka: KafkaSettings, *, timeout_ms: int = 5_000) -> dict[str, Any]:

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from mode.utils.times import want_seconds
 
+from flowforge.kafka_admin import TopicSpec
 from flowforge.settings import Settings
 from streams.records import SourceStats
 
@@ -55,3 +57,24 @@ def create_tables(app: faust.App, settings: Settings) -> Tables:
         help="Per-source image counters and brightness average.",
     )
     return Tables(seen=seen, stats=stats)
+
+
+def changelog_specs(app: faust.App, settings: Settings) -> list[TopicSpec]:
+    """The changelog topics of ``app``'s tables as Faust would declare them (name, partitions,
+    cleanup policy, retention and the tables' extra configs), so the worker can create them
+    before Faust starts: Faust creating one itself can race its consumer's metadata."""
+    specs = []
+    for table in app.tables.values():
+        topic = table.changelog_topic
+        flags = [f for f, on in (("compact", topic.compacting), ("delete", topic.deleting)) if on]
+        configs = {"cleanup.policy": ",".join(sorted(flags))} if flags else {}
+        if topic.retention:
+            configs["retention.ms"] = str(int(want_seconds(topic.retention) * 1000))
+        configs.update({k: str(v) for k, v in (topic.config or {}).items()})
+        partitions = topic.partitions or app.conf.topic_partitions
+        specs.append(
+            TopicSpec(
+                topic.get_topic_name(), partitions, settings.kafka.replication_factor, configs
+            )
+        )
+    return specs
