@@ -22,6 +22,11 @@ from streams.topics import Topics, create_topics
 
 # Framing and headers on top of the largest image value.
 REQUEST_OVERHEAD_BYTES = 256 * 1024
+# Images in flight (buffered, in the pool, or waiting for Kafka's acks) per pool thread. Each
+# in-flight image holds its payload (tens to hundreds of KB); with 2 per thread one worker
+# capped at about 24 images/s end to end on 2 busy cores while using a third of a core, since
+# every actor waited on acks (bench/e2e.py); 8 per thread keeps the threads busy.
+IN_FLIGHT_PER_THREAD = 8
 
 
 def processing_config(settings: Settings) -> ProcessingConfig:
@@ -124,7 +129,7 @@ def create_app(settings: Settings, clickhouse: Any = None) -> FlowForgeApp:
         # (one fetch of at most consumer_max_fetch_size per partition). broker_max_poll_records
         # stays unset: capping it at N throttled the worker to about N images/s here (each
         # capped poll waits out Faust's 1 s getmany timeout before the next batch).
-        stream_buffer_maxsize=max(4, 2 * concurrency),
+        stream_buffer_maxsize=IN_FLIGHT_PER_THREAD * concurrency,
         consumer_max_fetch_size=max_bytes + REQUEST_OVERHEAD_BYTES,
         producer_max_request_size=max_bytes + REQUEST_OVERHEAD_BYTES,
         producer_acks=-1,

@@ -18,6 +18,7 @@ from flowforge.envelope import (
     parse_envelope,
 )
 from streams import metrics
+from streams.app import IN_FLIGHT_PER_THREAD
 from streams.dlq import acked, dead_letter
 from streams.processing import ImageRejected, ProcessedImage, process_image
 from streams.records import ImageMetadata, SourceStats
@@ -284,9 +285,9 @@ def register(flow: FlowForgeApp) -> Any:
         async for event in stream.events():
             await processor.handle(event)
 
-    # Twice as many actors as pool threads: while some wait for Kafka's acks, others keep the
-    # threads busy. In-flight images stay bounded by the actor count.
-    actors = 2 * flow.concurrency
+    # More actors than pool threads: while some wait for Kafka's acks (acks=all, tens of ms
+    # under load), others keep the threads busy. In-flight images stay bounded by the actor count.
+    actors = IN_FLIGHT_PER_THREAD * flow.concurrency
     agent = flow.app.agent(flow.topics.raw, name="process", concurrency=actors)(process)
 
     async def log_statistics() -> None:
