@@ -549,7 +549,10 @@ class BridgeSettings:
         shown_default="64MiB",
     )
     compression: str = setting(
-        "lz4", "Kafka compression: none, gzip, lz4, zstd or snappy.", parse_compression
+        "none",
+        "Kafka compression: none, gzip, lz4, zstd or snappy. JPEG/PNG do not compress (lz4 saved"
+        " 1% of a 720p JPEG for 1.3 ms of CPU, a third of the MQTT bridge's cost per image).",
+        parse_compression,
     )
     linger_ms: int = setting(
         5, "Milliseconds the producer waits to fill a batch.", _int_at_least(0)
