@@ -22,7 +22,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.results import Figure, write
+from bench.results import Figure, description, write
 from bench.stack import running_test_stack
 from tests.conftest import stack_env
 from tests.images import jpeg, scene
@@ -60,7 +60,7 @@ def bridge_run(root: Path, count: int, work: Path) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="500 files, 2 runs")

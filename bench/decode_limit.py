@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from bench.images import ImageSet, camera_set, photo_set
-from bench.results import Figure, write
+from bench.results import Figure, description, write
 from flowforge.settings import Settings
 from streams.app import processing_config
 from streams.processing import ProcessingConfig, process_image
@@ -223,7 +223,7 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per set")
     parser.add_argument("--seconds", type=float, default=1.0, help="length of one timed loop")
     parser.add_argument("--images", type=int, default=40, help="distinct images per camera set")

@@ -49,7 +49,7 @@ from typing import Any
 import psutil
 
 from bench.load import Frames, LoadedPipeline, Sampler, cpu_seconds, loaded_pipeline
-from bench.results import RESULTS_DIR, Figure, write
+from bench.results import RESULTS_DIR, Figure, description, write
 
 RAMP_START = {"720p": 20.0, "1080p": 10.0}
 RAMP_FACTOR = 1.4
@@ -269,7 +269,7 @@ def rss_growth(rows: list[dict[str, float]], key: str, duration: float) -> tuple
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--quick", action="store_true", help="short phases (about 4 minutes)")
     parser.add_argument("--steady-minutes", type=float, help="length of the steady 50%% run")
     parser.add_argument(

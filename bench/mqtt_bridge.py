@@ -19,7 +19,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.results import Figure, write
+from bench.results import Figure, description, write
 from bench.stack import running_test_stack
 from tests.conftest import stack_env
 from tests.integration.bridge_harness import BridgeProcess, bridge_env, mqtt_publish
@@ -50,7 +50,7 @@ def run(count: int, size: int) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--size", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=2)

@@ -28,7 +28,7 @@ import numpy as np
 from paho.mqtt.client import MQTTMessage
 
 from bench.images import camera_set
-from bench.results import Figure, write
+from bench.results import Figure, description, write
 from bench.stack import running_test_stack
 from flowforge.settings import Settings
 from flowforge.stack.mosquitto import mqtt_client
@@ -120,7 +120,7 @@ def run(settings: Settings, payloads: list[bytes], timeout: float = 300.0) -> fl
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--images", type=int, default=300, help="720p JPEGs per run (<= 1000)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="150 images, 2 runs")

@@ -143,3 +143,8 @@ def read(name: str, directory: Path = RESULTS_DIR) -> dict[str, Any] | None:
         return None
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return data
+
+
+def description(doc: str | None) -> str:
+    """A module docstring's first paragraph on one line: the benchmark's ``--help`` text."""
+    return " ".join((doc or "").split("\n\n")[0].split())

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import write_report
-from bench.results import RESULTS_DIR, machine
+from bench.results import RESULTS_DIR, description, machine
 from bench.stack import running_test_stack
 
 REPO = Path(__file__).resolve().parent.parent
@@ -113,7 +113,7 @@ def run_step(step: Step, quick: bool, results: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--quick", action="store_true", help="short decode_limit, naive, e2e")
     parser.add_argument("--only", default="", help="comma-separated step names (default: all)")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR)

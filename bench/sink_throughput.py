@@ -28,7 +28,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.results import Figure, write
+from bench.results import Figure, description, write
 from bench.stack import running_test_stack
 from flowforge.faults import write_fault
 from flowforge.settings import Settings
@@ -93,7 +93,7 @@ def run(variant: str, rows: int, env_extra: dict[str, str], drain: bool = False)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--baseline-rows", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=1)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.load import Frames, LoadedPipeline, Sampler, loaded_pipeline
-from bench.results import RESULTS_DIR, Figure, write
+from bench.results import RESULTS_DIR, Figure, description, write
 from bench.trend import Trend, trend
 from flowforge.topics import inspect_topics
 
@@ -117,7 +117,7 @@ def plot(rows: list[dict[str, float]], marks: dict[str, Trend], path: Path, titl
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--rate", type=float, default=12.0, help="images/s offered")
     parser.add_argument("--resolution", choices=("720p", "1080p"), default="720p")

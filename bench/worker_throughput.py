@@ -22,7 +22,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.results import Figure, write
+from bench.results import Figure, description, write
 from bench.stack import running_test_stack
 from flowforge.settings import Settings
 from tests.conftest import stack_env
@@ -53,7 +53,7 @@ def run(variant: str, fast: bool, payloads: list[bytes], concurrency: int) -> fl
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--images", type=int, default=600)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=2)
