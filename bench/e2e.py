@@ -5,25 +5,27 @@ stack (the real Kafka and Mosquitto on free ports, the embedded ClickHouse engin
     python -m bench.e2e [--quick] [--steady-minutes 10]
 
 Phases, in one pipeline (bench/load.py has the load generator, the process sampler and the
-pipeline), about 13 minutes by default (--quick: about 5):
+pipeline), about 16 minutes by default (--quick: about 5):
 
-1. A rate ramp per resolution (720p from 20/s, 1080p from 10/s, x1.4 per 10 s step, each step
-   after the pipeline drained) until a step is not sustained (images/s the processing workers
-   finished in the step's window after a 3 s warm-up under 90 % of the offered rate, or rows in
-   ClickHouse not caught up with the images published within 4 s of the step's end), then one
-   step halfway back. The maximum is the highest sustained step's offered rate (which the
-   images followed); its CPU of the bridge, the processing worker and the sink
+1. A rate ramp per resolution (720p from 40/s, 1080p from 20/s, halved if not sustained, x1.4
+   per 10 s step, each step after the pipeline drained) until a step is not sustained (images/s
+   the processing workers finished in the step's window after a 3 s warm-up under 90 % of the
+   offered rate, or rows in ClickHouse not caught up with the images published within 4 s of the
+   step's end), then one step halfway back. The maximum is the highest sustained step's offered
+   rate. It is then held for 33 s, measured in three 10 s windows (the repeated runs of the
+   maximum): images/s processed, and CPU of the bridge, the processing worker and the sink
    (children included; Kafka, Mosquitto and the publisher excluded), each divided by the images
-   that process handled, is the CPU-ms per image. The knee is the last step before the first
+   that process handled: the CPU-ms per image. The knee is the last ramp step before the first
    whose latency p50 exceeds twice the lowest p50 of the steps before it (or that is not
    sustained).
-2. 720p at 110 % of the maximum for 12 s while py-spy samples the worker and the bridge.
-3. 720p at 25 % of the maximum for 40 s: the 25 % latency.
-4. A steady run at 50 % of the 720p maximum (7 min; --steady-minutes 10 for the issue's 10, --quick
-   2 min): the 50 % latency, RSS of each process sampled every 5 s, and RSS growth = (median RSS of
-   the last minute - median RSS of minute 2) / the latter (under 5 min: last quarter against the
-   second quarter).
-5. A second processing worker joins; the 720p ramp again from 80 % of the maximum (x1.3): 1 vs 2.
+2. 720p at 110 % of the maximum for 14 s while py-spy samples the worker and the bridge.
+3. 720p at 25 % of the maximum for 48 s, three windows: the 25 % latency.
+4. A steady run at 50 % of the 720p maximum (10 min; --quick 2 min), one window per minute: the
+   50 % latency, RSS of each process sampled every 5 s, and RSS growth = (median RSS of the last
+   minute - median RSS of minute 2) / the latter (under 5 min: last quarter against the second
+   quarter).
+5. A second processing worker joins; once both take images, the 720p ramp again from 80 % of the
+   maximum (x1.3), and its maximum held for three windows: 1 vs 2.
 
 Latency of an image = its row's ``inserted_at`` (ClickHouse's now64(3) at insert) minus the time
 the publisher handed it to paho; rows are read from the engine once the sink has stopped. Not a
@@ -33,6 +35,7 @@ test; results in bench/results/e2e.json (+ e2e_profile.txt).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
 import statistics
@@ -51,7 +54,7 @@ import psutil
 from bench.load import Frames, LoadedPipeline, Sampler, cpu_seconds, loaded_pipeline
 from bench.results import RESULTS_DIR, Figure, description, write
 
-RAMP_START = {"720p": 20.0, "1080p": 10.0}
+RAMP_START = {"720p": 40.0, "1080p": 20.0}
 RAMP_FACTOR = 1.4
 RAMP_STEPS = 10
 SUSTAINED = 0.9  # images/s at least this share of the offered rate ...
@@ -63,13 +66,17 @@ CLIMB = 2.0  # latency p50 above this multiple of the lowest step's: climbing
 class Timing:
     step_s: float = 10.0
     warm_s: float = 3.0
-    low_s: float = 40.0
-    steady_s: float = 420.0
+    low_s: float = 48.0
+    hold_s: float = 33.0
+    steady_s: float = 600.0
     sample_s: float = 5.0
 
     @classmethod
     def quick(cls) -> Timing:
-        return cls(step_s=8.0, low_s=20.0, steady_s=120.0)
+        return cls(step_s=8.0, low_s=24.0, hold_s=18.0, steady_s=120.0)
+
+
+Mark = tuple[float, dict[str, float], dict[str, float]]  # time, images per process, CPU s
 
 
 @dataclass
@@ -81,6 +88,7 @@ class Window:
     rows_per_s: float  # images the processing worker(s) finished per second in the window
     cpu_ms: dict[str, float]  # role -> CPU ms per image that role handled
     drain_s: float = 0.0
+    parts: list[Window] = field(default_factory=list)  # consecutive equal parts, if split
 
     @property
     def cpu_ms_per_image(self) -> float:
@@ -102,46 +110,75 @@ class Bench:
         return {name: psutil.Process(pid) for name, pid in self.lp.pids().items()}
 
     def measure(
-        self, frames: Frames, rate: float, seconds: float, phase: str, during: Any = None
+        self,
+        frames: Frames,
+        rate: float,
+        seconds: float,
+        phase: str,
+        during: Any = None,
+        splits: int = 1,
     ) -> Window:
-        """Offer ``rate``/s for ``seconds``; measure rows/s and CPU after the warm-up; wait
-        until the pipeline drained."""
+        """Offer ``rate``/s for ``seconds``; measure rows/s and CPU after the warm-up (in
+        ``splits`` consecutive equal parts, kept in the window's ``parts``: repeated
+        measurements of one steady load); wait until the pipeline drained."""
         procs = self.procs()
         publisher = self.lp.publish(frames, rate, seconds, phase)
         time.sleep(min(self.timing.warm_s, seconds / 3))
-        t0, counts0 = time.monotonic(), self.lp.counts()
-        cpu0 = {name: cpu_seconds(p) for name, p in procs.items()}
+        marks = [(time.monotonic(), self.lp.counts(), self._cpu(procs))]
         if during is not None:
             during(seconds - (time.monotonic() - publisher.started))
+        else:
+            end = publisher.started + seconds
+            for k in range(1, splits):
+                point = marks[0][0] + k * (end - marks[0][0]) / splits
+                time.sleep(max(0.0, point - time.monotonic()))
+                marks.append((time.monotonic(), self.lp.counts(), self._cpu(procs)))
         publisher.finish()
-        t1, counts1 = time.monotonic(), self.lp.counts()
-        cpu1 = {name: cpu_seconds(p) for name, p in procs.items()}
-        cpu_ms: dict[str, float] = {}
-        for role in ("bridge", "worker", "sink"):
-            names = [n for n in procs if n.startswith(role)]
-            images = sum(counts1[n] - counts0[n] for n in names)
-            cpu = sum(cpu1[n] - cpu0[n] for n in names)
-            cpu_ms[role] = 1000 * cpu / images if images else float("nan")
-        # The processing workers' count: it moves per image, while the sink's moves per batch
-        # (every 0.5 s), too coarse for a 7 s window.
-        processed = sum(counts1[n] - counts0[n] for n in procs if n.startswith("worker"))
-        window = Window(phase, publisher.offered_rate, processed / (t1 - t0), cpu_ms)
+        marks.append((time.monotonic(), self.lp.counts(), self._cpu(procs)))
+        window = self._window(phase, publisher.offered_rate, marks[0], marks[-1])
+        if len(marks) > 2:
+            window.parts = [
+                self._window(phase, publisher.offered_rate, a, b)
+                for a, b in itertools.pairwise(marks)
+            ]
         window.drain_s = self.lp.wait_drained(timeout=300)
         self.windows[phase] = window
         print(
             f"  {phase:<26} offered {window.offered:6.1f}/s  done {window.rows_per_s:6.1f}/s  "
             f"cpu {window.cpu_ms_per_image:5.2f} ms/image "
-            f"({', '.join(f'{k} {v:.2f}' for k, v in cpu_ms.items())})  "
-            f"drained in {window.drain_s:.1f}s{'' if window.sustained else '  NOT SUSTAINED'}",
+            f"({', '.join(f'{k} {v:.2f}' for k, v in window.cpu_ms.items())})  "
+            f"drained in {window.drain_s:.1f}s{'' if window.sustained else '  NOT SUSTAINED'}"
+            + (f"  parts {', '.join(f'{w.rows_per_s:.0f}' for w in window.parts)}/s"
+               if window.parts else ""),
             flush=True,
-        )
+        )  # fmt: skip
         return window
+
+    @staticmethod
+    def _cpu(procs: dict[str, psutil.Process]) -> dict[str, float]:
+        return {name: cpu_seconds(p) for name, p in procs.items()}
+
+    @staticmethod
+    def _window(phase: str, offered: float, start: Mark, end: Mark) -> Window:
+        """The window between two (time, counts, CPU seconds) marks."""
+        (t0, counts0, cpu0), (t1, counts1, cpu1) = start, end
+        cpu_ms: dict[str, float] = {}
+        for role in ("bridge", "worker", "sink"):
+            names = [n for n in cpu0 if n.startswith(role)]
+            images = sum(counts1[n] - counts0[n] for n in names)
+            cpu = sum(cpu1[n] - cpu0[n] for n in names)
+            cpu_ms[role] = 1000 * cpu / images if images else float("nan")
+        # The processing workers' count: it moves per image, while the sink's moves per batch
+        # (every 0.5 s), too coarse for a 7 s window.
+        processed = sum(counts1[n] - counts0[n] for n in cpu0 if n.startswith("worker"))
+        return Window(phase, offered, processed / (t1 - t0), cpu_ms)
 
     def ramp(
         self, frames: Frames, prefix: str, start: float, factor: float = RAMP_FACTOR
     ) -> tuple[list[Window], Window | None]:
         """Offered rate stepped up by ``factor`` from ``start`` until a step is not sustained,
-        then once halfway between the last sustained step and that one. Returns the steps in
+        then once halfway between the last sustained step and that one (if even ``start`` is
+        not sustained, halved up to twice first: a slower machine). Returns the steps in
         increasing rate order and the highest sustained step."""
         steps: list[Window] = []
         best: Window | None = None
@@ -150,12 +187,25 @@ class Bench:
             window = self.measure(frames, rate, self.timing.step_s, f"{prefix}_{rate:.0f}")
             steps.append(window)
             if not window.sustained:
+                if best is None and rate > start / 4:
+                    rate /= 2
+                    continue
                 break
             best = window
             rate *= factor
         else:
             self.notes.append(f"{prefix}: still sustained at the last step ({rate / factor:.0f}/s)")
-            return steps, best
+            return sorted(steps, key=lambda w: w.offered), best
+        steps.sort(key=lambda w: w.offered)
+        if best is not None:
+            top = min(w.offered for w in steps if w.offered > best.offered)
+            middle = (best.offered + top) / 2
+            window = self.measure(frames, middle, self.timing.step_s, f"{prefix}_{middle:.0f}")
+            steps.append(window)
+            steps.sort(key=lambda w: w.offered)
+            if window.sustained:
+                best = window
+        return steps, best
         if best is not None:
             middle = (best.offered + steps[-1].offered) / 2
             window = self.measure(frames, middle, self.timing.step_s, f"{prefix}_{middle:.0f}")
@@ -254,6 +304,35 @@ def _file(frame: str) -> str:
     return path or "?"
 
 
+def settle(bench: Bench, frames: Frames, rate: float, timeout: float = 120.0) -> float:
+    """Offer ``rate``/s in short windows until every processing worker took images in one and
+    it was sustained: a newcomer first restores its partitions of the cache table and the group
+    rebalances, which is no measure of two workers. Returns the seconds it took."""
+    started = time.monotonic()
+    n = 0
+    while time.monotonic() - started < timeout:
+        before = bench.lp.counts()
+        window = bench.measure(frames, rate, 6.0, f"settle_{n}")
+        after = bench.lp.counts()
+        n += 1
+        workers = [k for k in after if k.startswith("worker")]
+        if window.sustained and all(after[k] > before[k] for k in workers):
+            return time.monotonic() - started
+    raise SystemExit(f"the second processing worker took no images within {timeout:.0f} s")
+
+
+def split_by_time(items: list[tuple[float, float]], parts: int) -> list[list[float]]:
+    """Values of (time, value) pairs in ``parts`` consecutive equal spans of their times."""
+    if not items:
+        return [[] for _ in range(parts)]
+    first = min(t for t, _ in items)
+    span = (max(t for t, _ in items) - first) or 1.0
+    out: list[list[float]] = [[] for _ in range(parts)]
+    for t, value in items:
+        out[min(parts - 1, int(parts * (t - first) / span))].append(value)
+    return out
+
+
 def rss_growth(rows: list[dict[str, float]], key: str, duration: float) -> tuple[float, float]:
     """(steady RSS MB, growth %) of sample series ``key``: median of the last minute against
     median of minute 2; for runs under 5 minutes, last quarter against the second quarter."""
@@ -266,6 +345,21 @@ def rss_growth(rows: list[dict[str, float]], key: str, duration: float) -> tuple
     first = statistics.median(r[key] for r in rows if early[0] <= r["t"] < early[1])
     last = statistics.median(r[key] for r in rows if late[0] <= r["t"] < late[1])
     return last, 100 * (last - first) / first
+
+
+def rss_by_minute(rows: list[dict[str, float]], key: str) -> list[float]:
+    """Median RSS of each whole minute of the run after the first (the steady level, one
+    value per minute); for runs under 3 minutes, of each 30 s after the first quarter."""
+    duration = rows[-1]["t"] if rows else 0.0
+    span = 60.0 if duration >= 180 else 30.0
+    start = span if duration >= 180 else duration / 4
+    out = []
+    while start + span <= duration + 1:
+        values = [r[key] for r in rows if start <= r["t"] < start + span]
+        if values:
+            out.append(statistics.median(values))
+        start += span
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -293,8 +387,8 @@ def main(argv: list[str] | None = None) -> None:
     name = f"bench-e2e-{uuid.uuid4().hex[:8]}"
     figures: dict[str, Figure] = {}
 
-    def fig(key: str, label: str, unit: str, value: float) -> None:
-        figures[key] = Figure(label, unit, [value])
+    def fig(key: str, label: str, unit: str, value: float | list[float]) -> None:
+        figures[key] = Figure(label, unit, value if isinstance(value, list) else [value])
 
     print(f"bench.e2e: starting a private stack and the pipeline ({name})", flush=True)
     with loaded_pipeline(name, extra_env) as lp:
@@ -308,11 +402,16 @@ def main(argv: list[str] | None = None) -> None:
         profiles: dict[str, Path] = {}
         ramps: dict[str, list[Window]] = {}
         best: dict[str, Window] = {}
+        held: dict[str, Window] = {}
         for res in ("720p", "1080p"):
             ramps[res], top = bench.ramp(frames[res], f"{res}_ramp", RAMP_START[res])
             if top is None:
-                raise SystemExit(f"{res}: not even {RAMP_START[res]:.0f}/s was sustained")
+                raise SystemExit(f"{res}: not even {RAMP_START[res] / 4:.0f}/s was sustained")
             best[res] = top
+            # The maximum held for three windows: repeated measurements of it and its CPU.
+            held[res] = bench.measure(
+                frames[res], top.offered, timing.hold_s, f"{res}_held_at_max", splits=3
+            )
         # The profile: the first 720p rate above the maximum (the pipeline saturated).
         over = 1.1 * best["720p"].offered
         profile_dir = Path(tempfile.mkdtemp(prefix="bench-e2e-profile-"))
@@ -322,21 +421,33 @@ def main(argv: list[str] | None = None) -> None:
             profiles.update(profile(spy_pids, max(left - 1, 3), profile_dir))
 
         bench.measure(frames["720p"], over, timing.step_s + 4, "720p_profiled_110pct", during)
-        bench.measure(frames["720p"], 0.25 * best["720p"].offered, timing.low_s, "720p_at_25pct")
+        bench.measure(
+            frames["720p"], 0.25 * best["720p"].offered, timing.low_s, "720p_at_25pct", splits=3
+        )
 
         # The steady run: 50 % of the 720p maximum, processes sampled throughout.
         steady_rate = 0.5 * best["720p"].offered
         sampler = Sampler(lp.pids(), timing.sample_s)
         sampler.start()
         print(f"  steady run: {steady_rate:.0f}/s for {timing.steady_s:.0f} s", flush=True)
-        steady = bench.measure(frames["720p"], steady_rate, timing.steady_s, "720p_steady_50pct")
+        minutes = max(1, round(timing.steady_s / 60))
+        steady = bench.measure(
+            frames["720p"], steady_rate, timing.steady_s, "720p_steady_50pct", splits=minutes
+        )
         samples = sampler.stop()
 
-        # 1 vs 2 processing workers: a second one joins, the 720p ramp again from 70 %.
+        # 1 vs 2 processing workers: a second one joins; once both take images (the newcomer
+        # restored its share of the cache table), the 720p ramp again from 80 % of the maximum.
         lp.add_process_worker()
+        settle_s = settle(bench, frames["720p"], 0.25 * best["720p"].offered)
+        notes.append(f"2 workers: both processing {settle_s:.0f} s after the second one joined")
         ramps["720p_2w"], two = bench.ramp(
             frames["720p"], "720p_2_workers", 0.8 * best["720p"].offered, 1.3
         )
+        if two is not None:
+            bench.measure(
+                frames["720p"], two.offered, timing.hold_s, "720p_2_workers_held", splits=3
+            )
         published = len(lp.sent.at)
         lp.stop()
         rows = lp.rows()
@@ -346,30 +457,40 @@ def main(argv: list[str] | None = None) -> None:
     by_id = {image_id: (inserted, captured, n) for image_id, n, inserted, captured in rows}
     lost = [i for i in lp.sent.at if i not in by_id]
     duplicates = sum(n - 1 for _, n, _, _ in rows)
-    latency: dict[str, list[float]] = {}
+    latency: dict[str, list[tuple[float, float]]] = {}  # phase -> (publish time, ms)
     bridge_gap: dict[str, list[float]] = {}
     for image_id, (at, phase) in lp.sent.at.items():
         if image_id in by_id:
             inserted, captured, _ = by_id[image_id]
-            latency.setdefault(phase, []).append(inserted - at * 1000)
+            latency.setdefault(phase, []).append((at, inserted - at * 1000))
             bridge_gap.setdefault(phase, []).append(captured - at * 1000)
 
     def lat(phase: str, q: float) -> float:
-        return percentile(latency.get(phase, []), q)
+        return percentile([ms for _, ms in latency.get(phase, [])], q)
+
+    def lat_parts(phase: str, q: float) -> list[float]:
+        """The percentile in each part of a split phase (images by publish time)."""
+        parts = split_by_time(latency.get(phase, []), len(bench.windows[phase].parts) or 1)
+        return [percentile(part, q) for part in parts if part]
+
+    def parts(phase: str, value: Any) -> list[float]:
+        return [value(w) for w in bench.windows[phase].parts]
 
     for res in ("720p", "1080p"):
-        top = best[res]
-        fig(f"{res}_max_images_per_s", f"{res} max sustained throughput", "images/s",
-            top.offered)  # fmt: skip
+        top, hold = best[res], f"{res}_held_at_max"
+        fig(f"{res}_max_images_per_s", f"{res} max sustained throughput (held, per window)",
+            "images/s", parts(hold, lambda w: w.rows_per_s))  # fmt: skip
+        fig(f"{res}_max_offered_images_per_s", f"{res} max sustained offered rate (ramp)",
+            "images/s", top.offered)  # fmt: skip
         overloaded = ramps[res][-1]
         if not overloaded.sustained:
             fig(f"{res}_overloaded_images_per_s", f"{res} images/s when offered above the max",
                 "images/s", overloaded.rows_per_s)  # fmt: skip
         fig(f"{res}_cpu_ms_per_image", f"{res} CPU of bridge+worker+sink per image at max", "ms",
-            top.cpu_ms_per_image)  # fmt: skip
-        for role, value in top.cpu_ms.items():
+            parts(hold, lambda w: w.cpu_ms_per_image))  # fmt: skip
+        for role in top.cpu_ms:
             fig(f"{res}_cpu_ms_per_image_{role}", f"{res} CPU per image at max, {role}", "ms",
-                value)  # fmt: skip
+                parts(hold, lambda w, role=role: w.cpu_ms[role]))  # fmt: skip
         table = [(s.offered, lat(s.phase, 50), s.sustained) for s in ramps[res]]
         rate, climbed = knee(table)
         fig(f"{res}_knee_images_per_s", f"{res} knee (last rate before latency climbs)",
@@ -385,23 +506,24 @@ def main(argv: list[str] | None = None) -> None:
         )
     for pct, phase in ((25, "720p_at_25pct"), (50, "720p_steady_50pct")):
         fig(f"720p_p50_ms_at_{pct}pct", f"720p publish-to-row p50 at {pct}% of max", "ms",
-            lat(phase, 50))  # fmt: skip
+            lat_parts(phase, 50))  # fmt: skip
         fig(f"720p_p99_ms_at_{pct}pct", f"720p publish-to-row p99 at {pct}% of max", "ms",
-            lat(phase, 99))  # fmt: skip
+            lat_parts(phase, 99))  # fmt: skip
         fig(f"720p_bridge_p50_ms_at_{pct}pct", f"720p publish-to-bridge p50 at {pct}%", "ms",
             percentile(bridge_gap.get(phase, []), 50))  # fmt: skip
     fig("720p_cpu_ms_per_image_at_50pct", "720p CPU per image at 50% of max", "ms",
-        steady.cpu_ms_per_image)  # fmt: skip
+        parts("720p_steady_50pct", lambda w: w.cpu_ms_per_image))  # fmt: skip
     duration = samples[-1]["t"] if samples else 0.0
     for role, key in (("worker", "worker"), ("engine_owner", "sink"), ("bridge", "bridge")):
-        rss, growth = rss_growth(samples, f"{key}_rss_mb", duration)
-        fig(f"rss_mb_{role}", f"RSS of the {role.replace('_', ' ')} (steady)", "MB", rss)
+        _, growth = rss_growth(samples, f"{key}_rss_mb", duration)
+        fig(f"rss_mb_{role}", f"RSS of the {role.replace('_', ' ')} (steady, per minute)", "MB",
+            rss_by_minute(samples, f"{key}_rss_mb"))  # fmt: skip
         fig(f"rss_growth_pct_{role}", f"RSS growth of the {role.replace('_', ' ')}", "%", growth)
     fig("720p_1_worker_images_per_s", "720p max throughput, 1 processing worker", "images/s",
-        best["720p"].offered)  # fmt: skip
+        parts("720p_held_at_max", lambda w: w.rows_per_s))  # fmt: skip
     if two is not None:
         fig("720p_2_workers_images_per_s", "720p max throughput, 2 processing workers",
-            "images/s", two.offered)  # fmt: skip
+            "images/s", parts("720p_2_workers_held", lambda w: w.rows_per_s))  # fmt: skip
     else:  # not even the first step was sustained: the best the two workers did, overloaded
         fig("720p_2_workers_images_per_s", "720p images/s, 2 processing workers (overloaded)",
             "images/s", max(s.rows_per_s for s in ramps["720p_2w"]))  # fmt: skip
@@ -419,7 +541,10 @@ def main(argv: list[str] | None = None) -> None:
         "the end: other work on the machine competes for its cores"
     )
     notes.append(
-        "single run per figure (one pipeline, phases in sequence); min = median = max. "
+        "repeated runs: each maximum is held for three consecutive windows after its ramp, the "
+        "25% phase is three windows, the steady run one window per minute (latency of the "
+        "images published in each window), RSS the median of each minute of the steady run; "
+        "the ramps' maxima, the knees and the RSS growth are one run each. "
         f"{psutil.cpu_count()} cores shared by Kafka, Mosquitto, the publisher and FlowForge."
     )
     notes.append(

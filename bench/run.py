@@ -50,7 +50,7 @@ class Step:
 STEPS = (
     Step("decode_limit", "bench.decode_limit", 240, quick_args=["--quick"]),
     Step("naive", "bench.naive", 180, quick_args=["--quick"]),
-    Step("e2e", "bench.e2e", 900, quick_args=["--quick"]),
+    Step("e2e", "bench.e2e", 1260, quick_args=["--quick"]),
     Step("mqtt_bridge", "bench.mqtt_bridge", 180, args=["--quick"]),
     Step("sink_throughput", "bench.sink_throughput", 240, args=["--quick"]),
     Step("batch_bridge", "bench.batch_bridge", 180, args=["--quick"]),

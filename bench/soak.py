@@ -9,8 +9,10 @@ the same load generator and process sampler as bench.e2e). Every 10 s: RSS, open
 descriptors and threads of the three FlowForge processes, the Kafka consumer lag of the worker's
 group (images.raw) and of the sink's group (images.metadata), and the sink's spool depth.
 
-Pass: no series trends upward beyond noise (bench/trend.py states the rule) and every published
-image is a row in ClickHouse exactly once (FINAL count = published, no id missing or extra).
+Pass: no series trends upward beyond noise (bench/trend.py states the rule), the per-thread
+/proc stat descriptors (bench/load.py:thread_stat_fds) stay within three per thread, and every
+published image is a row in ClickHouse exactly once (FINAL count = published, no id missing or
+extra).
 Writes bench/results/soak.json (figures and verdicts), soak_samples.csv and soak.png; exits 1
 on a failure. Not a test (`make soak`).
 """
@@ -65,15 +67,28 @@ def kafka_sampler(lp: LoadedPipeline) -> Any:
 
 
 def verdicts(rows: list[dict[str, float]], rate: float) -> dict[str, Trend]:
-    """The trend rule on every sampled series (CPU seconds excepted: they grow by nature)."""
+    """The trend rule on every sampled series (CPU seconds excepted: they grow by nature; and
+    the per-thread /proc stat descriptors: bounded by the threads, see :func:`unbounded`)."""
     times = [r["t"] for r in rows]
     out = {}
     for key in rows[0]:
-        if key == "t" or key.endswith("_cpu_s"):
+        if key == "t" or key.endswith(("_cpu_s", "_thread_stat_fds")):
             continue
         kind = key.split("_", 1)[1] if key.split("_", 1)[0] in PROCESSES else key
         floor = lag_floor(rate) if kind.startswith("lag") else FLOORS.get(kind, 0.0)
         out[key] = trend(times, [r[key] for r in rows], floor=floor)
+    return out
+
+
+def unbounded(rows: list[dict[str, float]]) -> list[str]:
+    """Processes whose per-thread /proc stat descriptors ever exceeded three per thread (the
+    engine's per-thread metrics open three files per thread and no more: beyond that it is a
+    leak, whatever the trend). The threads themselves are judged by the trend rule."""
+    out = []
+    for proc in PROCESSES:
+        worst = max(r[f"{proc}_thread_stat_fds"] - 3 * r[f"{proc}_threads"] for r in rows)
+        if worst > 0:
+            out.append(f"{proc}: {worst:.0f} per-thread /proc descriptors beyond 3 per thread")
     return out
 
 
@@ -85,7 +100,7 @@ def plot(rows: list[dict[str, float]], marks: dict[str, Trend], path: Path, titl
 
     panels = [
         ("RSS (MB)", "rss_mb"),
-        ("open file descriptors", "fds"),
+        ("open file descriptors\n(dashed: per-thread /proc)", "fds"),
         ("threads", "threads"),
     ]
     fig, axes = plt.subplots(4, 1, figsize=(10, 12), sharex=True)
@@ -94,7 +109,15 @@ def plot(rows: list[dict[str, float]], marks: dict[str, Trend], path: Path, titl
         for proc in PROCESSES:
             key = f"{proc}_{kind}"
             flag = " (TRENDS UP)" if marks[key].upward else ""
-            ax.plot(minutes, [r[key] for r in rows], label=f"{proc}{flag}")
+            line = ax.plot(minutes, [r[key] for r in rows], label=f"{proc}{flag}")
+            if kind == "fds" and any(r[f"{proc}_thread_stat_fds"] for r in rows):
+                ax.plot(
+                    minutes,
+                    [r[f"{proc}_thread_stat_fds"] for r in rows],
+                    linestyle="--",
+                    color=line[0].get_color(),
+                    label=f"{proc}: per-thread /proc stat files (bounded: 3 x threads)",
+                )
         ax.set_ylabel(label)
         ax.legend(loc="upper left", fontsize=8)
         ax.grid(alpha=0.3)
@@ -154,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     repeated = sum(1 for _, n, *_ in found if n > 1)
     marks = verdicts(rows, publisher.offered_rate)
     trending = sorted(k for k, v in marks.items() if v.upward)
+    beyond = unbounded(rows)
     delivered = not lost and not extra and final == len(published)
-    passed = delivered and not trending
+    passed = delivered and not trending and not beyond
 
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     csv_path = RESULTS_DIR / "soak_samples.csv"
@@ -174,7 +198,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{p} {kind} (max over the run)", unit, [max(r[f"{p}_{kind}"] for r in rows)]
         )
         for p in PROCESSES
-        for kind, unit in (("rss_mb", "MB"), ("fds", "fds"), ("threads", "threads"))
+        for kind, unit in (
+            ("rss_mb", "MB"),
+            ("fds", "fds"),
+            ("thread_stat_fds", "fds"),
+            ("threads", "threads"),
+        )
     }
     figures["images_published"] = Figure("images published", "images", [len(published)])
     figures["images_lost"] = Figure("images lost", "images", [len(lost)])
@@ -182,6 +211,13 @@ def main(argv: list[str] | None = None) -> int:
              f"{len(lost)} lost, {len(extra)} unexpected, {repeated} ids with replayed raw rows; "
              f"drained {drain_s:.1f} s after the last publish"]  # fmt: skip
     notes += [f"{key}: {mark.describe()}" for key, mark in marks.items()]
+    notes.append(
+        "fds: open descriptors but the per-thread /proc stat files, which are judged against "
+        "their bound instead (at most 3 per thread): "
+        + ("; ".join(beyond) if beyond else "within it in every sample")
+        + "; peak per-thread /proc descriptors: "
+        + ", ".join(f"{p} {max(r[f'{p}_thread_stat_fds'] for r in rows):.0f}" for p in PROCESSES)
+    )
     notes.append("trend rule: bench/trend.py (second half, least squares, projected over the run)")
     if args.minutes < 10:
         notes.append(
@@ -202,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {note}")
     if trending:
         print(f"FAIL: trending upward: {', '.join(trending)}")
+    if beyond:
+        print(f"FAIL: {'; '.join(beyond)}")
     if not delivered:
         print(f"FAIL: {len(lost)} images lost, {len(extra)} unexpected, FINAL {final}")
     return 0 if passed else 1
