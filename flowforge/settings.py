@@ -499,7 +499,10 @@ class ProcessingSettings:
     """What the worker does to each image."""
 
     max_pixels: int = setting(
-        50_000_000, "Reject images whose header declares more pixels (bombs).", _int_at_least(1)
+        50_000_000,
+        "Reject images whose header declares more pixels (bombs); a decode takes up to about "
+        "5 bytes per pixel, times the worker's concurrency.",
+        _int_at_least(1),
     )
     dark_threshold: float = setting(
         40.0, "Skip as dark below this mean luma (0-255).", _float_in(0, 255)
