@@ -5,27 +5,27 @@ stack (the real Kafka and Mosquitto on free ports, the embedded ClickHouse engin
     python -m bench.e2e [--quick] [--steady-minutes 10]
 
 Phases, in one pipeline (bench/load.py has the load generator, the process sampler and the
-pipeline), about 16 minutes by default (--quick: about 5):
+pipeline), about 15 minutes by default (--quick: about 5):
 
-1. A rate ramp per resolution (720p from 40/s, 1080p from 20/s, halved if not sustained, x1.4
+1. A rate ramp per resolution (720p from 56/s, 1080p from 39/s, halved if not sustained, x1.4
    per 10 s step, each step after the pipeline drained) until a step is not sustained (images/s
    the processing workers finished in the step's window after a 3 s warm-up under 90 % of the
    offered rate, or rows in ClickHouse not caught up with the images published within 4 s of the
    step's end), then one step halfway back. The maximum is the highest sustained step's offered
-   rate. It is then held for 33 s, measured in three 10 s windows (the repeated runs of the
+   rate. It is then held for 24 s, measured in three 7 s windows (the repeated runs of the
    maximum): images/s processed, and CPU of the bridge, the processing worker and the sink
    (children included; Kafka, Mosquitto and the publisher excluded), each divided by the images
    that process handled: the CPU-ms per image. The knee is the last ramp step before the first
    whose latency p50 exceeds twice the lowest p50 of the steps before it (or that is not
    sustained).
 2. 720p at 110 % of the maximum for 14 s while py-spy samples the worker and the bridge.
-3. 720p at 25 % of the maximum for 48 s, three windows: the 25 % latency.
+3. 720p at 25 % of the maximum for 33 s, three windows: the 25 % latency.
 4. A steady run at 50 % of the 720p maximum (10 min; --quick 2 min), one window per minute: the
    50 % latency, RSS of each process sampled every 5 s, and RSS growth = (median RSS of the last
    minute - median RSS of minute 2) / the latter (under 5 min: last quarter against the second
    quarter).
-5. A second processing worker joins; once both take images, the 720p ramp again from 80 % of the
-   maximum (x1.3), and its maximum held for three windows: 1 vs 2.
+5. A second processing worker joins; once both take images, the 720p ramp again from the one
+   worker's maximum (x1.3), and its maximum held for three windows: 1 vs 2.
 
 Latency of an image = its row's ``inserted_at`` (ClickHouse's now64(3) at insert) minus the time
 the publisher handed it to paho; rows are read from the engine once the sink has stopped. Not a
@@ -54,7 +54,7 @@ import psutil
 from bench.load import Frames, LoadedPipeline, Sampler, cpu_seconds, loaded_pipeline
 from bench.results import RESULTS_DIR, Figure, description, write
 
-RAMP_START = {"720p": 40.0, "1080p": 20.0}
+RAMP_START = {"720p": 56.0, "1080p": 39.0}
 RAMP_FACTOR = 1.4
 RAMP_STEPS = 10
 SUSTAINED = 0.9  # images/s at least this share of the offered rate ...
@@ -66,8 +66,8 @@ CLIMB = 2.0  # latency p50 above this multiple of the lowest step's: climbing
 class Timing:
     step_s: float = 10.0
     warm_s: float = 3.0
-    low_s: float = 48.0
-    hold_s: float = 33.0
+    low_s: float = 33.0
+    hold_s: float = 24.0
     steady_s: float = 600.0
     sample_s: float = 5.0
 
@@ -437,12 +437,12 @@ def main(argv: list[str] | None = None) -> None:
         samples = sampler.stop()
 
         # 1 vs 2 processing workers: a second one joins; once both take images (the newcomer
-        # restored its share of the cache table), the 720p ramp again from 80 % of the maximum.
+        # restored its share of the cache table), the 720p ramp again from 1 worker's maximum.
         lp.add_process_worker()
         settle_s = settle(bench, frames["720p"], 0.25 * best["720p"].offered)
         notes.append(f"2 workers: both processing {settle_s:.0f} s after the second one joined")
         ramps["720p_2w"], two = bench.ramp(
-            frames["720p"], "720p_2_workers", 0.8 * best["720p"].offered, 1.3
+            frames["720p"], "720p_2_workers", best["720p"].offered, 1.3
         )
         if two is not None:
             bench.measure(

@@ -266,10 +266,6 @@ def component_rows(results: Results) -> list[Row]:
                    "default_over_batch1"),
         figure_row(results, "Batch bridge, one-shot, 720p files", "batch_bridge",
                    "bridge_files_per_s", unit="files/s"),
-        figure_row(results, "Worker through Kafka, fast path", "worker_throughput",
-                   "fast_images_per_s", unit="images/s"),
-        figure_row(results, "Worker fast path / plain path", "worker_throughput",
-                   "fast_over_plain"),
     ]  # fmt: skip
 
 

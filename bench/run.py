@@ -54,7 +54,6 @@ STEPS = (
     Step("mqtt_bridge", "bench.mqtt_bridge", 180, args=["--quick"]),
     Step("sink_throughput", "bench.sink_throughput", 240, args=["--quick"]),
     Step("batch_bridge", "bench.batch_bridge", 180, args=["--quick"]),
-    Step("worker_throughput", "bench.worker_throughput", 240, args=["--quick"]),
 )
 
 
