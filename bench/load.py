@@ -343,13 +343,15 @@ class LoadedPipeline:
 
 
 @contextlib.contextmanager
-def loaded_pipeline(name: str, extra_env: dict[str, str] | None = None) -> Iterator[LoadedPipeline]:
-    """A private Kafka + Mosquitto on free ports (own home, stopped afterwards), the MQTT bridge,
-    a sink worker and one processing worker, all started and ready; ``extra_env`` is added to
-    their environment (FLOWFORGE_* settings)."""
+def loaded_pipeline(
+    name: str, extra_env: dict[str, str] | None = None, kafka_heap: str = "1g"
+) -> Iterator[LoadedPipeline]:
+    """A private Kafka (Java heap ``kafka_heap``) + Mosquitto on free ports (own home, stopped
+    afterwards), the MQTT bridge, a sink worker and one processing worker, all started and
+    ready; ``extra_env`` is added to their environment (FLOWFORGE_* settings)."""
     with tempfile.TemporaryDirectory(prefix=f"{name}-") as tmp:
         workdir = Path(tmp)
-        with private_stack(workdir / "stack") as (stack, env):
+        with private_stack(workdir / "stack", kafka_heap) as (stack, env):
             e2e = EndToEnd.create(name, stack, env, workdir)
             # After create: its own worker settings (concurrency 2, ...) give way to ours.
             e2e.pipeline.env.update(extra_env or {})

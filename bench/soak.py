@@ -144,12 +144,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--rate", type=float, default=12.0, help="images/s offered")
     parser.add_argument("--resolution", choices=("720p", "1080p"), default="720p")
+    parser.add_argument(
+        "--kafka-heap",
+        default="1g",
+        help="Java heap of the soak's private Kafka broker (default 1g, as in the tests; the "
+        "local stack's own default is 512m)",
+    )
     args = parser.parse_args(argv)
     seconds = args.minutes * 60
     name = f"bench-soak-{uuid.uuid4().hex[:8]}"
     started = time.monotonic()
     print(f"bench.soak: {args.rate}/s of {args.resolution} for {args.minutes} min ({name})")
-    with loaded_pipeline(name) as lp:
+    with loaded_pipeline(name, kafka_heap=args.kafka_heap) as lp:
         frames = Frames(args.resolution, name)
         sampler = Sampler(lp.pids(), INTERVAL_S, extra=kafka_sampler(lp))
         sampler.start()
@@ -229,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         "minutes": args.minutes,
         "rate": args.rate,
         "resolution": args.resolution,
+        "kafka_heap": args.kafka_heap,
         "interval_s": INTERVAL_S,
         "floors": {**FLOORS, "lag": lag_floor(args.rate)},
     }

@@ -188,9 +188,10 @@ class Figures:
 
 
 @contextmanager
-def private_stack(home: Path) -> Iterator[tuple[Stack, dict[str, str]]]:
+def private_stack(home: Path, kafka_heap: str = "1g") -> Iterator[tuple[Stack, dict[str, str]]]:
     """A throw-away Kafka + Mosquitto on free ports with its own home, stopped afterwards: the
-    drills stop and restart them without disturbing the shared session stack."""
+    drills stop and restart them without disturbing the shared session stack. ``kafka_heap``:
+    the broker's Java heap (1g here; see below)."""
     env = dict(stack_env())
     env.update(
         {
@@ -200,7 +201,7 @@ def private_stack(home: Path) -> Iterator[tuple[Stack, dict[str, str]]]:
             "FLOWFORGE_MQTT_PORT": str(free_port()),
             # At the default 512m the broker ran out of heap after ~10 drills in one module
             # (OutOfMemoryError in the group coordinator's writes; RELIABILITY.md).
-            "FLOWFORGE_STACK_KAFKA_HEAP": "1g",
+            "FLOWFORGE_STACK_KAFKA_HEAP": kafka_heap,
         }
     )
     stack = Stack(Settings.from_env(env))
