@@ -164,6 +164,10 @@ def cpu_seconds(proc: psutil.Process) -> float:
     return float(t.user + t.system + t.children_user + t.children_system)
 
 
+# The per-thread /proc files the embedded engine keeps open (see thread_stat_fds).
+THREAD_STAT_FILES = frozenset({"stat", "schedstat", "io"})
+
+
 def thread_stat_fds(pid: int) -> int:
     """Open descriptors of ``pid`` on its own threads' /proc stat files.
 
@@ -188,9 +192,6 @@ def thread_stat_fds(pid: int) -> int:
         if target.startswith(prefix) and target.rsplit("/", 1)[-1] in THREAD_STAT_FILES:
             count += 1
     return count
-
-
-THREAD_STAT_FILES = frozenset({"stat", "schedstat", "io"})
 
 
 def process_sample(proc: psutil.Process) -> dict[str, float]:

@@ -28,7 +28,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.load import Frames, LoadedPipeline, Sampler, loaded_pipeline
+from bench.load import THREAD_STAT_FILES, Frames, LoadedPipeline, Sampler, loaded_pipeline
 from bench.results import RESULTS_DIR, Figure, description, write
 from bench.trend import Trend, trend
 from flowforge.topics import inspect_topics
@@ -86,7 +86,8 @@ def unbounded(rows: list[dict[str, float]]) -> list[str]:
     leak, whatever the trend). The threads themselves are judged by the trend rule."""
     out = []
     for proc in PROCESSES:
-        worst = max(r[f"{proc}_thread_stat_fds"] - 3 * r[f"{proc}_threads"] for r in rows)
+        per_thread = len(THREAD_STAT_FILES)
+        worst = max(r[f"{proc}_thread_stat_fds"] - per_thread * r[f"{proc}_threads"] for r in rows)
         if worst > 0:
             out.append(f"{proc}: {worst:.0f} per-thread /proc descriptors beyond 3 per thread")
     return out
