@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from flowforge.envelope import header_map
 from flowforge.settings import Settings
 from flowforge.stack.mosquitto import mqtt_client
-from tests.integration.harness import free_port
+from tests.integration.harness import free_port, listening_addresses
 
 
 @dataclass(frozen=True)
@@ -87,12 +88,21 @@ class BridgeProcess:
                 raise AssertionError(f"bridge exited {self.proc.returncode}:\n{self.log()}")
             try:
                 last = self.get("/readyz")
-                if last[0] == 200:
+                # only our bridge's answer counts, not another process's on a reused port
+                if last[0] == 200 and self.listens():
                     return
             except OSError:
                 pass
             time.sleep(0.2)
         raise AssertionError(f"bridge not ready in {timeout}s ({last}):\n{self.log()}")
+
+    def listens(self) -> bool:
+        """Whether the bridge process itself holds the listening socket on its web port."""
+        assert self.proc is not None
+        try:
+            return ("127.0.0.1", self.web_port) in listening_addresses(self.proc.pid)
+        except psutil.NoSuchProcess:
+            return False
 
     def signal(self, sig: signal.Signals, timeout: float = 60.0) -> int:
         """Send ``sig`` and wait for the exit; return the exit code."""

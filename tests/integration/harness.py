@@ -40,10 +40,24 @@ def listening_addresses(pid: int) -> set[tuple[str, int]]:
     return addresses
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free on 127.0.0.1 now and never handed out before in this process.
+
+    The port is released before the caller's process binds it, so the kernel may offer it again
+    to the next caller: a bridge and a worker once got the same port, the worker bound it first,
+    the bridge died, and its readiness probe was answered by the worker. Remembering what was
+    handed out closes that window within one test run.
+    """
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 @dataclass
