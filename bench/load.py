@@ -195,13 +195,17 @@ def thread_stat_fds(pid: int) -> int:
 
 
 def process_sample(proc: psutil.Process) -> dict[str, float]:
-    """CPU seconds, RSS (MB), open file descriptors (``fds``: all but the per-thread /proc
-    stat files, counted apart in ``thread_stat_fds``) and threads of one process."""
+    """CPU seconds, RSS (MB) and its anonymous part (``rss_anon_mb``: RSS less the pages of
+    mapped files, i.e. what the process allocated; the rest is library code read in as it
+    first runs), open file descriptors (``fds``: all but the per-thread /proc stat files,
+    counted apart in ``thread_stat_fds``) and threads of one process."""
     with proc.oneshot():
         stat_fds = thread_stat_fds(proc.pid)
+        memory = proc.memory_info()
         return {
             "cpu_s": cpu_seconds(proc),
-            "rss_mb": proc.memory_info().rss / 2**20,
+            "rss_mb": memory.rss / 2**20,
+            "rss_anon_mb": (memory.rss - memory.shared) / 2**20,  # shared: RssFile + RssShmem
             "fds": float(proc.num_fds() - stat_fds),
             "thread_stat_fds": float(stat_fds),
             "threads": float(proc.num_threads()),

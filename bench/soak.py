@@ -5,9 +5,10 @@ growing backlogs, and checking that no image is lost.
 
 MQTT (QoS 1) -> `flowforge bridge mqtt` -> Kafka -> `flowforge worker --agents process` ->
 `flowforge worker --agents sink` -> the embedded ClickHouse, on a private stack (bench/load.py:
-the same load generator and process sampler as bench.e2e). Every 10 s: RSS, open file
-descriptors and threads of the three FlowForge processes, the Kafka consumer lag of the worker's
-group (images.raw) and of the sink's group (images.metadata), and the sink's spool depth.
+the same load generator and process sampler as bench.e2e). Every 10 s: RSS (and its anonymous
+part apart), open file descriptors and threads of the three FlowForge processes, the Kafka
+consumer lag of the worker's group (images.raw) and of the sink's group (images.metadata), and
+the sink's spool depth.
 
 Pass: no series trends upward beyond noise (bench/trend.py states the rule), the per-thread
 /proc stat descriptors (bench/load.py:thread_stat_fds) stay within three per thread, and every
@@ -36,7 +37,7 @@ from flowforge.topics import inspect_topics
 INTERVAL_S = 10.0
 PROCESSES = ("bridge", "worker", "sink")
 # Absolute rises that are no growth for the series at hand (see bench/trend.py).
-FLOORS = {"rss_mb": 8.0, "fds": 8.0, "threads": 3.0, "spool_rows": 50.0}
+FLOORS = {"rss_mb": 8.0, "rss_anon_mb": 8.0, "fds": 8.0, "threads": 3.0, "spool_rows": 50.0}
 
 
 def lag_floor(rate: float) -> float:
@@ -100,7 +101,7 @@ def plot(rows: list[dict[str, float]], marks: dict[str, Trend], path: Path, titl
     import matplotlib.pyplot as plt
 
     panels = [
-        ("RSS (MB)", "rss_mb"),
+        ("RSS (MB)\n(dashed: anonymous part)", "rss_mb"),
         ("open file descriptors\n(dashed: per-thread /proc)", "fds"),
         ("threads", "threads"),
     ]
@@ -111,6 +112,13 @@ def plot(rows: list[dict[str, float]], marks: dict[str, Trend], path: Path, titl
             key = f"{proc}_{kind}"
             flag = " (TRENDS UP)" if marks[key].upward else ""
             line = ax.plot(minutes, [r[key] for r in rows], label=f"{proc}{flag}")
+            if kind == "rss_mb":
+                ax.plot(
+                    minutes,
+                    [r[f"{proc}_rss_anon_mb"] for r in rows],
+                    linestyle="--",
+                    color=line[0].get_color(),
+                )
             if kind == "fds" and any(r[f"{proc}_thread_stat_fds"] for r in rows):
                 ax.plot(
                     minutes,
@@ -207,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         for p in PROCESSES
         for kind, unit in (
             ("rss_mb", "MB"),
+            ("rss_anon_mb", "MB"),
             ("fds", "fds"),
             ("thread_stat_fds", "fds"),
             ("threads", "threads"),

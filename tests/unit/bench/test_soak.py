@@ -30,6 +30,20 @@ def test_thread_stat_fds_counts_only_this_process_per_thread_proc_files() -> Non
     assert thread_stat_fds(pid) == before
 
 
+def test_process_sample_counts_an_allocation_in_the_anonymous_part_of_rss() -> None:
+    """Touching 64 MiB of freshly allocated memory raises ``rss_anon_mb`` by about that much;
+    the anonymous part never exceeds the whole RSS."""
+    proc = psutil.Process(os.getpid())
+    before = process_sample(proc)
+    block = bytearray(64 * 2**20)  # zero-filled: every page is touched
+    try:
+        after = process_sample(proc)
+    finally:
+        del block
+    assert after["rss_anon_mb"] - before["rss_anon_mb"] >= 60
+    assert 0 < after["rss_anon_mb"] <= after["rss_mb"]
+
+
 def _row(threads: float, stat_fds: float) -> dict[str, float]:
     row = {"t": 0.0}
     for proc in ("bridge", "worker", "sink"):
