@@ -71,7 +71,7 @@ format: install
 	$(BIN)/ruff format .
 
 docs: install
-	$(BIN)/python -m flowforge.docs README.md
+	$(BIN)/python -m flowforge.cli.docs README.md
 
 # The soak (issue 10): SOAK_ARGS="--minutes 3" for a short one. Not part of `make test`.
 soak: $(BENCH_STAMP)

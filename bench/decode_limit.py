@@ -36,7 +36,7 @@ import numpy as np
 
 from bench.images import ImageSet, camera_set, photo_set
 from bench.results import Figure, description, write
-from flowforge.settings import Settings
+from flowforge.core.settings import Settings
 from streams.app import processing_config
 from streams.processing import ProcessingConfig, process_image
 from streams.processing.decoding import choose_reduction, decode

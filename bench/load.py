@@ -25,8 +25,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import psutil
 
-from flowforge.envelope import content_image_id
-from flowforge.settings import Settings
+from flowforge.core.envelope import content_image_id
+from flowforge.core.settings import Settings
 from flowforge.stack.mosquitto import mqtt_client
 from tests.images import jpeg, numbered, scene
 from tests.integration.e2e_harness import EndToEnd, private_stack

@@ -30,8 +30,8 @@ from pathlib import Path
 
 from bench.results import Figure, description, write
 from bench.stack import running_test_stack
-from flowforge.faults import write_fault
-from flowforge.settings import Settings
+from flowforge.core.faults import write_fault
+from flowforge.core.settings import Settings
 from tests.conftest import stack_env
 from tests.integration.harness import Pipeline, make_pipeline, metadata_record
 

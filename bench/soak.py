@@ -32,7 +32,7 @@ from typing import Any
 from bench.load import THREAD_STAT_FILES, Frames, LoadedPipeline, Sampler, loaded_pipeline
 from bench.results import RESULTS_DIR, Figure, description, write
 from bench.trend import Trend, trend
-from flowforge.topics import inspect_topics
+from flowforge.cli.topics import inspect_topics
 
 INTERVAL_S = 10.0
 PROCESSES = ("bridge", "worker", "sink")

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from flowforge.settings import Settings
+from flowforge.core.settings import Settings
 from flowforge.stack import Stack
 from tests.conftest import stack_env
 

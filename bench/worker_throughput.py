@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench.results import Figure, description, write
 from bench.stack import running_test_stack
-from flowforge.settings import Settings
+from flowforge.core.settings import Settings
 from tests.conftest import stack_env
 from tests.images import jpeg, numbered, scene
 from tests.integration.harness import make_pipeline

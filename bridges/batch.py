@@ -28,10 +28,10 @@ from bridges.scan import (
     scan,
     source_id_for_root,
 )
-from flowforge.backoff import Stopped
-from flowforge.envelope import Envelope
-from flowforge.settings import Settings
-from streams.processing.formats import sniff_format
+from flowforge.core.backoff import Stopped
+from flowforge.core.envelope import Envelope
+from flowforge.core.formats import sniff_format
+from flowforge.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

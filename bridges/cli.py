@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from flowforge.settings import parse_glob_patterns, parse_port
+from flowforge.core.settings import parse_glob_patterns, parse_port
 
 
 def _web_port(value: int | None, default: int) -> int:
@@ -211,7 +211,7 @@ def rtsp(ctx: click.Context, web_port: int | None) -> None:
     removed and reconnected at runtime through /v1/streams (bearer token
     FLOWFORGE_RTSP_API_TOKEN; required off loopback). Stops cleanly on SIGTERM / Ctrl-C."""
     from bridges.lifecycle import run_bridge
-    from bridges.rtsp import RtspBridge
+    from bridges.rtsp.bridge import RtspBridge
 
     settings = ctx.find_root().obj.settings
     port = _web_port(web_port, settings.bridge.rtsp_web_port)

@@ -2,7 +2,7 @@
 
 The tree::
 
-    FlowForgeError (flowforge.errors)
+    FlowForgeError (flowforge.core.errors)
     +-- BridgeError                base of the bridges' errors
         +-- PublishFailed          Kafka did not acknowledge a record in time (retriable)
         +-- PayloadRejected        an image that will never be published; ``reason`` is the DLQ
@@ -17,7 +17,7 @@ Client-library errors keep their own flag: aiokafka's ``KafkaError`` subclasses 
 
 from __future__ import annotations
 
-from flowforge.errors import FlowForgeError
+from flowforge.core.errors import FlowForgeError
 
 
 class BridgeError(FlowForgeError):

@@ -20,10 +20,10 @@ from bridges import metrics
 from bridges.errors import LibraryThreadDied, PayloadRejected
 from bridges.lifecycle import Bridge
 from bridges.publisher import ImageMessage, KafkaPublisher
-from flowforge.backoff import Stopped
-from flowforge.settings import Settings
+from flowforge.core.backoff import Stopped
+from flowforge.core.formats import sniff_format
+from flowforge.core.settings import Settings
 from flowforge.stack.mosquitto import mqtt_client
-from streams.processing.formats import sniff_format
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from bridges import metrics
 from bridges.errors import PayloadRejected, PublishFailed
-from flowforge import envelope as env
-from flowforge.backoff import Backoff, retry
-from flowforge.envelope import Envelope, content_image_id
-from flowforge.kafka_admin import ensure_topics, topic_spec
-from flowforge.settings import BridgeSettings, KafkaSettings
+from flowforge.core import envelope as env
+from flowforge.core.backoff import Backoff, retry
+from flowforge.core.envelope import Envelope, content_image_id
+from flowforge.core.kafka_admin import ensure_topics, topic_spec
+from flowforge.core.settings import BridgeSettings, KafkaSettings
 
 log = logging.getLogger(__name__)
 

@@ -216,7 +216,7 @@ def _opened_path(fd: int, fallback: str) -> str:
 
 
 def _streamed_hashes(handle: BinaryIO, source_id: str) -> tuple[str, str]:
-    """(flowforge.envelope.content_image_id, SHA-256) of a file, computed in chunks."""
+    """(flowforge.core.envelope.content_image_id, SHA-256) of a file, computed in chunks."""
     image_id = hashlib.sha256(source_id.encode("utf-8", errors="replace") + b"\0")
     content = hashlib.sha256()
     while chunk := handle.read(_CHUNK):

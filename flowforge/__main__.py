@@ -1,5 +1,5 @@
 """`python -m flowforge` runs the `flowforge` command."""
 
-from flowforge.cli import main
+from flowforge.cli.main import main
 
 main()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import faust
 
-from flowforge.settings import Settings
+from flowforge.core.settings import Settings
 from streams.processing import ProcessingConfig
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from flowforge.envelope import (
+from flowforge.core.envelope import (
     ERROR_DETAIL,
     ERROR_REASON,
     ERROR_STAGE,

@@ -13,8 +13,8 @@ from typing import Any
 import faust
 from mode.utils.times import want_seconds
 
-from flowforge.kafka_admin import TopicSpec
-from flowforge.settings import Settings
+from flowforge.core.kafka_admin import TopicSpec
+from flowforge.core.settings import Settings
 from streams.records import SourceStats
 
 HOUR_MS = 3_600_000

@@ -7,7 +7,7 @@ from typing import Any
 
 import faust
 
-from flowforge.settings import Settings
+from flowforge.core.settings import Settings
 from streams.records import ImageMetadata
 
 

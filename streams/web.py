@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from flowforge.clickhouse import MIGRATIONS_TABLE
-from flowforge.stats import ALL_TIME_S, SQL, rows_to_dicts
+from flowforge.core.clickhouse import MIGRATIONS_TABLE
+from flowforge.core.stats import ALL_TIME_S, SQL, rows_to_dicts
 from streams import metrics
 
 if TYPE_CHECKING:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from flowforge.kafka_admin import ensure_topics, topic_spec
-from flowforge.settings import Settings
+from flowforge.core.kafka_admin import ensure_topics, topic_spec
+from flowforge.core.settings import Settings
 from flowforge.stack import Stack
 
 REPO = Path(__file__).resolve().parent.parent

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 
 import cv2
 
+from flowforge.core.urls import redact_url
 from flowforge.sim.errors import SimCheckFailed
-from flowforge.urls import redact_url
 
 log = logging.getLogger(__name__)
 

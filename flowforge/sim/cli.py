@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from flowforge.settings import Settings, parse_port, parse_size_wxh
+from flowforge.core.settings import Settings, parse_port, parse_size_wxh
 
 
 class _Port(click.ParamType):

@@ -2,7 +2,7 @@
 
 The tree::
 
-    FlowForgeError                 (flowforge.errors)
+    FlowForgeError                 (flowforge.core.errors)
     +-- SimError                   the simulator cannot do what was asked
         +-- SimConfigError         a stream or server setting is invalid (names it; not retriable)
         +-- SimPortBusy            the RTSP or API port is held by another process
@@ -14,7 +14,7 @@ Every message is one line an operator can act on.
 
 from __future__ import annotations
 
-from flowforge.errors import FlowForgeError
+from flowforge.core.errors import FlowForgeError
 
 
 class SimError(FlowForgeError):

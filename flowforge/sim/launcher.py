@@ -10,7 +10,7 @@ import socket
 from pathlib import Path
 
 import flowforge
-from flowforge.settings import Settings
+from flowforge.core.settings import Settings
 from flowforge.sim.config import SimConfig, StreamConfig, default_streams, load_file, validate
 from flowforge.sim.errors import SimConfigError, SimPortBusy, SimUnavailable
 from flowforge.stack.process import port_holder

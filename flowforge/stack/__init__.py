@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from flowforge.settings import Settings
+from flowforge.core.settings import Settings
 from flowforge.stack.kafka import KafkaService
 from flowforge.stack.mosquitto import MosquittoService
 from flowforge.stack.pipeline import (

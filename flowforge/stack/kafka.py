@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from string import Template
 
-from flowforge.errors import ServiceStartFailed
-from flowforge.kafka_admin import describe_cluster, ensure_topics, flowforge_topics
-from flowforge.resources import infra_dir
+from flowforge.core.errors import ServiceStartFailed
+from flowforge.core.kafka_admin import describe_cluster, ensure_topics, flowforge_topics
+from flowforge.core.resources import infra_dir
 from flowforge.stack.service import (
     LOCAL_HOSTS,
     LocalService,

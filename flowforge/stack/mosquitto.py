@@ -14,9 +14,9 @@ from string import Template
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from flowforge.errors import ServiceUnhealthy
-from flowforge.resources import infra_dir
-from flowforge.settings import MqttSettings
+from flowforge.core.errors import ServiceUnhealthy
+from flowforge.core.resources import infra_dir
+from flowforge.core.settings import MqttSettings
 from flowforge.stack.service import LOCAL_HOSTS, LocalService, find_program, read_text
 
 

@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
-from flowforge.errors import ServiceUnhealthy
+from flowforge.core.errors import ServiceUnhealthy
 from flowforge.stack.service import LocalService
 
 # The demo feed: two simulated cameras, sampled at 2 frames/s each by the RTSP bridge.

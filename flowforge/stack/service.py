@@ -12,14 +12,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from flowforge.errors import (
+from flowforge.core.errors import (
     FlowForgeError,
     PortTaken,
     PrerequisiteMissing,
     ServiceStartFailed,
     ServiceUnhealthy,
 )
-from flowforge.settings import Settings
+from flowforge.core.settings import Settings
 from flowforge.stack.process import ManagedProcess, port_holder
 
 log = logging.getLogger(__name__)

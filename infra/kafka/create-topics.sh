@@ -1,7 +1,7 @@
 #!/bin/sh
 # kafka-init (docker compose, one shot): create FlowForge's four topics with the partitions,
 # replication, retention and size limit of the FLOWFORGE_KAFKA_* settings, as `flowforge stack up`
-# does for the local stack (flowforge/kafka_admin.py). Existing topics are left as they are
+# does for the local stack (flowforge/core/kafka_admin.py). Existing topics are left as they are
 # (changing the partitions of a keyed topic would move keys). Runs in the Apache Kafka image;
 # KAFKA_TOPICS_CMD points elsewhere for a test run.
 set -eu

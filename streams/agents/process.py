@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from flowforge.envelope import (
+from flowforge.core.envelope import (
     CONTENT_TYPE,
     SOURCE_TYPE,
     Envelope,

@@ -5,7 +5,7 @@ when the loop body returns, even when it raises, so the body never returns befor
 durable (inserted, or in the spool) and never raises: bad records go to the dead-letter topic,
 ClickHouse outages go to the spool, and a shutdown waits for the batch in hand to be stored.
 At the spool's bound the body waits for the drain to make room: nothing more is consumed, and
-nothing is dropped. Every ClickHouse and spool call runs on one thread (see streams/sink.py).
+nothing is dropped. Every ClickHouse and spool call runs on one thread (see streams/sink/core.py).
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from flowforge.backoff import Backoff
-from flowforge.clickhouse import ClickHouseUnavailable
-from flowforge.envelope import header_map
+from flowforge.core.backoff import Backoff
+from flowforge.core.clickhouse import ClickHouseUnavailable
+from flowforge.core.envelope import header_map
 from streams import metrics
-from streams.clickhouse_writer import ClickHouseWriter
 from streams.dlq import dead_letter
 from streams.records import MetadataInvalid, metadata_row
-from streams.sink import Drained, MetadataSink, Stored
-from streams.spool import Spool
+from streams.sink.core import Drained, MetadataSink, Stored
+from streams.sink.spool import Spool
+from streams.sink.writer import ClickHouseWriter
 
 if TYPE_CHECKING:
     from streams.app import FlowForgeApp

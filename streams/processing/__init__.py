@@ -6,10 +6,10 @@ outcome = process_image(data, ProcessingConfig())  # ProcessedImage, or raises I
 
 from __future__ import annotations
 
+from flowforge.core.formats import ImageFormat, sniff_format
 from streams.processing.config import ProcessingConfig, ResizePolicy
 from streams.processing.decoding import DecodedImage, choose_reduction, decode
 from streams.processing.errors import REJECT_REASONS, ImageRejected, RejectReason
-from streams.processing.formats import ImageFormat, sniff_format
 from streams.processing.header import ImageHeader, read_header
 from streams.processing.pipeline import process_image
 from streams.processing.resizing import resize

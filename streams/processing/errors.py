@@ -2,7 +2,7 @@
 
 The tree::
 
-    FlowForgeError                 (flowforge.errors) base; ``retriable`` for backoff loops
+    FlowForgeError                 (flowforge.core.errors) base; ``retriable`` for backoff loops
     +-- ImageRejected              these bytes are not an image we process (never retriable)
 
 ``ImageRejected.reason`` is one of these codes (stable: dashboards and tables group by it):
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Final, Literal, get_args
 
-from flowforge.errors import FlowForgeError
+from flowforge.core.errors import FlowForgeError
 
 RejectReason = Literal[
     "empty",

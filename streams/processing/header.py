@@ -13,8 +13,8 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
+from flowforge.core.formats import ImageFormat, sniff_format
 from streams.processing.errors import ImageRejected
-from streams.processing.formats import ImageFormat, sniff_format
 from streams.processing.tiff_ifd import (
     TAG_IMAGE_LENGTH,
     TAG_IMAGE_WIDTH,

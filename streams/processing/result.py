@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from streams.processing.formats import ImageFormat
+from flowforge.core.formats import ImageFormat
 
 ProcessStatus = Literal["processed", "skipped_dark", "skipped_low_quality"]
 

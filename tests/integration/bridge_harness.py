@@ -20,8 +20,8 @@ from typing import Any
 import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from flowforge.envelope import header_map
-from flowforge.settings import Settings
+from flowforge.core.envelope import header_map
+from flowforge.core.settings import Settings
 from flowforge.stack.mosquitto import mqtt_client
 from tests.integration.harness import free_port, listening_addresses
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from flowforge.clickhouse import connect
-from flowforge.settings import Settings
+from flowforge.core.clickhouse import connect
+from flowforge.core.settings import Settings
 from flowforge.stack import Stack
 from tests.conftest import stack_env, unique_name
 from tests.integration.harness import Pipeline, make_pipeline

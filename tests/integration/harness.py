@@ -21,9 +21,9 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from flowforge.envelope import Envelope, content_image_id, header_map
-from flowforge.kafka_admin import admin_client, ensure_topics, topic_spec
-from flowforge.settings import Settings
+from flowforge.core.envelope import Envelope, content_image_id, header_map
+from flowforge.core.kafka_admin import admin_client, ensure_topics, topic_spec
+from flowforge.core.settings import Settings
 from streams.records import ImageMetadata
 
 LOOPBACK = frozenset({"127.0.0.1", "::1"})

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from flowforge.envelope import content_image_id
-from flowforge.settings import Settings
+from flowforge.core.envelope import content_image_id
+from flowforge.core.settings import Settings
 from flowforge.stack import Stack
 from tests.conftest import stack_env, unique_name
 from tests.images import Image, jpeg, png, scene

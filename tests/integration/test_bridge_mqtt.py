@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from flowforge.envelope import content_image_id, header_map
-from flowforge.settings import Settings
+from flowforge.core.envelope import content_image_id, header_map
+from flowforge.core.settings import Settings
 from flowforge.stack import KafkaService, Stack
 from tests.conftest import stack_env, unique_name
 from tests.images import jpeg, scene

@@ -15,7 +15,7 @@ import numpy as np
 import psutil
 import pytest
 
-from flowforge.envelope import frame_image_id
+from flowforge.core.envelope import frame_image_id
 from flowforge.stack import Stack
 from tests.conftest import stack_env, unique_name
 from tests.integration.bridge_harness import (

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
-from flowforge.clickhouse import ClickHouseUnavailable, migrate
-from streams.clickhouse_writer import COLUMNS, ClickHouseWriter, InsertRejected, batch_token
+from flowforge.core.clickhouse import ClickHouseUnavailable, migrate
+from streams.sink.writer import COLUMNS, ClickHouseWriter, InsertRejected, batch_token
 
 
 def _record(i: int, source: str = "cam-1") -> dict[str, Any]:

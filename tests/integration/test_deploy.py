@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from flowforge.clickhouse import Migration, kafka_engine_sql, migrate, migrations
-from streams.clickhouse_writer import COLUMNS
+from flowforge.core.clickhouse import Migration, kafka_engine_sql, migrate, migrations
+from streams.sink.writer import COLUMNS
 from tests.deploy import REPO, compose, dashboard, expand_macros, service_env
 
 CLICKHOUSE_DIR = REPO / "infra" / "clickhouse"
@@ -49,7 +49,7 @@ PANEL_COLUMNS = {
 CLIENT_STUB = """\
 import sys
 import clickhouse_connect
-from flowforge.clickhouse import Migration
+from flowforge.core.clickhouse import Migration
 
 args = sys.argv[1:]
 assert args[0] == "client", args

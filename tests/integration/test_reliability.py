@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from flowforge.faults import write_fault
+from flowforge.core.faults import write_fault
 from flowforge.stack import Stack
 from tests.conftest import unique_name
 from tests.integration.bridge_harness import (

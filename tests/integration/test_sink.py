@@ -12,7 +12,7 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
-from flowforge.faults import write_fault
+from flowforge.core.faults import write_fault
 from tests.images import mixed_set
 from tests.integration.harness import Pipeline, metadata_record
 

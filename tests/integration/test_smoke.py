@@ -9,7 +9,7 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from flowforge.settings import MIB, Settings
+from flowforge.core.settings import MIB, Settings
 from flowforge.stack import Stack
 from flowforge.stack.mosquitto import mqtt_client
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from flowforge.settings import Settings
+from flowforge.core.settings import Settings
 from flowforge.stack import Stack
 from tests.conftest import stack_env
 from tests.images import real_photo_path

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import cv2
 import numpy as np
 
-from flowforge.settings import Settings
+from flowforge.core.settings import Settings
 from tests.images import jpeg, mixed_set, numbered, scene
 from tests.integration.harness import Pipeline
 

@@ -19,9 +19,9 @@ import click
 import jsonschema
 import pytest
 
-from flowforge.cli import cli
-from flowforge.kafka_admin import flowforge_topics
-from flowforge.settings import SPECS, Settings
+from flowforge.cli.main import cli
+from flowforge.core.kafka_admin import flowforge_topics
+from flowforge.core.settings import SPECS, Settings
 from tests.deploy import (
     COMPOSE,
     COMPOSE_DEV,
@@ -300,7 +300,7 @@ def test_kafka_broker_matches_the_local_server_properties() -> None:
 
 def test_create_topics_script_creates_the_native_topics(tmp_path: Path) -> None:
     """kafka-init's script asks kafka-topics.sh for the same topics, partitions, replication and
-    configs as the local stack's topic specs (flowforge/kafka_admin.py)."""
+    configs as the local stack's topic specs (flowforge/core/kafka_admin.py)."""
     calls = tmp_path / "calls.jsonl"
     stub = tmp_path / "kafka-topics.sh"
     stub.write_text(
@@ -495,8 +495,8 @@ def test_dashboard_panels_name_the_datasource_and_have_unique_ids() -> None:
 def test_each_flowforge_service_environment_loads_and_passes_start_up_checks() -> None:
     """Every FlowForge service's compose environment (secrets filled) is valid settings, and the
     RTSP bridge, bound to the compose network, has the token its stream API then requires."""
-    from bridges.rtsp import check_api_security
-    from flowforge.settings import Settings
+    from bridges.rtsp.bridge import check_api_security
+    from flowforge.core.settings import Settings
 
     for name, service in flowforge_services().items():
         settings = Settings.from_env(service_env(service))  # raises SettingsError naming a bad one

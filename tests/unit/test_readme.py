@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flowforge.docs import render
+from flowforge.cli.docs import render
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

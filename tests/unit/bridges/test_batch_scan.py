@@ -22,9 +22,9 @@ from bridges.scan import (
     scan,
     source_id_for_root,
 )
-from flowforge.envelope import content_image_id
-from flowforge.errors import SettingsError
-from flowforge.settings import DEFAULT_BATCH_PATTERNS, Settings, parse_glob_patterns
+from flowforge.core.envelope import content_image_id
+from flowforge.core.errors import SettingsError
+from flowforge.core.settings import DEFAULT_BATCH_PATTERNS, Settings, parse_glob_patterns
 
 JPEG = b"\xff\xd8\xff\xe0" + b"x" * 100
 

@@ -8,7 +8,7 @@ import pytest
 
 from bridges.errors import PayloadRejected
 from bridges.mqtt import content_type, default_client_id, source_id_for
-from flowforge.settings import Settings
+from flowforge.core.settings import Settings
 
 
 @pytest.mark.parametrize(

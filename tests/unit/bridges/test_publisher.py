@@ -8,8 +8,8 @@ import pytest
 
 from bridges.errors import PayloadRejected
 from bridges.publisher import ByteBudget, ImageMessage, KafkaPublisher, dead_letter_headers
-from flowforge.envelope import content_image_id
-from flowforge.settings import Settings
+from flowforge.core.envelope import content_image_id
+from flowforge.core.settings import Settings
 
 
 async def test_budget_waits_until_bytes_are_released() -> None:

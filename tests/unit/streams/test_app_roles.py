@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from flowforge.settings import Settings
+from flowforge.core.settings import Settings
 from streams.app import consumer_group, create_app
 
 

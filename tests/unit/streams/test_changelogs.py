@@ -7,7 +7,7 @@ from typing import Any
 from faust.transport.drivers.aiokafka import Transport
 from mode.utils.times import want_seconds
 
-from flowforge.settings import Settings
+from flowforge.core.settings import Settings
 from streams.app import create_app
 from streams.tables import changelog_specs
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from flowforge.cli import main
-from flowforge.settings import Settings
+from flowforge.cli.main import main
+from flowforge.core.settings import Settings
 from flowforge.sim.config import StreamConfig
 from flowforge.sim.errors import SimPortBusy
 from flowforge.sim.launcher import build_config, check_ports, server_env

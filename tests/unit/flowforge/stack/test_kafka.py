@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from flowforge.settings import Settings
+from flowforge.core.settings import Settings
 from flowforge.stack.kafka import KafkaService, new_cluster_id
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flowforge.settings import Settings
+from flowforge.core.settings import Settings
 from flowforge.stack import mosquitto
 from flowforge.stack.mosquitto import MosquittoService
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from flowforge.errors import PortTaken
-from flowforge.settings import Settings
+from flowforge.core.errors import PortTaken
+from flowforge.core.settings import Settings
 from flowforge.stack import KafkaService, MosquittoService
 
 

@@ -1,0 +1,1 @@
+"""The RTSP bridge: sampled frames of many camera streams into images.raw."""

@@ -1,0 +1,1 @@
+"""The operator shell: the ``flowforge`` command; nothing in FlowForge imports it."""

@@ -1,0 +1,478 @@
+"""The ``flowforge`` command: one entry point for operators (settings, local stack, ...)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import click
+
+from flowforge.core.errors import FlowForgeError, SettingsError
+from flowforge.core.logs import setup_logging
+from flowforge.core.settings import (
+    Settings,
+    parse_agents,
+    parse_duration,
+    parse_port,
+    settings_table_markdown,
+)
+
+log = logging.getLogger("flowforge")
+
+T = TypeVar("T")
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class State:
+    """What the root command hands to subcommands."""
+
+    def __init__(self, settings: Settings, debug: bool) -> None:
+        self.settings = settings
+        self.debug = debug
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="""\b
+Examples:
+  flowforge stack up        start Kafka and Mosquitto locally, wait until they answer
+  flowforge config          print the effective settings, secrets redacted
+""",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log at debug level and show tracebacks.")
+@click.option("--debug", is_flag=True, help="Same as --verbose.")
+@click.version_option(package_name="flowforge", prog_name="flowforge")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool, debug: bool) -> None:
+    """FlowForge: images from MQTT, RTSP and directories through Kafka and Faust into ClickHouse.
+
+    Settings come from FLOWFORGE_* environment variables (see `flowforge config`).
+    """
+    debug = debug or verbose
+    level = "info"
+    if not debug:
+        # The level setting itself may be bad; that is reported below, naming the variable.
+        level = os.environ.get("FLOWFORGE_LOG_LEVEL", "info").lower()
+        level = level if level in {"debug", "info", "warning", "error", "critical"} else "info"
+    setup_logging("debug" if debug else level)
+    ctx.obj = State(Settings.from_env(os.environ), debug)
+
+
+# --- config -------------------------------------------------------------------------------
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  flowforge config
+  flowforge config --json | jq .FLOWFORGE_KAFKA_BOOTSTRAP_SERVERS
+  FLOWFORGE_MQTT_PORT=abc flowforge config     # exits 2: names the variable
+"""
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of lines.")
+@click.option("--markdown", is_flag=True, help="Print the settings reference table (README).")
+@pass_state
+def config(state: State, as_json: bool, markdown: bool) -> None:
+    """Print the effective settings (VARIABLE=value), secrets and URL credentials redacted."""
+    if markdown:
+        click.echo(settings_table_markdown(), nl=False)
+    elif as_json:
+        click.echo(state.settings.to_json())
+    else:
+        for variable, value in state.settings.describe():
+            click.echo(f"{variable}={value}")
+
+
+# --- worker -------------------------------------------------------------------------------
+
+
+@cli.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+    epilog="""\b
+Examples:
+  flowforge worker                      process images.raw and sink images.metadata
+  flowforge worker --web-port 6070 --agents process
+                                        a second, processing-only worker on this machine
+  flowforge worker --agents sink        only the sink (the one owner of the embedded engine)
+  flowforge worker --help               Faust's worker options
+""",
+)
+@click.argument("faust_args", nargs=-1, type=click.UNPROCESSED)
+@pass_state
+def worker(state: State, faust_args: tuple[str, ...]) -> None:
+    """Run the Faust worker; Faust's worker options pass through.
+
+    Agents (--agents or FLOWFORGE_WORKER_AGENTS, default process,sink): "process" decodes,
+    scores and resizes images.raw; "sink" writes images.metadata to ClickHouse. The embedded
+    ClickHouse engine has one owner, so with it run the sink in one worker only and start the
+    others with --agents process. Each worker keeps its state under
+    FLOWFORGE_HOME/worker-<web port>: give each worker on one machine its own --web-port.
+    """
+    from faust.cli.faust import cli as faust_cli
+
+    from streams.app import create_app
+
+    settings = state.settings
+    agents = _option_value(faust_args, "--agents")
+    if agents is not None:
+        try:
+            roles = parse_agents(agents)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--agents") from None
+        settings = dataclasses.replace(
+            settings, worker=dataclasses.replace(settings.worker, agents=roles)
+        )
+        faust_args = _without_option(faust_args, "--agents")
+    port = _option_value(faust_args, "--web-port")
+    if port is not None:
+        try:
+            port_number = parse_port(port)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--web-port") from None
+        derived = "FLOWFORGE_WORKER_DATA_DIR" not in os.environ
+        settings = settings.with_worker_port(port_number, derive_data_dir=derived)
+    client = None
+    wants_help = "-h" in faust_args or "--help" in faust_args
+    if wants_help:
+        click.echo(click.get_current_context().get_help())
+        click.echo()
+        # Faust prints its own options next; no agent needs to start for that.
+        settings = dataclasses.replace(
+            settings, worker=dataclasses.replace(settings.worker, agents=("process",))
+        )
+    elif "sink" in settings.worker.agents and settings.sink.mode == "agent":
+        client = _sink_client(settings)
+    flow = create_app(settings, client)
+    app = flow.app
+    app.finalize()
+    if flow.tables is not None and not wants_help:
+        _create_changelogs(flow)
+    app.worker_init()
+    app.worker_init_post_autodiscover()
+    args = ["worker", *faust_args]
+    if not any(a in ("-l", "--loglevel") or a.startswith("--loglevel=") for a in faust_args):
+        args[1:1] = ["--loglevel", _FAUST_LEVELS[settings.log_level]]
+    faust_cli.main(args=args, prog_name="flowforge", app=app)
+
+
+def _create_changelogs(flow: Any) -> None:
+    """Create the tables' changelog topics before Faust starts (see changelog_specs); if Kafka
+    cannot be reached now, Faust creates them itself once it can."""
+    from flowforge.core.errors import ServiceUnhealthy
+    from flowforge.core.kafka_admin import ensure_topics
+    from streams.tables import changelog_specs
+
+    specs = changelog_specs(flow.app, flow.settings)
+    try:
+        asyncio.run(ensure_topics(flow.settings.kafka, specs))
+    except ServiceUnhealthy as exc:
+        log.warning("changelog topics not created before start (Faust will): %s", exc)
+
+
+_FAUST_LEVELS = {
+    "debug": "debug",
+    "info": "info",
+    "warning": "warn",
+    "error": "error",
+    "critical": "crit",
+}
+
+
+def _sink_client(settings: Settings) -> Any:
+    """Open ClickHouse for the sink: owner check, schema, fault drills (if configured)."""
+    from pathlib import Path
+
+    from flowforge.core.clickhouse import EngineLocked, connect, migrate
+    from flowforge.core.faults import FaultInjectingClient
+
+    worker = settings.worker
+    web = f"http://{_loopback(worker.web_bind)}:{worker.web_port}"
+    try:
+        client = connect(settings.clickhouse, owner={"web": web})
+    except EngineLocked as exc:
+        raise EngineLocked(f"{exc}; or run this worker with --agents process") from exc
+    if settings.sink.migrate_on_start:
+        migrate(client, ttl_days=settings.clickhouse.ttl_days)
+    if settings.sink.fault_file:
+        log.warning("fault drills enabled: %s", settings.sink.fault_file)
+        client = FaultInjectingClient(client, Path(settings.sink.fault_file))
+    return client
+
+
+def _loopback(bind: str) -> str:
+    return "127.0.0.1" if bind in ("", "0.0.0.0", "::") else bind  # noqa: S104 - a comparison
+
+
+def _without_option(args: tuple[str, ...], name: str) -> tuple[str, ...]:
+    out: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            out.append(arg)
+    return tuple(out)
+
+
+def _option_value(args: tuple[str, ...], name: str) -> str | None:
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+# --- clickhouse ---------------------------------------------------------------------------
+
+
+@cli.group(
+    epilog="""\b
+Examples:
+  flowforge clickhouse migrate
+  FLOWFORGE_CLICKHOUSE_URL=http://db:8123 flowforge clickhouse migrate
+"""
+)
+def clickhouse() -> None:
+    """The ClickHouse schema (infra/clickhouse/migrations), embedded engine or server."""
+
+
+@clickhouse.command("migrate", epilog="Example:\n\n  flowforge clickhouse migrate")
+@pass_state
+def clickhouse_migrate(state: State) -> None:
+    """Apply the schema files not yet applied (idempotent), then the configured row TTL."""
+    from flowforge.core.clickhouse import connect, migrate, schema_version
+
+    ch = state.settings.clickhouse
+    client = connect(ch)
+    applied = migrate(client, ttl_days=ch.ttl_days)
+    for name in applied:
+        click.echo(f"applied {name}")
+    ttl = f"{ch.ttl_days} days" if ch.ttl_days else "none"
+    click.echo(f"schema version {schema_version(client)} (database {ch.database}, row TTL {ttl})")
+
+
+@clickhouse.command(
+    "kafka-engine-sql",
+    epilog="""\b
+Example:
+  flowforge clickhouse kafka-engine-sql --brokers kafka:9092 | clickhouse-client -n
+""",
+)
+@click.option("--brokers", help="Broker list as ClickHouse sees it (default: the settings').")
+@pass_state
+def clickhouse_kafka_engine_sql(state: State, brokers: str | None) -> None:
+    """Print the Kafka-engine table and view (server mode; apply after `migrate`)."""
+    from flowforge.core.clickhouse import kafka_engine_sql
+
+    kafka = state.settings.kafka
+    for statement in kafka_engine_sql(
+        brokers=brokers or kafka.bootstrap_servers,
+        topic=kafka.topic_metadata,
+        group=f"{state.settings.worker.app_id}-clickhouse",
+    ):
+        click.echo(f"{statement};\n")
+
+
+# --- stats --------------------------------------------------------------------------------
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  flowforge stats                 every source, all time
+  flowforge stats --since 15m     the last 15 minutes
+  flowforge stats --json | jq '.[] | select(.rejected > 0)'
+"""
+)
+@click.option(
+    "--since", "since", default=None, help="Only images captured in this window: 30s, 15m, 2h, 7d."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@pass_state
+def stats(state: State, since: str | None, as_json: bool) -> None:
+    """Per-source counts, brightness, last seen and ingest-to-row latency, from ClickHouse.
+
+    While a worker owns the embedded engine, the answer comes through that worker's web port.
+    """
+    from flowforge.core import stats as statistics
+
+    since_s = statistics.ALL_TIME_S
+    if since is not None:
+        try:
+            since_s = parse_duration(since)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--since") from None
+    rows = statistics.fetch(state.settings.clickhouse, since_s)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    elif not rows:
+        click.echo("no images in ClickHouse yet" + (f" in the last {since}" if since else ""))
+    else:
+        click.echo(statistics.format_table(rows))
+
+
+# --- stack --------------------------------------------------------------------------------
+
+
+@cli.group(
+    epilog="""\b
+Examples:
+  flowforge stack up && flowforge stack status
+  FLOWFORGE_HOME=/tmp/ff FLOWFORGE_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092 flowforge stack up
+  flowforge stack down
+"""
+)
+def stack() -> None:
+    """The local services (Kafka, Mosquitto; ClickHouse is embedded), without Docker.
+
+    Data, logs (logs/*.log) and PID files live under FLOWFORGE_HOME (default .flowforge).
+    """
+
+
+@stack.command(
+    "up",
+    epilog="""\b
+Examples:
+  flowforge stack up                   Kafka and Mosquitto
+  flowforge stack up --pipeline        and the worker and the MQTT bridge, in the background
+  flowforge stack up --demo            and a demo feed: two simulated cameras via the RTSP bridge
+""",
+)
+@click.option(
+    "--pipeline", is_flag=True, help="Also start the worker and the MQTT bridge in the background."
+)
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="--pipeline plus the RTSP simulator and the RTSP bridge reading it (make run).",
+)
+@pass_state
+def stack_up(state: State, pipeline: bool, demo: bool) -> None:
+    """Start Kafka (KRaft) and Mosquitto unless running; wait until each answers; create topics."""
+    from flowforge.stack import Stack
+
+    run_async(Stack(state.settings, pipeline=pipeline, demo=demo).up(report=_echo_nonempty))
+
+
+@stack.command("down", epilog="Example:\n\n  flowforge stack down")
+@pass_state
+def stack_down(state: State) -> None:
+    """Stop what this home's stack started (by PID), pipeline included; leave others alone."""
+    from flowforge.stack import Stack
+
+    Stack(state.settings).down(report=_echo_nonempty)
+
+
+@stack.command("status", epilog="Example:\n\n  flowforge stack status --json")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@pass_state
+def stack_status(state: State, as_json: bool) -> None:
+    """Show each service's state, PID, address and health; exit 1 if any is unhealthy."""
+    from flowforge.stack import Stack
+
+    statuses = run_async(Stack(state.settings).status())
+    if as_json:
+        click.echo(json.dumps([s.__dict__ | {"healthy": s.healthy} for s in statuses], indent=2))
+    else:
+        click.echo(f"{'SERVICE':<14} {'STATE':<10} {'PID':>7}  {'ADDRESS':<22} DETAIL")
+        for s in statuses:
+            pid = str(s.pid) if s.pid else "-"
+            click.echo(f"{s.name:<14} {s.state:<10} {pid:>7}  {s.address:<22} {s.detail}")
+    if not all(s.healthy for s in statuses):
+        raise SystemExit(EXIT_FAILURE)
+
+
+def _echo_nonempty(line: str) -> None:
+    if line:
+        click.echo(line)
+
+
+# --- sim -----------------------------------------------------------------------------------
+
+from flowforge.sim.cli import sim  # noqa: E402 - its own module keeps this file small
+
+cli.add_command(sim)
+# --- bridges (bridges/cli.py) ----------------------------------------------------------
+
+from bridges.cli import bridge  # noqa: E402 - the bridges' group lives with the bridges
+
+cli.add_command(bridge)
+
+
+# --- operators: topics, tail, dlq, validate (flowforge/cli/ops.py) -----------------------
+
+from flowforge.cli.ops import dlq, tail, topics, validate  # noqa: E402 - kept in their module
+
+for _command in (topics, tail, dlq, validate):
+    cli.add_command(_command)
+
+
+# --- entry point --------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the command; turn FlowForge errors into one clear line."""
+    debug = any(flag in (argv or sys.argv[1:]) for flag in ("-v", "--verbose", "--debug"))
+    _run(
+        lambda: _exit_on_error(cli.main(args=argv, prog_name="flowforge", standalone_mode=False)),
+        debug,
+    )
+
+
+def _exit_on_error(result: object) -> None:
+    if isinstance(result, int) and result != 0:
+        raise SystemExit(result)
+
+
+def _run(command: Callable[[], object], debug: bool) -> None:
+    try:
+        command()
+    except click.exceptions.Abort:
+        click.echo("flowforge: aborted", err=True)
+        raise SystemExit(130) from None
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except click.exceptions.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except SettingsError as exc:
+        if debug:
+            log.exception("bad setting")
+        click.echo(f"flowforge: bad setting {exc}", err=True)
+        raise SystemExit(EXIT_USAGE) from None
+    except FlowForgeError as exc:
+        if debug:
+            log.exception("failed")
+        click.echo(f"flowforge: error: {exc}", err=True)
+        raise SystemExit(EXIT_FAILURE) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except Exception as exc:
+        if debug:
+            log.exception("unexpected error")
+        else:
+            click.echo(
+                f"flowforge: unexpected error: {type(exc).__name__}: {exc} "
+                "(run with --debug for the traceback)",
+                err=True,
+            )
+        raise SystemExit(EXIT_FAILURE) from None

@@ -1,0 +1,275 @@
+"""ClickHouse access: one client for chdb:// (embedded) or http(s)://, and the versioned schema.
+
+The embedded engine (clickhouse-connect's chdb backend) runs the real ClickHouse in-process and
+locks its data directory to one process; the process that opens it records itself in
+``<dir>/flowforge-owner.json`` so a second would-be owner is told who holds it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+from typing import Any
+from urllib.parse import urlsplit
+
+import clickhouse_connect
+import psutil
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from flowforge.core.errors import FlowForgeError
+from flowforge.core.resources import infra_dir
+from flowforge.core.settings import ClickHouseSettings
+from flowforge.core.urls import redact_url
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_TABLE = "flowforge_schema_migrations"
+OWNER_FILE = "flowforge-owner.json"
+_MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+_STATEMENT_END = re.compile(r";\s*$", re.MULTILINE)
+
+
+class ClickHouseUnavailable(FlowForgeError):
+    """ClickHouse cannot be reached or refused the request (retriable)."""
+
+    retriable = True
+
+
+class EngineLocked(FlowForgeError):
+    """The embedded engine's data directory is held by another process (not retriable)."""
+
+
+class MigrationFailed(FlowForgeError):
+    """A schema statement failed (names the file)."""
+
+
+def embedded_path(url: str) -> Path | None:
+    """The data directory of a ``chdb://`` URL (None for a server or ``chdb://memory``)."""
+    if not url.startswith("chdb://"):
+        return None
+    rest = url.removeprefix("chdb://")
+    return None if rest in ("", "memory", ":memory:") else Path(rest)
+
+
+def connect(
+    settings: ClickHouseSettings,
+    *,
+    database: str | None = None,
+    owner: Mapping[str, str] | None = None,
+) -> Any:
+    """A clickhouse-connect client for the configured URL and database (created if missing).
+
+    For the embedded engine, ``owner`` adds to the owner record (the worker's web address, so
+    `flowforge stats` can ask the owning worker).
+    """
+    db = database or settings.database
+    path = embedded_path(settings.url)
+    if settings.url.startswith("chdb://"):
+        if path is not None:
+            path.mkdir(parents=True, exist_ok=True)
+        client = _open_embedded(settings.url, path, owner=owner)
+        if db != "default":
+            client.command(f"CREATE DATABASE IF NOT EXISTS {_ident(db)}")
+            client = _open_embedded(settings.url, path, database=db)
+        return client
+    parts = urlsplit(settings.url)
+    try:
+        client = clickhouse_connect.get_client(
+            host=parts.hostname,
+            port=parts.port or (8443 if parts.scheme == "https" else 8123),
+            username=settings.username,
+            password=settings.password.reveal(),
+            secure=parts.scheme == "https",
+        )
+        if db != "default":
+            client.command(f"CREATE DATABASE IF NOT EXISTS {_ident(db)}")
+            client.database = db
+    except (ClickHouseError, OSError) as exc:
+        raise ClickHouseUnavailable(f"ClickHouse at {_safe(settings.url)}: {exc}") from exc
+    return client
+
+
+def _open_embedded(
+    url: str,
+    path: Path | None,
+    database: str | None = None,
+    owner: Mapping[str, str] | None = None,
+) -> Any:
+    try:
+        if database:
+            client = clickhouse_connect.get_client(dsn=url, database=database)
+        else:
+            client = clickhouse_connect.get_client(dsn=url)
+    except (ClickHouseError, OSError) as exc:
+        text = str(exc)
+        # chdb words a held directory variously ("Cannot lock file", "Error initializing
+        # EmbeddedServer"); our owner record naming another live process is the reliable sign.
+        if path is not None and (_other_owner_alive(path) or "Cannot lock file" in text):
+            raise EngineLocked(
+                f"the embedded ClickHouse at {path} is in use by {_owner(path)}; only one process "
+                "can own it: stop that one, or use a ClickHouse server (FLOWFORGE_CLICKHOUSE_URL="
+                "http://HOST:8123)"
+            ) from exc
+        raise ClickHouseUnavailable(
+            f"cannot open the embedded ClickHouse at {url}: {text}"
+        ) from exc
+    if path is not None and database is None:
+        _record_owner(path, owner or {})
+    return client
+
+
+def _record_owner(path: Path, extra: Mapping[str, str]) -> None:
+    record = {**extra, "pid": os.getpid(), "argv": sys.argv[:6], "since": time.time()}
+    (path / OWNER_FILE).write_text(json.dumps(record), encoding="utf-8")
+
+
+def live_owner(path: Path) -> dict[str, Any] | None:
+    """The owner record of an embedded engine directory if another live process holds it."""
+    try:
+        record = json.loads((path / OWNER_FILE).read_text(encoding="utf-8"))
+        pid = int(record["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if pid == os.getpid() or not psutil.pid_exists(pid):
+        return None
+    return dict(record)
+
+
+def _other_owner_alive(path: Path) -> bool:
+    return live_owner(path) is not None
+
+
+def _owner(path: Path) -> str:
+    try:
+        record = json.loads((path / OWNER_FILE).read_text(encoding="utf-8"))
+        return f"pid {record['pid']} ({' '.join(record['argv'])})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+def _ident(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise FlowForgeError(f"not a plain ClickHouse identifier: {name!r}")
+    return name
+
+
+def _safe(url: str) -> str:
+    return redact_url(url)
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One versioned schema file: ``NNN_name.sql``."""
+
+    version: int
+    name: str
+    path: Path
+
+    def statements(self) -> list[str]:
+        """The file's statements: ``--`` comment lines dropped, split at ``;`` ending a line."""
+        return self.statements_of(self.path.read_text(encoding="utf-8"))
+
+    @staticmethod
+    def statements_of(sql: str) -> list[str]:
+        """Statements of an SQL text, by the same rule as :meth:`statements`."""
+        text = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+        return [s.strip() for s in _STATEMENT_END.split(text) if s.strip()]
+
+
+def migrations(directory: Path | None = None) -> list[Migration]:
+    """The schema files in version order (infra/clickhouse/migrations by default)."""
+    directory = directory or infra_dir() / "clickhouse" / "migrations"
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if not match:
+            raise MigrationFailed(f"{path.name}: schema files are named NNN_lowercase_name.sql")
+        found.append(Migration(int(match.group(1)), path.stem, path))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise MigrationFailed(f"duplicate schema versions in {directory}")
+    return found
+
+
+def schema_version(client: Any) -> int:
+    """The highest applied schema version (0 for an empty database)."""
+    _ensure_migrations_table(client)
+    rows = client.query(f"SELECT max(version) FROM {MIGRATIONS_TABLE}").result_rows  # noqa: S608
+    return int(rows[0][0] or 0)
+
+
+def migrate(client: Any, *, ttl_days: int, directory: Path | None = None) -> list[str]:
+    """Apply the schema files not yet recorded, then the table TTL; return the files applied.
+
+    Every statement is idempotent (IF NOT EXISTS), so a run interrupted half-way is simply
+    run again.
+    """
+    applied_now = []
+    current = schema_version(client)
+    for migration in migrations(directory):
+        if migration.version <= current:
+            continue
+        for statement in migration.statements():
+            try:
+                client.command(statement)
+            except ClickHouseError as exc:
+                first_line = str(exc).strip().splitlines()[0][:300]
+                raise MigrationFailed(f"{migration.path.name}: {first_line}") from exc
+        client.insert(
+            MIGRATIONS_TABLE,
+            [(migration.version, migration.name)],
+            column_names=["version", "name"],
+        )
+        applied_now.append(migration.path.name)
+        log.info("clickhouse: applied %s", migration.path.name)
+    apply_ttl(client, ttl_days)
+    return applied_now
+
+
+def kafka_engine_sql(*, brokers: str, topic: str, group: str) -> list[str]:
+    """The Kafka-engine statements (infra/clickhouse/kafka_engine.sql) for these brokers/topic.
+
+    For a ClickHouse server only; apply after :func:`migrate`.
+    """
+    values = {"kafka_brokers": brokers, "topic": topic, "group": group}
+    for name, value in values.items():
+        if not re.fullmatch(r"[A-Za-z0-9._:,\-]+", value):
+            raise FlowForgeError(
+                f"kafka-engine SQL: {name} {value!r} has characters SQL cannot hold"
+            )
+    path = infra_dir() / "clickhouse" / "kafka_engine.sql"
+    rendered = Template(path.read_text(encoding="utf-8")).substitute(values)
+    return Migration(0, path.stem, path).statements_of(rendered)
+
+
+def apply_ttl(client: Any, ttl_days: int) -> None:
+    """Set (or remove, for 0) the images_metadata TTL on captured_at, if it differs."""
+    rows = client.query(
+        "SELECT engine_full FROM system.tables WHERE database = currentDatabase() "
+        "AND name = 'images_metadata'"
+    ).result_rows
+    if not rows:
+        return
+    engine = str(rows[0][0])
+    has_ttl = " TTL " in f" {engine} "
+    wanted = f"toIntervalDay({ttl_days})"
+    if ttl_days > 0 and wanted not in engine:
+        ttl = f"toDateTime(captured_at) + INTERVAL {ttl_days:d} DAY"
+        client.command(f"ALTER TABLE images_metadata MODIFY TTL {ttl}")
+    elif ttl_days == 0 and has_ttl:
+        client.command("ALTER TABLE images_metadata REMOVE TTL")
+
+
+def _ensure_migrations_table(client: Any) -> None:
+    client.command(
+        f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (version UInt32, name String, "
+        "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = MergeTree ORDER BY version"
+    )

@@ -1,0 +1,126 @@
+"""Per-source statistics from ClickHouse: the query behind `flowforge stats` and a worker page."""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.error
+import urllib.request
+from datetime import datetime
+from typing import Any
+
+from flowforge.core.clickhouse import connect, embedded_path, live_owner
+from flowforge.core.errors import FlowForgeError
+from flowforge.core.settings import ClickHouseSettings
+
+#: Columns of a statistics row, in order.
+COLUMNS = (
+    "source_id",
+    "images",
+    "processed",
+    "dark",
+    "low_quality",
+    "rejected",
+    "brightness_avg",
+    "last_seen",
+    "latency_p50_ms",
+    "latency_p99_ms",
+)
+
+# FINAL collapses replays, so each image counts once. Latency is ingest to row: from the
+# envelope's capture time to the row's arrival in ClickHouse.
+SQL = """
+SELECT
+    source_id,
+    count() AS images,
+    countIf(status = 'processed') AS processed,
+    countIf(status = 'skipped_dark') AS dark,
+    countIf(status = 'skipped_low_quality') AS low_quality,
+    countIf(status = 'rejected') AS rejected,
+    round(avgIf(brightness, status != 'rejected'), 2) AS brightness_avg,
+    max(captured_at) AS last_seen,
+    round(quantile(0.5)(dateDiff('millisecond', captured_at, inserted_at)), 1) AS p50,
+    round(quantile(0.99)(dateDiff('millisecond', captured_at, inserted_at)), 1) AS p99
+FROM images_metadata FINAL
+WHERE captured_at >= now64(3) - toIntervalSecond({since_s:UInt64})
+GROUP BY source_id
+ORDER BY source_id
+"""
+
+#: ``--since`` default: everything (about 100 years).
+ALL_TIME_S = 100 * 365 * 86400
+
+
+def rows_to_dicts(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """Query rows as JSON-ready dicts (times ISO 8601, NaN averages as None)."""
+    result = []
+    for row in rows:
+        item = dict(zip(COLUMNS, row, strict=True))
+        if isinstance(item["last_seen"], datetime):
+            item["last_seen"] = item["last_seen"].isoformat()
+        for name in ("brightness_avg", "latency_p50_ms", "latency_p99_ms"):
+            value = item[name]
+            item[name] = None if value is None or math.isnan(float(value)) else float(value)
+        result.append(item)
+    return result
+
+
+def query(client: Any, since_s: int = ALL_TIME_S) -> list[dict[str, Any]]:
+    """Run the statistics query on a clickhouse-connect client."""
+    return rows_to_dicts(client.query(SQL, parameters={"since_s": since_s}).result_rows)
+
+
+def fetch(settings: ClickHouseSettings, since_s: int = ALL_TIME_S) -> list[dict[str, Any]]:
+    """Statistics from ClickHouse, or from the worker owning the embedded engine (its web page)."""
+    path = embedded_path(settings.url)
+    owner = live_owner(path) if path is not None else None
+    if owner is None or not owner.get("web"):
+        return query(connect(settings), since_s)
+    url = f"{owner['web']}/clickhouse/stats?since_s={since_s}"
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - our own http URL
+            return list(json.load(response))
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", errors="replace")[:300]
+        raise FlowForgeError(
+            f"the worker owning ClickHouse ({owner['web']}) answered {exc.code}: {detail}"
+        ) from exc
+    except (OSError, ValueError) as exc:
+        raise FlowForgeError(
+            f"the embedded ClickHouse is owned by pid {owner['pid']}, whose web page "
+            f"{owner['web']} did not answer ({exc}); try again, or stop that worker"
+        ) from exc
+
+
+def format_table(stats: list[dict[str, Any]]) -> str:
+    """The statistics as an aligned text table."""
+    headers: tuple[str, ...] = ("source", "images", "processed", "dark", "low_q", "rejected")
+    headers += ("bright", "last seen (UTC)", "p50 ms", "p99 ms")
+    lines: list[tuple[str, ...]] = [headers]
+    for s in stats:
+        lines.append(
+            (
+                str(s["source_id"]),
+                str(s["images"]),
+                str(s["processed"]),
+                str(s["dark"]),
+                str(s["low_quality"]),
+                str(s["rejected"]),
+                _num(s["brightness_avg"]),
+                str(s["last_seen"])[:19].replace("T", " "),
+                _num(s["latency_p50_ms"]),
+                _num(s["latency_p99_ms"]),
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(w) if i in (0, 7) else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
+        for line in lines
+    )
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"

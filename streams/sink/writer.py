@@ -1,0 +1,114 @@
+"""ClickHouseWriter: one columnar insert per batch of metadata records, safe to retry."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError, OperationalError
+
+from flowforge.core.clickhouse import ClickHouseUnavailable
+from flowforge.core.errors import FlowForgeError
+from streams.records import ImageMetadata
+
+#: The images_metadata columns the sink writes, in the record's field order.
+COLUMNS: tuple[str, ...] = tuple(ImageMetadata._options.fields)
+_TIMESTAMPS = frozenset({"captured_at", "processed_at"})
+
+# Server error codes worth retrying: overload, timeouts, network, read-only replicas, memory.
+RETRIABLE_CODES = frozenset(
+    {
+        159,  # TIMEOUT_EXCEEDED
+        164,  # READONLY
+        202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+        209,  # SOCKET_TIMEOUT
+        210,  # NETWORK_ERROR
+        241,  # MEMORY_LIMIT_EXCEEDED
+        242,  # TABLE_IS_READ_ONLY
+        252,  # TOO_MANY_PARTS
+        285,  # TOO_FEW_LIVE_REPLICAS
+        319,  # UNKNOWN_STATUS_OF_INSERT
+        425,  # SYSTEM_ERROR
+    }
+)
+
+
+class InsertRejected(FlowForgeError):
+    """ClickHouse refused the batch for a reason retrying cannot fix (schema, bad data)."""
+
+
+def batch_token(records: Sequence[Mapping[str, Any]]) -> str:
+    """A deterministic insert_deduplication_token: the same batch always gets the same token."""
+    digest = hashlib.sha256()
+    for record in records:
+        key = f"{record['image_id']}@{record['kafka_partition']}:{record['kafka_offset']};"
+        digest.update(key.encode())
+    return digest.hexdigest()
+
+
+def error_code(exc: BaseException) -> int | None:
+    """The ClickHouse error code in an exception's text (``Code: 252.``), if any."""
+    text = str(exc)
+    marker = text.find("Code: ")
+    if marker < 0:
+        return None
+    digits = text[marker + 6 :].split(".", 1)[0].strip()
+    return int(digits) if digits.isdigit() else None
+
+
+def classify(exc: ClickHouseError | OSError) -> FlowForgeError:
+    """ClickHouseUnavailable (retriable) for outages and overload, else InsertRejected."""
+    if isinstance(exc, OperationalError | OSError):
+        return ClickHouseUnavailable(f"ClickHouse unavailable: {_first_line(exc)}")
+    code = error_code(exc)
+    if code in RETRIABLE_CODES or (code is None and not isinstance(exc, DatabaseError)):
+        return ClickHouseUnavailable(
+            f"ClickHouse busy or failing (code {code}): {_first_line(exc)}"
+        )
+    return InsertRejected(f"ClickHouse rejected the batch (code {code}): {_first_line(exc)}")
+
+
+class ClickHouseWriter:
+    """Writes batches of metadata records to images_metadata through a clickhouse-connect client.
+
+    Each batch is one columnar insert carrying :func:`batch_token`, so a batch retried after a
+    timeout (stored or not) never doubles rows; replays across batches collapse in the table.
+    """
+
+    def __init__(self, client: Any, table: str = "images_metadata") -> None:
+        self.client = client
+        self.table = table
+
+    def write(self, records: Sequence[Mapping[str, Any]], token: str | None = None) -> int:
+        """Insert ``records`` (deduplicated by ``token``, default :func:`batch_token`).
+
+        Returns how many; raises ClickHouseUnavailable (retry) or InsertRejected (do not).
+        """
+        if not records:
+            return 0
+        columns = [[_value(name, record[name]) for record in records] for name in COLUMNS]
+        try:
+            self.client.insert(
+                self.table,
+                columns,
+                column_names=list(COLUMNS),
+                column_oriented=True,
+                settings={"insert_deduplication_token": token or batch_token(records)},
+            )
+        except (ClickHouseError, OSError) as exc:
+            raise classify(exc) from exc
+        return len(records)
+
+
+def _value(name: str, value: Any) -> Any:
+    if name in _TIMESTAMPS and isinstance(value, str):
+        parsed = datetime.fromisoformat(value)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return value
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
