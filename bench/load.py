@@ -26,8 +26,8 @@ import paho.mqtt.client as mqtt
 import psutil
 
 from flowforge.core.envelope import content_image_id
+from flowforge.core.mqtt import mqtt_client
 from flowforge.core.settings import Settings
-from flowforge.stack.mosquitto import mqtt_client
 from tests.images import jpeg, numbered, scene
 from tests.integration.e2e_harness import EndToEnd, private_stack
 

@@ -30,8 +30,8 @@ from paho.mqtt.client import MQTTMessage
 from bench.images import camera_set
 from bench.results import Figure, description, write
 from bench.stack import running_test_stack
+from flowforge.core.mqtt import mqtt_client
 from flowforge.core.settings import Settings
-from flowforge.stack.mosquitto import mqtt_client
 from tests.conftest import stack_env
 from tests.integration.bridge_harness import mqtt_publish
 

@@ -22,8 +22,8 @@ from bridges.lifecycle import Bridge
 from bridges.publisher import ImageMessage, KafkaPublisher
 from flowforge.core.backoff import Stopped
 from flowforge.core.formats import sniff_format
+from flowforge.core.mqtt import mqtt_client
 from flowforge.core.settings import Settings
-from flowforge.stack.mosquitto import mqtt_client
 
 log = logging.getLogger(__name__)
 

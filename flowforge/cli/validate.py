@@ -103,7 +103,7 @@ def _topics(settings: Settings, checks: list[Check]) -> None:
 
 
 def _mqtt(settings: Settings, checks: list[Check]) -> None:
-    from flowforge.stack.mosquitto import mqtt_round_trip
+    from flowforge.core.mqtt import mqtt_round_trip
 
     mqtt = settings.mqtt
     where = f"{mqtt.host}:{mqtt.port}"

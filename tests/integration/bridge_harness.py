@@ -21,8 +21,8 @@ import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from flowforge.core.envelope import header_map
+from flowforge.core.mqtt import mqtt_client
 from flowforge.core.settings import Settings
-from flowforge.stack.mosquitto import mqtt_client
 from tests.integration.harness import free_port, listening_addresses
 
 

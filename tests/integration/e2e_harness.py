@@ -21,10 +21,11 @@ import paho.mqtt.client as mqtt
 
 from flowforge.core.envelope import content_image_id
 from flowforge.core.formats import sniff_format
+from flowforge.core.mqtt import mqtt_client
 from flowforge.core.settings import Settings
 from flowforge.stack import Stack
 from flowforge.stack.kafka import KafkaService
-from flowforge.stack.mosquitto import MosquittoService, mqtt_client
+from flowforge.stack.mosquitto import MosquittoService
 from tests.conftest import stack_env
 from tests.images import jpeg, numbered, scene
 from tests.integration.bridge_harness import BridgeProcess, read_records

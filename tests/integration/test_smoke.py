@@ -9,9 +9,9 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from flowforge.core.mqtt import mqtt_client
 from flowforge.core.settings import MIB, Settings
 from flowforge.stack import Stack
-from flowforge.stack.mosquitto import mqtt_client
 
 
 def test_mqtt_qos1_binary_message_round_trip(settings: Settings, services: Stack) -> None:
