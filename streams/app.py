@@ -5,18 +5,14 @@ from __future__ import annotations
 import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import faust
 
 from flowforge.core.settings import Settings
 from streams.processing import ProcessingConfig
-
-if TYPE_CHECKING:
-    from streams.agents.process import ImageProcessor
-    from streams.agents.sink import SinkAgent
 from streams.tables import Tables, create_tables
 from streams.topics import Topics, create_topics
 
@@ -58,9 +54,6 @@ class FlowForgeApp:
     concurrency: int
     config: ProcessingConfig
     worker_name: str
-    agents: dict[str, Any] = field(default_factory=dict)
-    processor: ImageProcessor | None = None
-    sink: SinkAgent | None = None
 
 
 def _hold_flow_during_seek(app: faust.App) -> None:
@@ -95,19 +88,14 @@ def consumer_group(settings: Settings) -> str:
     return app_id if "process" in settings.worker.agents else f"{app_id}-sink"
 
 
-def create_app(settings: Settings, clickhouse: Any = None) -> FlowForgeApp:
-    """Build the worker's Faust app with the agents of its roles, and its web pages.
+def create_app(settings: Settings) -> FlowForgeApp:
+    """The worker's Faust app with its topics, its tables (when it runs the process agent), its
+    thread pool and processing config; no agents yet (``streams.worker`` registers them).
 
-    Roles (``settings.worker.agents``): ``process`` consumes images.raw (with the tables);
-    ``sink`` consumes images.metadata into ClickHouse through ``clickhouse`` (a client, required
-    then, unless the sink mode is kafka-engine, where ClickHouse consumes the topic itself).
     Workers running the process agent share one consumer group; a sink-only worker has its
     own (see :func:`consumer_group`).
     """
     worker = settings.worker
-    run_sink = "sink" in worker.agents and settings.sink.mode == "agent"
-    if run_sink and clickhouse is None:
-        raise ValueError("the sink agent needs a ClickHouse client")
     concurrency = worker.concurrency or os.cpu_count() or 1
     # Our pool gives the parallelism; OpenCV's own threads would only oversubscribe the cores.
     cv2.setNumThreads(1)
@@ -155,13 +143,5 @@ def create_app(settings: Settings, clickhouse: Any = None) -> FlowForgeApp:
         config=processing_config(settings),
         worker_name=f"{socket.gethostname()}:{worker.web_port}",
     )
-    from streams import web
-    from streams.agents import process, sink
-
     _hold_flow_during_seek(app)
-    if "process" in worker.agents:
-        flow.agents["process"] = process.register(flow)
-    if run_sink:
-        flow.agents["sink"] = sink.register(flow, clickhouse)
-    web.register(flow)
     return flow

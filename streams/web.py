@@ -12,6 +12,8 @@ from flowforge.core.stats import ALL_TIME_S, SQL, rows_to_dicts
 from streams import metrics
 
 if TYPE_CHECKING:
+    from streams.agents.process import ImageProcessor
+    from streams.agents.sink import SinkAgent
     from streams.app import FlowForgeApp
 
 # Not ready when messages wait on assigned partitions and none was finished for this long.
@@ -32,16 +34,18 @@ def lag(flow: FlowForgeApp) -> int:
     return total
 
 
-def readiness(flow: FlowForgeApp) -> tuple[bool, str]:
+def readiness(
+    flow: FlowForgeApp, processor: ImageProcessor | None, sink: SinkAgent | None
+) -> tuple[bool, str]:
     """Ready means making progress: processing not stuck, and the sink not degraded."""
-    ready, why = _processing_readiness(flow)
-    if flow.sink is not None:
-        sink_ready, sink_why = flow.sink.readiness()
+    ready, why = _processing_readiness(flow, processor)
+    if sink is not None:
+        sink_ready, sink_why = sink.readiness()
         return ready and sink_ready, f"{why}; {sink_why}"
     return ready, why
 
 
-def _processing_readiness(flow: FlowForgeApp) -> tuple[bool, str]:
+def _processing_readiness(flow: FlowForgeApp, processor: ImageProcessor | None) -> tuple[bool, str]:
     """Not recovering tables, and not stuck with work waiting."""
     app = flow.app
     if not app.consumer or not app.consumer.assignment():
@@ -50,7 +54,6 @@ def _processing_readiness(flow: FlowForgeApp) -> tuple[bool, str]:
         return False, "recovering tables / rebalancing"
     waiting = lag(flow)
     metrics.LAG.set(waiting)
-    processor = flow.processor
     if processor is None:
         return True, "no process agent"
     idle = time.monotonic() - processor.progress.last_progress
@@ -59,8 +62,9 @@ def _processing_readiness(flow: FlowForgeApp) -> tuple[bool, str]:
     return True, f"lag {waiting}"
 
 
-def register(flow: FlowForgeApp) -> None:
-    """Add the pages to the Faust app's web server."""
+def register(flow: FlowForgeApp, processor: ImageProcessor | None, sink: SinkAgent | None) -> None:
+    """Add the pages to the Faust app's web server; they read the worker's processor and sink
+    (either may be None: a worker without that role)."""
     app = flow.app
 
     @app.page("/livez")
@@ -69,7 +73,7 @@ def register(flow: FlowForgeApp) -> None:
 
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
-        ready, why = readiness(flow)
+        ready, why = readiness(flow, processor, sink)
         text = f"{'ready' if ready else 'not ready'}: {why}\n"
         return web.text(text, status=200 if ready else 503)
 
@@ -80,8 +84,8 @@ def register(flow: FlowForgeApp) -> None:
         for table in (flow.tables.seen, flow.tables.stats) if flow.tables else ():
             replayed = getattr(table.data, "changelog_events_applied", 0)
             metrics.CHANGELOG_REPLAYED.labels(table=table.name).set(replayed)
-        if flow.sink is not None:
-            metrics.SPOOL_OLDEST_AGE.set(flow.sink.core.spool.oldest_age_s())
+        if sink is not None:
+            metrics.SPOOL_OLDEST_AGE.set(sink.core.spool.oldest_age_s())
         # aiohttp refuses a charset inside content_type=, so the header is set directly.
         body = generate_latest(metrics.REGISTRY)
         return web.bytes(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -96,11 +100,11 @@ def register(flow: FlowForgeApp) -> None:
     @app.page("/clickhouse/schema")
     async def clickhouse_schema(web: Any, request: Any) -> Any:
         """`flowforge validate` asks here for the schema version while this worker owns it."""
-        if flow.sink is None:
+        if sink is None:
             return web.json({"error": "this worker runs no sink"}, status=404)
         try:
             sql = f"SELECT max(version) FROM {MIGRATIONS_TABLE}"  # noqa: S608 - a constant
-            result = await flow.sink.query(sql)
+            result = await sink.query(sql)
         except Exception as exc:  # noqa: BLE001 - reported to the caller, the worker goes on
             return web.json({"error": f"ClickHouse query failed: {exc}"}, status=503)
         return web.json({"version": int(result.result_rows[0][0] or 0)})
@@ -108,14 +112,14 @@ def register(flow: FlowForgeApp) -> None:
     @app.page("/clickhouse/stats")
     async def clickhouse_stats(web: Any, request: Any) -> Any:
         """`flowforge stats` asks here while this worker owns the embedded engine."""
-        if flow.sink is None:
+        if sink is None:
             return web.json({"error": "this worker runs no sink"}, status=404)
         try:
             since_s = int(request.query.get("since_s", ALL_TIME_S))
         except ValueError:
             return web.json({"error": "since_s must be an integer"}, status=400)
         try:
-            result = await flow.sink.query(SQL, {"since_s": max(0, since_s)})
+            result = await sink.query(SQL, {"since_s": max(0, since_s)})
         except Exception as exc:  # noqa: BLE001 - reported to the caller, the worker goes on
             return web.json({"error": f"ClickHouse query failed: {exc}"}, status=503)
         return web.json(rows_to_dicts(result.result_rows))

@@ -30,9 +30,8 @@ from flowforge.core.backoff import Backoff, Stopped
 from flowforge.core.envelope import Envelope, frame_image_id
 from flowforge.core.errors import SettingsError
 from flowforge.core.settings import RtspSettings, Secret, Settings
-from flowforge.core.urls import strip_credentials
+from flowforge.core.urls import is_loopback, strip_credentials
 from flowforge.sim.check import CAPTURE_OPTIONS
-from flowforge.sim.config import is_loopback
 
 log = logging.getLogger(__name__)
 

@@ -669,9 +669,14 @@ class StackSettings:
     )
 
 
-def parse_sim_encoder(raw: str) -> str:
-    from flowforge.sim.config import ENCODERS
+# The simulator's encoder names -> GStreamer element, and the Debian package that has it.
+ENCODERS: Final = {
+    "x264": ("x264enc", "gstreamer1.0-plugins-ugly"),
+    "openh264": ("openh264enc", "gstreamer1.0-plugins-bad"),
+}
 
+
+def parse_sim_encoder(raw: str) -> str:
     text = raw.strip().lower()
     if text not in ENCODERS:
         raise ValueError(f"expected one of {', '.join(ENCODERS)}")

@@ -1,8 +1,30 @@
-"""URL helpers shared by settings, logs and bridges: credentials never leave a URL unredacted."""
+"""URL and address helpers shared by settings, logs and bridges: credentials never leave a URL
+unredacted; loopback and wildcard addresses are told apart in one place."""
 
 from __future__ import annotations
 
+import ipaddress
+from typing import Final
+
 REDACTED = "***"
+LOOPBACK_NAMES: Final = frozenset({"localhost"})
+# Binds that listen on every interface: a client on this machine reaches them on 127.0.0.1.
+WILDCARD_BINDS: Final = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 - names, not a bind
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def reachable_host(bind: str) -> str:
+    """The address to reach a server bound to ``bind`` from this machine."""
+    return "127.0.0.1" if bind in WILDCARD_BINDS else bind
 
 
 def _split_userinfo(url: str) -> tuple[str, str] | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import json
 import math
 import re
@@ -13,18 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from flowforge.core.settings import ENCODERS
+from flowforge.core.urls import is_loopback
 from flowforge.sim.errors import SimConfigError
 
-# Encoder name in the configuration -> GStreamer element, and the Debian package that has it.
-ENCODERS: Final = {
-    "x264": ("x264enc", "gstreamer1.0-plugins-ugly"),
-    "openh264": ("openh264enc", "gstreamer1.0-plugins-bad"),
-}
 # videotestsrc patterns that move (horizontal-speed scrolls them) and are not mostly black.
 PATTERNS: Final = ("smpte", "snow", "ball", "colors", "checkers-8", "circular", "pinwheel")
 SOURCE_PATTERN: Final = "pattern"
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-LOOPBACK_NAMES: Final = frozenset({"localhost"})
 
 
 @dataclass(frozen=True)
@@ -87,16 +82,6 @@ class SimConfig:
         if not isinstance(data, dict):
             raise SimConfigError("simulator config must be a JSON object")
         return parse_config(data, base=cls(), where="simulator config")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` only accepts connections from this machine."""
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def brightness_at(stream: StreamConfig, seconds: float) -> float:

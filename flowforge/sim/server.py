@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
+from flowforge.core.settings import ENCODERS
+from flowforge.core.urls import reachable_host
 from flowforge.sim.config import (
-    ENCODERS,
     SimConfig,
     StreamConfig,
     brightness_at,
@@ -162,8 +163,7 @@ class Simulator:
 
     @property
     def base_url(self) -> str:
-        host = "127.0.0.1" if self.config.bind in ("0.0.0.0", "::") else self.config.bind  # noqa: S104
-        return f"rtsp://{host}:{self.config.rtsp_port}"
+        return f"rtsp://{reachable_host(self.config.bind)}:{self.config.rtsp_port}"
 
     # -- start / stop -----------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Sequence
 
 from flowforge.core.errors import ServiceUnhealthy
+from flowforge.core.urls import reachable_host
 from flowforge.stack.service import LocalService
 
 # The demo feed: two simulated cameras, sampled at 2 frames/s each by the RTSP bridge.
@@ -32,11 +33,6 @@ def http_ok(url: str, timeout: float = 2.0) -> None:
         raise ServiceUnhealthy(f"{url} does not answer: {exc}") from exc
 
 
-def _reachable(bind: str) -> str:
-    """The address to reach a server bound to ``bind`` from this machine."""
-    return "127.0.0.1" if bind in ("", "0.0.0.0", "::") else bind  # noqa: S104 - a comparison
-
-
 class _HttpService(LocalService):
     """A `flowforge ...` process, healthy when its /livez answers."""
 
@@ -47,7 +43,7 @@ class _HttpService(LocalService):
 
     @property
     def address(self) -> str:
-        return f"http://{_reachable(self.bind)}:{self.port}"
+        return f"http://{reachable_host(self.bind)}:{self.port}"
 
     async def probe(self) -> None:
         await asyncio.to_thread(http_ok, f"{self.address}/livez")
@@ -126,6 +122,6 @@ class RtspBridgeService(_HttpService):
         if rtsp.urls or rtsp.urls_file:
             return {}
         sim = self.settings.sim
-        host = _reachable(sim.bind)
+        host = reachable_host(sim.bind)
         urls = ",".join(f"rtsp://{host}:{sim.rtsp_port}/{cam}" for cam in DEMO_CAMERAS)
         return {"FLOWFORGE_RTSP_URLS": urls, "FLOWFORGE_RTSP_FPS": DEMO_FPS}

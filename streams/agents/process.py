@@ -277,8 +277,8 @@ class Progress:
         return f"processing: n={total} rate={rate:.1f}/s {parts}".rstrip()
 
 
-def register(flow: FlowForgeApp) -> Any:
-    """Register the "process" agent and its statistics timer."""
+def register(flow: FlowForgeApp) -> tuple[Any, ImageProcessor]:
+    """Register the "process" agent and its statistics timer; the agent and its processor."""
     processor = ImageProcessor(flow)
 
     async def process(stream: Any) -> None:
@@ -299,5 +299,4 @@ def register(flow: FlowForgeApp) -> Any:
 
     flow.app.timer(interval=flow.settings.worker.stats_interval_s)(log_statistics)
     flow.app.on_rebalance_complete.connect(forget_offsets)
-    flow.processor = processor
-    return agent
+    return agent, processor

@@ -231,8 +231,9 @@ class SinkAgent:
         self.core.spool.close()
 
 
-def register(flow: FlowForgeApp, client: Any) -> Any:
-    """Register the "sink" agent on images.metadata and its drain task."""
+def register(flow: FlowForgeApp, client: Any) -> tuple[Any, SinkAgent]:
+    """Register the "sink" agent on images.metadata and its drain task; the agent and its
+    SinkAgent."""
     sink_agent = SinkAgent(flow, client)
     settings = flow.settings.sink
 
@@ -242,5 +243,4 @@ def register(flow: FlowForgeApp, client: Any) -> Any:
 
     agent = flow.app.agent(flow.topics.metadata_in, name="sink", concurrency=1)(sink)
     flow.app.task(sink_agent.drain_forever)
-    flow.sink = sink_agent
-    return agent
+    return agent, sink_agent

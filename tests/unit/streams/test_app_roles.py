@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from flowforge.core.settings import Settings
-from streams.app import consumer_group, create_app
+from streams.app import consumer_group
+from streams.worker import build_worker
 
 
 def _settings(tmp_path: Path, **env: str) -> Settings:
@@ -23,7 +24,7 @@ class NoClient:
 
 def test_default_worker_runs_process_and_sink(tmp_path: Path) -> None:
     """By default a worker registers both agents, with the tables and the sink's spool."""
-    flow = create_app(_settings(tmp_path), NoClient())
+    flow = build_worker(_settings(tmp_path), NoClient())
     assert set(flow.agents) == {"process", "sink"}
     assert flow.tables is not None
     assert flow.sink is not None
@@ -32,34 +33,34 @@ def test_default_worker_runs_process_and_sink(tmp_path: Path) -> None:
 
 def test_worker_web_server_binds_to_loopback_by_default(tmp_path: Path) -> None:
     """The Faust web server (/livez, /metrics, /stats, /clickhouse/*) listens on 127.0.0.1."""
-    flow = create_app(_settings(tmp_path, FLOWFORGE_WORKER_AGENTS="process"))
+    flow = build_worker(_settings(tmp_path, FLOWFORGE_WORKER_AGENTS="process"))
     assert (flow.app.conf.web_bind, flow.app.conf.web_host) == ("127.0.0.1", "127.0.0.1")
 
 
 def test_processing_only_worker_has_no_sink_and_needs_no_clickhouse(tmp_path: Path) -> None:
     """--agents process: no sink agent, and no ClickHouse client is needed."""
-    flow = create_app(_settings(tmp_path, FLOWFORGE_WORKER_AGENTS="process"))
+    flow = build_worker(_settings(tmp_path, FLOWFORGE_WORKER_AGENTS="process"))
     assert set(flow.agents) == {"process"}
     assert flow.sink is None
 
 
 def test_sink_only_worker_has_no_tables(tmp_path: Path) -> None:
     """--agents sink: only the sink, and no tables (whose changelogs would be assigned to it)."""
-    flow = create_app(_settings(tmp_path, FLOWFORGE_WORKER_AGENTS="sink"), NoClient())
+    flow = build_worker(_settings(tmp_path, FLOWFORGE_WORKER_AGENTS="sink"), NoClient())
     assert set(flow.agents) == {"sink"}
     assert flow.tables is None
 
 
 def test_kafka_engine_mode_runs_no_sink_agent(tmp_path: Path) -> None:
     """FLOWFORGE_SINK_MODE=kafka-engine: ClickHouse consumes the topic, so no sink agent runs."""
-    flow = create_app(_settings(tmp_path, FLOWFORGE_SINK_MODE="kafka-engine"))
+    flow = build_worker(_settings(tmp_path, FLOWFORGE_SINK_MODE="kafka-engine"))
     assert set(flow.agents) == {"process"}
 
 
 def test_sink_agent_without_a_client_is_a_programming_error(tmp_path: Path) -> None:
     """Asking for the sink agent without a ClickHouse client fails at once, not at first batch."""
     with pytest.raises(ValueError, match="needs a ClickHouse client"):
-        create_app(_settings(tmp_path, FLOWFORGE_WORKER_AGENTS="sink"))
+        build_worker(_settings(tmp_path, FLOWFORGE_WORKER_AGENTS="sink"))
 
 
 @pytest.mark.parametrize(
@@ -72,7 +73,7 @@ def test_sink_only_worker_consumes_under_its_own_group(
     """Workers with the process agent share the app id as group; a sink-only one uses -sink."""
     settings = _settings(tmp_path, FLOWFORGE_WORKER_AGENTS=agents)
     assert consumer_group(settings) == group
-    flow = create_app(settings, NoClient())
+    flow = build_worker(settings, NoClient())
     assert flow.app.conf.id == group
 
 
@@ -83,7 +84,7 @@ def test_session_timeout_setting_reaches_faust_with_a_heartbeat_a_third_or_less(
     """FLOWFORGE_WORKER_SESSION_TIMEOUT_S is Faust's broker_session_timeout (default 15 s), and
     heartbeats go every third of it, at most every 3 s."""
     env = {} if session == "15" else {"FLOWFORGE_WORKER_SESSION_TIMEOUT_S": session}
-    flow = create_app(_settings(tmp_path, FLOWFORGE_WORKER_AGENTS="process", **env))
+    flow = build_worker(_settings(tmp_path, FLOWFORGE_WORKER_AGENTS="process", **env))
     assert flow.app.conf.broker_session_timeout == float(session)
     assert flow.app.conf.broker_heartbeat_interval == heartbeat
 
@@ -100,6 +101,6 @@ def test_spool_bound_may_be_a_fraction_of_a_megabyte(tmp_path: Path) -> None:
     settings = _settings(
         tmp_path, FLOWFORGE_WORKER_AGENTS="sink", FLOWFORGE_SINK_SPOOL_MAX_MB="0.25"
     )
-    flow = create_app(settings, NoClient())
+    flow = build_worker(settings, NoClient())
     assert flow.sink is not None
     assert flow.sink.core.spool.max_bytes == 256 * 1024

@@ -8,8 +8,8 @@ from faust.transport.drivers.aiokafka import Transport
 from mode.utils.times import want_seconds
 
 from flowforge.core.settings import Settings
-from streams.app import create_app
 from streams.tables import changelog_specs
+from streams.worker import build_worker
 
 
 def faust_declaration(topic: Any) -> dict[str, str]:
@@ -28,7 +28,7 @@ def test_changelog_specs_match_what_faust_would_declare() -> None:
     settings = Settings.from_env(
         {"FLOWFORGE_WORKER_AGENTS": "process", "FLOWFORGE_KAFKA_PARTITIONS": "5"}
     )
-    flow = create_app(settings, None)
+    flow = build_worker(settings, None)
     specs = {s.name: s for s in changelog_specs(flow.app, settings)}
     app_id = flow.app.conf.id
     assert set(specs) == {f"{app_id}-seen-images-changelog", f"{app_id}-source-stats-changelog"}

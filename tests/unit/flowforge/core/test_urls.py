@@ -7,12 +7,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flowforge.core.urls import (
+    is_loopback,
     is_source_name,
+    reachable_host,
     redact_url,
     redact_value,
     split_named_url,
     strip_credentials,
 )
+
+ANY_ADDRESS = "0.0.0.0"  # noqa: S104 - only parsed, never bound
 
 
 @pytest.mark.parametrize(
@@ -74,3 +78,21 @@ def test_any_entry_splits_into_a_valid_name_or_none(entry: str) -> None:
     assert name == "" or is_source_name(name)
     assert url == entry.strip() or url == entry.partition("=")[2].strip()
     assert strip_credentials(url).count("@") <= url.count("@")
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("localhost", True), ("::1", True), (ANY_ADDRESS, False), ("cam", False)],
+)
+def test_loopback_addresses(host: str, loopback: bool) -> None:
+    """Only loopback addresses and `localhost` count as local-only binds."""
+    assert is_loopback(host) is loopback
+
+
+@pytest.mark.parametrize(
+    ("bind", "host"),
+    [(ANY_ADDRESS, "127.0.0.1"), ("::", "127.0.0.1"), ("", "127.0.0.1"), ("10.0.0.5", "10.0.0.5")],
+)
+def test_a_wildcard_bind_is_reached_on_loopback(bind: str, host: str) -> None:
+    """A server bound to every interface is reached on 127.0.0.1; a specific bind as itself."""
+    assert reachable_host(bind) == host

@@ -14,7 +14,6 @@ from flowforge.sim.config import (
     SimConfig,
     StreamConfig,
     brightness_at,
-    is_loopback,
     load_file,
     parse_stream,
 )
@@ -157,15 +156,6 @@ def test_brightness_cycle_goes_from_day_to_night_and_back() -> None:
     assert brightness_at(stream, 10) == pytest.approx(0, abs=1e-9)
     assert -0.8 < brightness_at(stream, 2.5) < 0
     assert brightness_at(StreamConfig(name="c", day_night_period_s=0), 5) == 0
-
-
-@pytest.mark.parametrize(
-    ("host", "loopback"),
-    [("127.0.0.1", True), ("localhost", True), ("::1", True), (ANY_ADDRESS, False), ("cam", False)],
-)
-def test_loopback_addresses(host: str, loopback: bool) -> None:
-    """Only loopback addresses and `localhost` count as local-only binds."""
-    assert is_loopback(host) is loopback
 
 
 _JSON_VALUES = st.recursive(

@@ -1,0 +1,158 @@
+"""`flowforge worker`: the worker's command (added to the flowforge CLI in one line), and its
+wiring: Faust's own options passed through, the sink's ClickHouse client, the changelog topics."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from flowforge.core.settings import Settings, parse_agents, parse_port
+from flowforge.core.urls import reachable_host
+
+if TYPE_CHECKING:
+    from streams.app import FlowForgeApp
+
+# Faust, OpenCV and the ClickHouse engine are imported when the worker starts, not for every
+# `flowforge` command (this module is part of the CLI's command tree).
+
+log = logging.getLogger(__name__)
+
+
+@click.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+    epilog="""\b
+Examples:
+  flowforge worker                      process images.raw and sink images.metadata
+  flowforge worker --web-port 6070 --agents process
+                                        a second, processing-only worker on this machine
+  flowforge worker --agents sink        only the sink (the one owner of the embedded engine)
+  flowforge worker --help               Faust's worker options
+""",
+)
+@click.argument("faust_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def worker(ctx: click.Context, faust_args: tuple[str, ...]) -> None:
+    """Run the Faust worker; Faust's worker options pass through.
+
+    Agents (--agents or FLOWFORGE_WORKER_AGENTS, default process,sink): "process" decodes,
+    scores and resizes images.raw; "sink" writes images.metadata to ClickHouse. The embedded
+    ClickHouse engine has one owner, so with it run the sink in one worker only and start the
+    others with --agents process. Each worker keeps its state under
+    FLOWFORGE_HOME/worker-<web port>: give each worker on one machine its own --web-port.
+    """
+    from faust.cli.faust import cli as faust_cli
+
+    from streams.worker import build_worker
+
+    settings: Settings = ctx.find_root().obj.settings
+    agents = _option_value(faust_args, "--agents")
+    if agents is not None:
+        try:
+            roles = parse_agents(agents)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--agents") from None
+        settings = dataclasses.replace(
+            settings, worker=dataclasses.replace(settings.worker, agents=roles)
+        )
+        faust_args = _without_option(faust_args, "--agents")
+    port = _option_value(faust_args, "--web-port")
+    if port is not None:
+        try:
+            port_number = parse_port(port)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--web-port") from None
+        derived = "FLOWFORGE_WORKER_DATA_DIR" not in os.environ
+        settings = settings.with_worker_port(port_number, derive_data_dir=derived)
+    client = None
+    wants_help = "-h" in faust_args or "--help" in faust_args
+    if wants_help:
+        click.echo(click.get_current_context().get_help())
+        click.echo()
+        # Faust prints its own options next; no agent needs to start for that.
+        settings = dataclasses.replace(
+            settings, worker=dataclasses.replace(settings.worker, agents=("process",))
+        )
+    elif "sink" in settings.worker.agents and settings.sink.mode == "agent":
+        client = _sink_client(settings)
+    built = build_worker(settings, client)
+    app = built.app
+    app.finalize()
+    if built.tables is not None and not wants_help:
+        _create_changelogs(built.flow)
+    app.worker_init()
+    app.worker_init_post_autodiscover()
+    args = ["worker", *faust_args]
+    if not any(a in ("-l", "--loglevel") or a.startswith("--loglevel=") for a in faust_args):
+        args[1:1] = ["--loglevel", _FAUST_LEVELS[settings.log_level]]
+    faust_cli.main(args=args, prog_name="flowforge", app=app)
+
+
+def _create_changelogs(flow: FlowForgeApp) -> None:
+    """Create the tables' changelog topics before Faust starts (see changelog_specs); if Kafka
+    cannot be reached now, Faust creates them itself once it can."""
+    from flowforge.core.errors import ServiceUnhealthy
+    from flowforge.core.kafka_admin import ensure_topics
+    from streams.tables import changelog_specs
+
+    specs = changelog_specs(flow.app, flow.settings)
+    try:
+        asyncio.run(ensure_topics(flow.settings.kafka, specs))
+    except ServiceUnhealthy as exc:
+        log.warning("changelog topics not created before start (Faust will): %s", exc)
+
+
+_FAUST_LEVELS = {
+    "debug": "debug",
+    "info": "info",
+    "warning": "warn",
+    "error": "error",
+    "critical": "crit",
+}
+
+
+def _sink_client(settings: Settings) -> Any:
+    """Open ClickHouse for the sink: owner check, schema, fault drills (if configured)."""
+    from flowforge.core.clickhouse import EngineLocked, connect, migrate
+    from flowforge.core.faults import FaultInjectingClient
+
+    worker = settings.worker
+    web = f"http://{reachable_host(worker.web_bind)}:{worker.web_port}"
+    try:
+        client = connect(settings.clickhouse, owner={"web": web})
+    except EngineLocked as exc:
+        raise EngineLocked(f"{exc}; or run this worker with --agents process") from exc
+    if settings.sink.migrate_on_start:
+        migrate(client, ttl_days=settings.clickhouse.ttl_days)
+    if settings.sink.fault_file:
+        log.warning("fault drills enabled: %s", settings.sink.fault_file)
+        client = FaultInjectingClient(client, Path(settings.sink.fault_file))
+    return client
+
+
+def _without_option(args: tuple[str, ...], name: str) -> tuple[str, ...]:
+    out: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            out.append(arg)
+    return tuple(out)
+
+
+def _option_value(args: tuple[str, ...], name: str) -> str | None:
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
