@@ -16,8 +16,6 @@ from streams.processing import ProcessingConfig
 from streams.tables import Tables, create_tables
 from streams.topics import Topics, create_topics
 
-# Framing and headers on top of the largest image value.
-REQUEST_OVERHEAD_BYTES = 256 * 1024
 # Images in flight (buffered, in the pool, or waiting for Kafka's acks) per pool thread. Each
 # in-flight image holds its payload (tens to hundreds of KB); with 2 per thread one worker
 # capped at about 24 images/s end to end on 2 busy cores while using a third of a core, since
@@ -99,7 +97,6 @@ def create_app(settings: Settings) -> FlowForgeApp:
     concurrency = worker.concurrency or os.cpu_count() or 1
     # Our pool gives the parallelism; OpenCV's own threads would only oversubscribe the cores.
     cv2.setNumThreads(1)
-    max_bytes = settings.kafka.max_message_bytes
     worker.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = faust.App(
         consumer_group(settings),
@@ -118,8 +115,8 @@ def create_app(settings: Settings) -> FlowForgeApp:
         # stays unset: capping it at N throttled the worker to about N images/s here (each
         # capped poll waits out Faust's 1 s getmany timeout before the next batch).
         stream_buffer_maxsize=IN_FLIGHT_PER_THREAD * concurrency,
-        consumer_max_fetch_size=max_bytes + REQUEST_OVERHEAD_BYTES,
-        producer_max_request_size=max_bytes + REQUEST_OVERHEAD_BYTES,
+        consumer_max_fetch_size=settings.kafka.request_bytes,
+        producer_max_request_size=settings.kafka.request_bytes,
         producer_acks=-1,
         broker_commit_interval=worker.commit_interval_s,
         # A killed member keeps its partitions until its session expires: this bounds the

@@ -6,14 +6,11 @@ import asyncio
 import collections
 import contextlib
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import cv2
 from aiohttp import web
@@ -27,11 +24,11 @@ from bridges.rtsp.frames import FPS_CAP, QUEUE_FULL, TOO_OLD, FpsSampler, Latest
 from bridges.rtsp.sources import StreamSpec, load_specs
 from bridges.rtsp.watchdog import StreamMachine, StreamState, Transition
 from flowforge.core.backoff import Backoff, Stopped
+from flowforge.core.capture import open_capture, use_capture_options
 from flowforge.core.envelope import Envelope, frame_image_id
-from flowforge.core.errors import SettingsError
+from flowforge.core.errors import CaptureUnavailable, SettingsError
 from flowforge.core.settings import RtspSettings, Secret, Settings
-from flowforge.core.urls import is_loopback, strip_credentials
-from flowforge.sim.check import CAPTURE_OPTIONS
+from flowforge.core.urls import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +42,6 @@ KAFKA_STALL_S = 30.0
 JOIN_S = 5.0
 # How long a stopping bridge waits for the frames it handed to Kafka.
 DRAIN_S = 30.0
-DEFAULT_RTSP_PORT = 554
-OPTIONS_VARIABLE = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
-
-_env_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -105,49 +98,13 @@ def check_api_security(bind: str, token: Secret) -> None:
         )
 
 
-def use_capture_options() -> None:
-    """Make OpenCV's FFmpeg backend open streams with CAPTURE_OPTIONS (TCP, short probe).
-
-    FFmpeg reads them from the environment when a capture opens; they are set once for the
-    process and left set, so opens of different streams never wait for each other (a lock
-    around set-open-restore would serialise them behind the slowest open).
-    """
-    with _env_lock:
-        if os.environ.get(OPTIONS_VARIABLE) != CAPTURE_OPTIONS:
-            os.environ[OPTIONS_VARIABLE] = CAPTURE_OPTIONS
-
-
 def open_stream(spec: StreamSpec, open_timeout_s: float, read_timeout_s: float) -> Any:
     """An opened cv2.VideoCapture on ``spec`` (FFmpeg over TCP, short probe), or
     SourceUnavailable with a reason that never shows the URL's credentials."""
-    # Host and port from the URL without its user-info: a password holding '/', '#' or '?'
-    # would otherwise be parsed as the host (and its text could reach an error message).
-    parts = urlsplit(strip_credentials(spec.url))
     try:
-        host, port = parts.hostname or "", parts.port or DEFAULT_RTSP_PORT
-    except ValueError:
-        raise SourceUnavailable(f"bad port in {parts.netloc!r}") from None
-    try:
-        with socket.create_connection((host, port), timeout=open_timeout_s):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise SourceUnavailable(f"cannot connect to {host}:{port} ({reason})") from None
-    params = [
-        cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
-        int(open_timeout_s * 1000),
-        cv2.CAP_PROP_READ_TIMEOUT_MSEC,
-        int(read_timeout_s * 1000),
-    ]
-    use_capture_options()
-    capture = cv2.VideoCapture(spec.url, cv2.CAP_FFMPEG, params)
-    if not capture.isOpened():
-        capture.release()
-        raise SourceUnavailable(
-            f"{spec.shown_url}: the server answers but no H.264 stream could be opened (no such "
-            f"path, no frames within {open_timeout_s:g}s, or a codec OpenCV cannot read)"
-        )
-    return capture
+        return open_capture(spec.url, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s)
+    except CaptureUnavailable as exc:
+        raise SourceUnavailable(str(exc)) from None
 
 
 def encode_jpeg(image: Any, quality: int) -> bytes:

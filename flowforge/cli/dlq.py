@@ -94,7 +94,7 @@ async def replay(
             bootstrap_servers=kafka.bootstrap_servers,
             acks="all",
             enable_idempotence=True,
-            max_request_size=kafka.max_message_bytes + 256 * 1024,
+            max_request_size=kafka.request_bytes,
         )
     try:
         if producer is not None:

@@ -113,8 +113,8 @@ async def read_topic(
     consumer = AIOKafkaConsumer(
         bootstrap_servers=kafka.bootstrap_servers,
         enable_auto_commit=False,
-        max_partition_fetch_bytes=kafka.max_message_bytes + 256 * 1024,
-        fetch_max_bytes=max(64 * 1024 * 1024, kafka.max_message_bytes + 256 * 1024),
+        max_partition_fetch_bytes=kafka.request_bytes,
+        fetch_max_bytes=max(64 * 1024 * 1024, kafka.request_bytes),
         request_timeout_ms=15_000,
     )
     try:

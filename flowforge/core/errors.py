@@ -1,4 +1,4 @@
-"""Errors of the shared core (settings, CLI, local stack).
+"""Errors of the shared core (settings, local stack, stream capture).
 
 The tree::
 
@@ -9,6 +9,7 @@ The tree::
         +-- PortTaken              a port we need is held by a process that is not ours
         +-- ServiceStartFailed     a service exited or never answered (names its log file)
         +-- ServiceUnhealthy       a running service does not answer its health probe (retriable)
+    +-- CaptureUnavailable         an RTSP stream cannot be opened (retriable unless the URL is bad)
 
 Every message is one line an operator can act on: what failed, why, and what to try.
 """
@@ -53,5 +54,11 @@ class ServiceStartFailed(StackError):
 
 class ServiceUnhealthy(StackError):
     """A running service does not answer its health probe."""
+
+    retriable = True
+
+
+class CaptureUnavailable(FlowForgeError):
+    """An RTSP stream cannot be opened: the server is unreachable or serves no readable video."""
 
     retriable = True

@@ -61,40 +61,41 @@ def parse_str(raw: str) -> str:
     return raw.strip()
 
 
-def parse_port(raw: str) -> int:
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ValueError("expected a TCP port number 1-65535") from None
-    if not 1 <= value <= 65535:
-        raise ValueError("expected a TCP port number 1-65535")
-    return value
+Number = TypeVar("Number", int, float)
+
+
+def _ranged(
+    kind: type[Number], what: str, low: Number, high: Number | None = None
+) -> Callable[[str], Number]:
+    """A parser of one ``kind`` (int or float) number from ``low`` to ``high`` (inclusive; no
+    upper bound when None); its error says what it expects, e.g. "expected an integer 1-100"."""
+    show = (lambda v: f"{v:g}") if kind is float else str
+    expected = f"expected {what} " + (
+        f">= {show(low)}" if high is None else f"{show(low)}-{show(high)}"
+    )
+
+    def parse(raw: str) -> Number:
+        try:
+            value = kind(raw.strip())
+        except ValueError:
+            raise ValueError(expected) from None
+        # Written so that NaN fails both comparisons and is refused.
+        if not (low <= value and (high is None or value <= high)):
+            raise ValueError(expected)
+        return value
+
+    return parse
+
+
+parse_port = _ranged(int, "a TCP port number", 1, 65535)
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            raise ValueError(f"expected an integer >= {minimum}") from None
-        if value < minimum:
-            raise ValueError(f"expected an integer >= {minimum}")
-        return value
-
-    return parse
+    return _ranged(int, "an integer", minimum)
 
 
 def _int_in(low: int, high: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            raise ValueError(f"expected an integer {low}-{high}") from None
-        if not low <= value <= high:
-            raise ValueError(f"expected an integer {low}-{high}")
-        return value
-
-    return parse
+    return _ranged(int, "an integer", low, high)
 
 
 def parse_positive_float(raw: str) -> float:
@@ -235,16 +236,7 @@ def parse_path(raw: str) -> Path:
 
 
 def _float_in(low: float, high: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw.strip())
-        except ValueError:
-            raise ValueError(f"expected a number {low:g}-{high:g}") from None
-        if not low <= value <= high:
-            raise ValueError(f"expected a number {low:g}-{high:g}")
-        return value
-
-    return parse
+    return _ranged(float, "a number", low, high)
 
 
 def parse_secret(raw: str) -> Secret:
@@ -270,6 +262,10 @@ def setting(
     """
     meta = {"doc": doc, "parse": parse, "aliases": aliases, "shown_default": shown_default}
     return field(default=default, metadata=meta, repr=repr)
+
+
+# Framing and headers of a Kafka request or fetch on top of the largest image value.
+REQUEST_OVERHEAD_BYTES: Final = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -298,6 +294,11 @@ class KafkaSettings:
         parse_size,
         shown_default="16MiB",
     )
+
+    @property
+    def request_bytes(self) -> int:
+        """Largest Kafka request or fetch that carries one image: the limit plus framing."""
+        return self.max_message_bytes + REQUEST_OVERHEAD_BYTES
 
 
 @dataclass(frozen=True)

@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
-import cv2
-
+from flowforge.core.capture import open_capture as open_rtsp
+from flowforge.core.errors import CaptureUnavailable
 from flowforge.core.urls import redact_url
 from flowforge.sim.errors import SimCheckFailed
+from streams.processing.scores import compute_scores
 
 log = logging.getLogger(__name__)
 
-# FFmpeg options for OpenCV's capture: interleaved TCP (a dropped connection is seen at once)
-# and a short stream probe, so a stream opens in well under a second instead of 2-3 s.
-CAPTURE_OPTIONS = "rtsp_transport;tcp|analyzeduration;200000|probesize;4096"
 # Frames already buffered while opening arrive in a burst; they are read before measuring.
 WARMUP_S = 0.5
-
-_env_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -51,46 +43,16 @@ class CheckResult:
 
 
 def open_capture(url: str, *, timeout_s: float = 5.0) -> Any:
-    """An opened cv2.VideoCapture (FFmpeg backend, CAPTURE_OPTIONS) or SimCheckFailed."""
-    shown = redact_url(url)
-    parts = urlsplit(url)
-    if parts.scheme not in ("rtsp", "rtsps") or not parts.hostname:
-        raise SimCheckFailed(f"{shown}: expected an rtsp:// URL with a host", retriable=False)
-    port = parts.port or 554
+    """An opened cv2.VideoCapture (FFmpeg backend, the RTSP bridge's options) or SimCheckFailed."""
     try:
-        with socket.create_connection((parts.hostname, port), timeout=timeout_s):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise SimCheckFailed(f"cannot connect to {parts.hostname}:{port} ({reason})") from exc
-    timeout_ms = int(timeout_s * 1000)
-    params = [
-        cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
-        timeout_ms,
-        cv2.CAP_PROP_READ_TIMEOUT_MSEC,
-        timeout_ms,
-    ]
-    with _env_lock:
-        previous = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
-        os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = CAPTURE_OPTIONS
-        try:
-            capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
-        finally:
-            if previous is None:
-                del os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"]
-            else:
-                os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = previous
-    if not capture.isOpened():
-        raise SimCheckFailed(
-            f"{shown}: the server answers but no H.264 stream could be opened "
-            "(no such path, or a codec OpenCV cannot read)"
-        )
-    return capture
+        return open_rtsp(url, open_timeout_s=timeout_s, read_timeout_s=timeout_s)
+    except CaptureUnavailable as exc:
+        raise SimCheckFailed(str(exc), retriable=exc.retriable) from None
 
 
 def mean_luma(frame: Any) -> float:
-    """Mean brightness (0-255) of a BGR frame."""
-    return float(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY).mean())
+    """Brightness (mean luma, 0-255) of a BGR frame, scored as the worker scores an image."""
+    return compute_scores(frame).brightness
 
 
 def check_stream(url: str, *, seconds: float = 3.0, timeout_s: float = 5.0) -> CheckResult:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from flowforge.core.envelope import (
     CONTENT_TYPE,
@@ -29,6 +30,37 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BRIGHTNESS_EMA_ALPHA = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The outcome of an image refused before it was decoded, or while: no sizes, no scores."""
+
+    reason: str  # the dead-letter reason code
+    status: str = "rejected"
+    format: str = ""
+    width: int = 0
+    height: int = 0
+    out_width: int = 0
+    out_height: int = 0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    sharpness: float = 0.0
+    total_ms: float = 0.0
+
+
+class Identity(NamedTuple):
+    """Who an image is in its metadata record: from its envelope, or from the bare message."""
+
+    image_id: str
+    source_type: str
+    source_id: str
+    captured_at: datetime
+
+    @classmethod
+    def of(cls, envelope: Envelope) -> Identity:
+        captured_at = datetime.fromtimestamp(envelope.captured_at_ms / 1000, tz=UTC)
+        return cls(envelope.image_id, envelope.source_type, envelope.source_id, captured_at)
 
 
 class ImageProcessor:
@@ -112,33 +144,34 @@ class ImageProcessor:
             sent.append(
                 await topics.processed.send(key=message.key, value=result.jpeg, headers=out_headers)
             )
-        record = self._metadata(message, envelope, result, len(data))
+        record = self._metadata(message, Identity.of(envelope), len(data), result)
         sent.append(await topics.metadata.send(key=envelope.source_id.encode(), value=record))
         await acked(sent)
         self._update_stats(envelope.source_id, result.status, result.brightness)
         return result.status
 
     def _metadata(
-        self, message: Any, envelope: Envelope, result: ProcessedImage, size: int
+        self, message: Any, image: Identity, size: int, outcome: ProcessedImage | Rejected
     ) -> ImageMetadata:
+        """The image's one images.metadata record, with its outcome."""
         return ImageMetadata(
-            image_id=envelope.image_id,
-            source_type=envelope.source_type,
-            source_id=envelope.source_id,
-            captured_at=datetime.fromtimestamp(envelope.captured_at_ms / 1000, tz=UTC),
+            image_id=image.image_id,
+            source_type=image.source_type,
+            source_id=image.source_id,
+            captured_at=image.captured_at,
             processed_at=datetime.now(tz=UTC),
-            status=result.status,
-            reason=result.reason,
-            width=result.width,
-            height=result.height,
-            out_width=result.out_width,
-            out_height=result.out_height,
+            status=outcome.status,
+            reason=outcome.reason,
+            width=outcome.width,
+            height=outcome.height,
+            out_width=outcome.out_width,
+            out_height=outcome.out_height,
             bytes=size,
-            format=result.format,
-            brightness=round(result.brightness, 3),
-            contrast=round(result.contrast, 3),
-            sharpness=round(result.sharpness, 3),
-            processing_ms=round(result.total_ms, 3),
+            format=outcome.format,
+            brightness=round(outcome.brightness, 3),
+            contrast=round(outcome.contrast, 3),
+            sharpness=round(outcome.sharpness, 3),
+            processing_ms=round(outcome.total_ms, 3),
             kafka_partition=message.partition,
             kafka_offset=message.offset,
             worker=self.flow.worker_name,
@@ -162,42 +195,20 @@ class ImageProcessor:
         await dead_letter(
             self.flow, message, data, headers, stage=stage, reason=reason, detail=detail
         )
-        now = datetime.now(tz=UTC)
         if envelope is not None:
-            image_id, source_type, source_id = (
-                envelope.image_id,
-                envelope.source_type,
-                envelope.source_id,
-            )
-            captured_at = datetime.fromtimestamp(envelope.captured_at_ms / 1000, tz=UTC)
+            image = Identity.of(envelope)
         else:
             key = message.key if isinstance(message.key, bytes) else b""
             source_id = key.decode("utf-8", errors="replace")[:200] or "unknown"
-            source_type = headers.get(SOURCE_TYPE, "")[:20] or "unknown"
-            image_id, captured_at = content_image_id(source_id, data), now
-        record = ImageMetadata(
-            image_id=image_id,
-            source_type=source_type,
-            source_id=source_id,
-            captured_at=captured_at,
-            processed_at=now,
-            status="rejected",
-            reason=reason,
-            width=0,
-            height=0,
-            out_width=0,
-            out_height=0,
-            bytes=len(data),
-            format="",
-            brightness=0.0,
-            contrast=0.0,
-            sharpness=0.0,
-            processing_ms=0.0,
-            kafka_partition=message.partition,
-            kafka_offset=message.offset,
-            worker=self.flow.worker_name,
-        )
-        await acked([await self.flow.topics.metadata.send(key=source_id.encode(), value=record)])
+            image = Identity(
+                image_id=content_image_id(source_id, data),
+                source_type=headers.get(SOURCE_TYPE, "")[:20] or "unknown",
+                source_id=source_id,
+                captured_at=datetime.now(tz=UTC),
+            )
+        record = self._metadata(message, image, len(data), Rejected(reason))
+        key = image.source_id.encode()
+        await acked([await self.flow.topics.metadata.send(key=key, value=record)])
 
     def _check_gap(self, message: Any) -> None:
         """Log and count offsets that Faust skipped on a partition (they would be lost)."""
