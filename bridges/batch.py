@@ -16,20 +16,13 @@ from typing import Any, TextIO
 
 from bridges import metrics
 from bridges.checkpoint import BatchCheckpoint, checkpoint_path, content_hash
+from bridges.errors import FileRefused, FileTooLarge
 from bridges.lifecycle import Bridge
 from bridges.progress import Progress
 from bridges.publisher import ImageMessage, KafkaPublisher
-from bridges.scan import (
-    FileRefused,
-    FileTooLarge,
-    Found,
-    Refused,
-    read_file,
-    scan,
-    source_id_for_root,
-)
-from flowforge.core.backoff import Stopped
+from bridges.scan import Found, Refused, read_file, scan, source_id_for_root
 from flowforge.core.envelope import Envelope
+from flowforge.core.errors import Stopped
 from flowforge.core.formats import sniff_format
 from flowforge.core.settings import Settings
 

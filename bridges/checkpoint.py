@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridges.errors import BridgeError
+from bridges.errors import CheckpointLocked
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +27,6 @@ CREATE TABLE IF NOT EXISTS files (
     done_at_ms INTEGER NOT NULL
 )
 """
-
-
-class CheckpointLocked(BridgeError):
-    """Another batch bridge works on the same root, source and topic (it holds the lock)."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,15 @@ The tree::
         |                          code (``empty``, ``too_large``, ``bad_source_id``, ...)
         +-- SourceUnavailable      the source (MQTT broker, directory) cannot be read (retriable)
         +-- LibraryThreadDied      the thread running a blocking library (paho) ended with an
-                                   exception; the process exits non-zero (not retriable)
+        |                          exception; the process exits non-zero (not retriable)
+        +-- CheckpointLocked       another batch bridge works on the same root, source and topic
+        +-- FileRefused            a file the batch bridge will not read (outside the root,
+        |                          unreadable, still changing); ``reason`` says which
+        +-- FileTooLarge           a file over the record limit, with its image id and hash
+        +-- IllegalTransition      a stream state change the RTSP watchdog does not allow (a bug)
+        +-- ApiError               the RTSP stream API answers ``status`` with a one-line message
+            +-- UnknownStream      no stream has that source id (404)
+            +-- StreamExists       a stream with that source id is already captured (409)
 
 Client-library errors keep their own flag: aiokafka's ``KafkaError`` subclasses carry
 ``retriable`` too, so the backoff helper treats both alike.
@@ -47,3 +55,53 @@ class SourceUnavailable(BridgeError):
 
 class LibraryThreadDied(BridgeError):
     """The thread running a blocking client library ended with an exception."""
+
+
+class IllegalTransition(BridgeError, RuntimeError):
+    """A transition the state machine does not allow (a bug in the caller)."""
+
+
+class ApiError(BridgeError):
+    """A request the API answers with ``status`` and a one-line ``message``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class UnknownStream(ApiError):
+    """No stream has that source id (404)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(404, message)
+
+
+class StreamExists(ApiError):
+    """A stream with that source id is already captured (409)."""
+
+    def __init__(self, source_id: str) -> None:
+        super().__init__(409, f"stream {source_id!r} exists; DELETE it first")
+
+
+class CheckpointLocked(BridgeError):
+    """Another batch bridge works on the same root, source and topic (it holds the lock)."""
+
+
+class FileRefused(BridgeError):
+    """A file the bridge will not read (outside the root, unreadable, still changing)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class FileTooLarge(BridgeError):
+    """A file over the record limit, hashed in chunks: its image id and content hash."""
+
+    def __init__(self, size: int, image_id: str, sha256: str) -> None:
+        super().__init__(f"file of {size} bytes")
+        self.size = size
+        self.image_id = image_id
+        self.sha256 = sha256

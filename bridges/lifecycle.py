@@ -12,7 +12,7 @@ from aiohttp import web
 
 from bridges.errors import LibraryThreadDied
 from bridges.web import start_web
-from flowforge.core.backoff import Stopped
+from flowforge.core.errors import Stopped
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from bridges import metrics
 from bridges.errors import LibraryThreadDied, PayloadRejected
 from bridges.lifecycle import Bridge
 from bridges.publisher import ImageMessage, KafkaPublisher
-from flowforge.core.backoff import Stopped
+from flowforge.core.errors import Stopped
 from flowforge.core.formats import sniff_format
 from flowforge.core.mqtt import mqtt_client
 from flowforge.core.settings import Settings

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from bridges.errors import BridgeError
+from bridges.errors import FileRefused, FileTooLarge
 
 # Reasons a file is refused before it could be read (reported and counted, never published to
 # Kafka, not checkpointed: the next run looks at it again).
@@ -22,25 +22,6 @@ NOT_A_FILE = "not_a_file"
 CHANGING = "changing"
 
 _CHUNK = 1024 * 1024
-
-
-class FileRefused(BridgeError):
-    """A file the bridge will not read (outside the root, unreadable, still changing)."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-class FileTooLarge(BridgeError):
-    """A file over the record limit, hashed in chunks: its image id and content hash."""
-
-    def __init__(self, size: int, image_id: str, sha256: str) -> None:
-        super().__init__(f"file of {size} bytes")
-        self.size = size
-        self.image_id = image_id
-        self.sha256 = sha256
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,8 @@ _FAUST_LEVELS = {
 
 def _sink_client(settings: Settings) -> Any:
     """Open ClickHouse for the sink: owner check, schema, fault drills (if configured)."""
-    from flowforge.core.clickhouse import EngineLocked, connect, migrate
+    from flowforge.core.clickhouse import connect, migrate
+    from flowforge.core.errors import EngineLocked
     from flowforge.core.faults import FaultInjectingClient
 
     worker = settings.worker

@@ -8,6 +8,8 @@ from typing import Any
 
 import faust
 
+from streams.errors import MetadataInvalid
+
 #: Outcomes of a decoded image, then the outcome of an image sent to the dead-letter topic.
 STATUSES = ("processed", "skipped_dark", "skipped_low_quality", "rejected")
 
@@ -48,15 +50,6 @@ class SourceStats(faust.Record, serializer="json", include_metadata=False):
     duplicates: int = 0
     brightness_avg: float = 0.0  # exponential moving average over decoded images
     last_seen: float = 0.0  # epoch seconds
-
-
-class MetadataInvalid(ValueError):
-    """A images.metadata value is not an ImageMetadata record; ``reason`` is the DLQ code."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = "bad_metadata"
-        self.detail = detail
 
 
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {

@@ -9,34 +9,12 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from bridges.errors import ApiError
 from bridges.rtsp.sources import StreamSpec, parse_entry
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
-
-
-class ApiError(Exception):
-    """A request the API answers with ``status`` and a one-line ``message``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class UnknownStream(ApiError):
-    """No stream has that source id (404)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(404, message)
-
-
-class StreamExists(ApiError):
-    """A stream with that source id is already captured (409)."""
-
-    def __init__(self, source_id: str) -> None:
-        super().__init__(409, f"stream {source_id!r} exists; DELETE it first")
 
 
 class StreamControl(Protocol):

@@ -16,17 +16,23 @@ import cv2
 from aiohttp import web
 
 from bridges import metrics
-from bridges.errors import LibraryThreadDied, SourceUnavailable
+from bridges.errors import (
+    ApiError,
+    LibraryThreadDied,
+    SourceUnavailable,
+    StreamExists,
+    UnknownStream,
+)
 from bridges.lifecycle import Bridge
 from bridges.publisher import ImageMessage, KafkaPublisher
-from bridges.rtsp.api import ApiError, StreamExists, UnknownStream, make_routes
+from bridges.rtsp.api import make_routes
 from bridges.rtsp.frames import FPS_CAP, QUEUE_FULL, TOO_OLD, FpsSampler, LatestSlot, too_old
 from bridges.rtsp.sources import StreamSpec, load_specs
 from bridges.rtsp.watchdog import StreamMachine, StreamState, Transition
-from flowforge.core.backoff import Backoff, Stopped
+from flowforge.core.backoff import Backoff
 from flowforge.core.capture import open_capture, use_capture_options
 from flowforge.core.envelope import Envelope, frame_image_id
-from flowforge.core.errors import CaptureUnavailable, SettingsError
+from flowforge.core.errors import CaptureUnavailable, SettingsError, Stopped
 from flowforge.core.settings import RtspSettings, Secret, Settings
 from flowforge.core.urls import is_loopback
 

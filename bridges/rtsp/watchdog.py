@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bridges.errors import IllegalTransition
 from flowforge.core.backoff import Backoff
 
 # A read that failed after this share of the stall time is the read timeout: the stream stalled.
@@ -36,10 +37,6 @@ ALLOWED: dict[StreamState, frozenset[StreamState]] = {
     StreamState.BACKOFF: frozenset({StreamState.CONNECTING, StreamState.STOPPED}),
     StreamState.STOPPED: frozenset(),
 }
-
-
-class IllegalTransition(RuntimeError):
-    """A transition the state machine does not allow (a bug in the caller)."""
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from flowforge.cli.errors import TopicMissing
 from flowforge.core.envelope import ENVELOPE_HEADERS, ERROR_REASON, IMAGE_ID, header_map
-from flowforge.core.errors import FlowForgeError, ServiceUnhealthy
+from flowforge.core.errors import ServiceUnhealthy
 from flowforge.core.settings import KafkaSettings
 
 # Headers shown on a line, shortened (the ff- prefix dropped); the rest are left out.
@@ -28,10 +29,6 @@ _EXTENSIONS = {
     "webp": "webp",
     "tiff": "tif",
 }
-
-
-class TopicMissing(FlowForgeError):
-    """The topic does not exist on the cluster."""
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from flowforge.core.errors import Stopped
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -35,10 +37,6 @@ class Backoff:
         """A random delay in [ceiling/2, ceiling]: spread out, but never a busy retry."""
         ceiling = self.ceiling(attempt)
         return ceiling / 2 + (rng or random).random() * ceiling / 2
-
-
-class Stopped(Exception):
-    """The stop event was set while waiting to retry."""
 
 
 async def retry(

@@ -24,7 +24,12 @@ import clickhouse_connect
 import psutil
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from flowforge.core.errors import FlowForgeError
+from flowforge.core.errors import (
+    ClickHouseUnavailable,
+    EngineLocked,
+    FlowForgeError,
+    MigrationFailed,
+)
 from flowforge.core.resources import infra_dir
 from flowforge.core.settings import ClickHouseSettings
 from flowforge.core.urls import redact_url
@@ -35,20 +40,6 @@ MIGRATIONS_TABLE = "flowforge_schema_migrations"
 OWNER_FILE = "flowforge-owner.json"
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 _STATEMENT_END = re.compile(r";\s*$", re.MULTILINE)
-
-
-class ClickHouseUnavailable(FlowForgeError):
-    """ClickHouse cannot be reached or refused the request (retriable)."""
-
-    retriable = True
-
-
-class EngineLocked(FlowForgeError):
-    """The embedded engine's data directory is held by another process (not retriable)."""
-
-
-class MigrationFailed(FlowForgeError):
-    """A schema statement failed (names the file)."""
 
 
 def embedded_path(url: str) -> Path | None:

@@ -6,6 +6,8 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from flowforge.core.errors import EnvelopeError
+
 IMAGE_ID = "ff-image-id"
 SOURCE_TYPE = "ff-source-type"
 SOURCE_ID = "ff-source-id"
@@ -49,17 +51,6 @@ class Envelope:
         return [
             (name, value.encode()) for name, value in zip(ENVELOPE_HEADERS, values, strict=True)
         ]
-
-
-class EnvelopeError(ValueError):
-    """The envelope headers are missing or malformed; ``reason`` is the DLQ code."""
-
-    retriable = False
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 def header_map(headers: Iterable[tuple[str, bytes]] | Mapping[str, bytes] | None) -> dict[str, str]:

@@ -1,15 +1,29 @@
-"""Errors of the shared core (settings, local stack, stream capture).
+"""Errors of the shared core (settings, envelope, ClickHouse, local stack, stream capture).
 
 The tree::
 
-    FlowForgeError                 base; ``retriable`` says whether trying again can help
+    FlowForgeError                 base of every FlowForge error; ``retriable`` says whether
+    |                              trying again can help (the backoff helper obeys it)
     +-- SettingsError              a setting has a bad value (names the variable; not retriable)
+    +-- EnvelopeError              an image message's envelope headers are missing or malformed;
+    |                              ``reason`` is the dead-letter code (not retriable)
+    +-- ClickHouseUnavailable      ClickHouse cannot be reached or refused the request (retriable)
+    +-- EngineLocked               the embedded engine's directory is held by another process
+    +-- MigrationFailed            a schema statement failed (names the file)
+    +-- CaptureUnavailable         an RTSP stream cannot be opened (retriable unless the URL is bad)
     +-- StackError                 the local service stack cannot do what was asked
         +-- PrerequisiteMissing    java / mvn / mosquitto not installed (not retriable)
         +-- PortTaken              a port we need is held by a process that is not ours
         +-- ServiceStartFailed     a service exited or never answered (names its log file)
         +-- ServiceUnhealthy       a running service does not answer its health probe (retriable)
-    +-- CaptureUnavailable         an RTSP stream cannot be opened (retriable unless the URL is bad)
+
+    Stopped                        not an error: the stop event was set while the backoff
+                                   helper waited to retry (a plain Exception, so no handler of
+                                   FlowForgeError swallows a shutdown)
+
+The other packages keep their own errors, each under FlowForgeError: ``streams.errors``,
+``streams.processing.errors``, ``bridges.errors``, ``flowforge.cli.errors``,
+``flowforge.sim.errors``.
 
 Every message is one line an operator can act on: what failed, why, and what to try.
 """
@@ -62,3 +76,32 @@ class CaptureUnavailable(FlowForgeError):
     """An RTSP stream cannot be opened: the server is unreachable or serves no readable video."""
 
     retriable = True
+
+
+class ClickHouseUnavailable(FlowForgeError):
+    """ClickHouse cannot be reached or refused the request (retriable)."""
+
+    retriable = True
+
+
+class EngineLocked(FlowForgeError):
+    """The embedded engine's data directory is held by another process (not retriable)."""
+
+
+class MigrationFailed(FlowForgeError):
+    """A schema statement failed (names the file)."""
+
+
+class EnvelopeError(FlowForgeError, ValueError):
+    """The envelope headers are missing or malformed; ``reason`` is the DLQ code."""
+
+    retriable = False
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class Stopped(Exception):
+    """The stop event was set while waiting to retry."""

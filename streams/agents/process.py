@@ -13,11 +13,11 @@ from flowforge.core.envelope import (
     CONTENT_TYPE,
     SOURCE_TYPE,
     Envelope,
-    EnvelopeError,
     content_image_id,
     header_map,
     parse_envelope,
 )
+from flowforge.core.errors import EnvelopeError
 from streams import metrics
 from streams.app import IN_FLIGHT_PER_THREAD
 from streams.dlq import acked, dead_letter

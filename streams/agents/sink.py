@@ -20,11 +20,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flowforge.core.backoff import Backoff
-from flowforge.core.clickhouse import ClickHouseUnavailable
 from flowforge.core.envelope import header_map
+from flowforge.core.errors import ClickHouseUnavailable
 from streams import metrics
 from streams.dlq import dead_letter
-from streams.records import MetadataInvalid, metadata_row
+from streams.errors import MetadataInvalid
+from streams.records import metadata_row
 from streams.sink.core import Drained, MetadataSink, Stored
 from streams.sink.spool import Spool
 from streams.sink.writer import ClickHouseWriter

@@ -4,6 +4,8 @@ The tree::
 
     FlowForgeError                 (flowforge.core.errors) base; ``retriable`` for backoff loops
     +-- ImageRejected              these bytes are not an image we process (never retriable)
+    +-- IfdError                   a TIFF/EXIF IFD is malformed; the header reader turns it into
+                                   ImageRejected (``bad_header``) or ignores the orientation
 
 ``ImageRejected.reason`` is one of these codes (stable: dashboards and tables group by it):
 
@@ -52,3 +54,7 @@ class ImageRejected(FlowForgeError):
 
     def __reduce__(self) -> tuple[type[ImageRejected], tuple[RejectReason, str]]:
         return (type(self), (self.reason, self.detail))
+
+
+class IfdError(FlowForgeError, ValueError):
+    """The TIFF structure is malformed (bad byte order, version or value type)."""

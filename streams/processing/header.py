@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from typing import Final
 
 from flowforge.core.formats import ImageFormat, sniff_format
-from streams.processing.errors import ImageRejected
+from streams.processing.errors import IfdError, ImageRejected
 from streams.processing.tiff_ifd import (
     TAG_IMAGE_LENGTH,
     TAG_IMAGE_WIDTH,
     TAG_ORIENTATION,
-    IfdError,
     read_first_ifd,
 )
 

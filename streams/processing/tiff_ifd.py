@@ -6,6 +6,8 @@ import struct
 from collections.abc import Collection
 from typing import Final
 
+from streams.processing.errors import IfdError
+
 TAG_IMAGE_WIDTH: Final = 256
 TAG_IMAGE_LENGTH: Final = 257
 TAG_ORIENTATION: Final = 274
@@ -15,10 +17,6 @@ _BIG: Final = 43
 _TYPE_SHORT: Final = 3
 _TYPE_LONG: Final = 4
 _TYPE_LONG8: Final = 16
-
-
-class IfdError(ValueError):
-    """The TIFF structure is malformed (bad byte order, version or value type)."""
 
 
 def read_first_ifd(tiff: bytes, wanted: Collection[int]) -> dict[int, int]:

@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowforge.core.clickhouse import ClickHouseUnavailable
+from flowforge.core.errors import ClickHouseUnavailable
 from streams import metrics
+from streams.errors import InsertRejected
 from streams.sink.spool import Spool
-from streams.sink.writer import ClickHouseWriter, InsertRejected, batch_token
+from streams.sink.writer import ClickHouseWriter, batch_token
 
 log = logging.getLogger(__name__)
 

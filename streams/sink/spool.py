@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flowforge.core.errors import FlowForgeError
+from streams.errors import SpoolUnusable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -33,10 +33,6 @@ CREATE TABLE IF NOT EXISTS batches (
     attempt    TEXT
 )
 """
-
-
-class SpoolUnusable(FlowForgeError):
-    """The spool file cannot be opened or written (corrupt, unwritable, disk full)."""
 
 
 @dataclass(frozen=True)

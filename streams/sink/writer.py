@@ -9,8 +9,8 @@ from typing import Any
 
 from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError, OperationalError
 
-from flowforge.core.clickhouse import ClickHouseUnavailable
-from flowforge.core.errors import FlowForgeError
+from flowforge.core.errors import ClickHouseUnavailable, FlowForgeError
+from streams.errors import InsertRejected
 from streams.records import ImageMetadata
 
 #: The images_metadata columns the sink writes, in the record's field order.
@@ -33,10 +33,6 @@ RETRIABLE_CODES = frozenset(
         425,  # SYSTEM_ERROR
     }
 )
-
-
-class InsertRejected(FlowForgeError):
-    """ClickHouse refused the batch for a reason retrying cannot fix (schema, bad data)."""
 
 
 def batch_token(records: Sequence[Mapping[str, Any]]) -> str:

@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
-from flowforge.core.clickhouse import ClickHouseUnavailable, migrate
-from streams.sink.writer import COLUMNS, ClickHouseWriter, InsertRejected, batch_token
+from flowforge.core.clickhouse import migrate
+from flowforge.core.errors import ClickHouseUnavailable
+from streams.errors import InsertRejected
+from streams.sink.writer import COLUMNS, ClickHouseWriter, batch_token
 
 
 def _record(i: int, source: str = "cam-1") -> dict[str, Any]:

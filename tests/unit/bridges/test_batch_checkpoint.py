@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bridges.checkpoint import BatchCheckpoint, CheckpointLocked, checkpoint_path, content_hash
+from bridges.checkpoint import BatchCheckpoint, checkpoint_path, content_hash
+from bridges.errors import CheckpointLocked
 
 
 def test_a_recorded_file_is_unchanged_until_its_signature_changes(tmp_path: Path) -> None:

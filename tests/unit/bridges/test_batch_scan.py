@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from bridges.errors import FileRefused, FileTooLarge
 from bridges.scan import (
     CHANGING,
     NOT_A_FILE,
     OUTSIDE_ROOT,
     UNREADABLE,
-    FileRefused,
-    FileTooLarge,
     Found,
     Refused,
     is_inside,

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.records import STATUSES, ImageMetadata, MetadataInvalid, metadata_row
+from streams.errors import MetadataInvalid
+from streams.records import STATUSES, ImageMetadata, metadata_row
 
 
 def _record(**changes: object) -> dict[str, object]:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bridges.rtsp.api import ApiError, spec_from_body
+from bridges.errors import ApiError
+from bridges.rtsp.api import spec_from_body
 from bridges.rtsp.bridge import Frame, check_api_security, frame_message
 from bridges.rtsp.sources import derive_source_id, load_specs, parse_entry
 from flowforge.core.envelope import frame_image_id

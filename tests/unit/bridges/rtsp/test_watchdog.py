@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bridges.rtsp.watchdog import IllegalTransition, StreamMachine, StreamState, Transition
+from bridges.errors import IllegalTransition
+from bridges.rtsp.watchdog import StreamMachine, StreamState, Transition
 from flowforge.core.backoff import Backoff
 
 S = StreamState

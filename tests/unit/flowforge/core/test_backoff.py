@@ -8,7 +8,8 @@ import random
 import pytest
 
 from bridges.errors import PayloadRejected, PublishFailed
-from flowforge.core.backoff import Backoff, Stopped, is_retriable, retry
+from flowforge.core.backoff import Backoff, is_retriable, retry
+from flowforge.core.errors import Stopped
 
 
 def test_delays_grow_exponentially_within_jitter_and_cap() -> None:

@@ -6,7 +6,8 @@ import socket
 
 import pytest
 
-from flowforge.core.clickhouse import ClickHouseUnavailable, connect
+from flowforge.core.clickhouse import connect
+from flowforge.core.errors import ClickHouseUnavailable
 from flowforge.core.settings import Settings
 
 MARKER = "Zq9-ch-marker"

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from flowforge.core.clickhouse import ClickHouseUnavailable
+from flowforge.core.errors import ClickHouseUnavailable
+from streams.errors import InsertRejected
 from streams.sink.core import MetadataSink
 from streams.sink.spool import Spool
-from streams.sink.writer import InsertRejected
 
 
 class ScriptedWriter:

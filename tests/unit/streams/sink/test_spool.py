@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.sink.spool import Spool, SpoolUnusable
+from streams.errors import SpoolUnusable
+from streams.sink.spool import Spool
 
 
 def _rows(n: int, start: int = 0) -> list[dict[str, object]]:
