@@ -13,7 +13,7 @@ help:
 	@echo "make run    install, start the local stack, the worker, the bridges and a demo feed"
 	@echo "make test   install, start the test stack, run unit + integration tests, stop it"
 	@echo "make bench  install, run the benchmarks on the test stack (~20 min), update BENCHMARKS.md"
-	@echo "make lint   ruff + mypy"
+	@echo "make lint   ruff, mypy and the import contracts (lint-imports)"
 	@echo "make stop   stop the local stack started by make run"
 	@echo "make docs   regenerate the settings table in README.md"
 	@echo "make soak   30 minutes at a steady rate through the whole local stack (SOAK_ARGS=...)"
@@ -65,6 +65,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff check --fix .
