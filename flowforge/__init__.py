@@ -1,3 +1,5 @@
-"""FlowForge's shared core: settings, the `flowforge` command and the local service stack."""
+"""FlowForge's own packages besides the runtime: ``core`` (shared by everything), ``cli`` (the
+``flowforge`` command), and the dev tooling ``stack`` (local services) and ``sim`` (RTSP
+simulator). The layers between them are in README's "How it fits together"."""
 
 __all__: list[str] = []

@@ -1,1 +1,1 @@
-"""FlowForge stream processing: the Faust app, records, topics, tables and agents."""
+"""FlowForge stream processing: the Faust app, records, topics, tables, agents and sink."""
