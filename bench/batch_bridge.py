@@ -23,10 +23,9 @@ import uuid
 from pathlib import Path
 
 from bench.results import Figure, description, write
-from bench.stack import running_test_stack
-from tests.conftest import stack_env
-from tests.images import jpeg, scene
-from tests.integration.bridge_harness import bridge_env
+from tests.support.bridges import bridge_env
+from tests.support.images import jpeg, scene
+from tests.support.stack import running_stack, stack_env
 
 
 def make_files(root: Path, count: int) -> None:
@@ -67,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.files, args.repeat = 500, 2
-    with running_test_stack(), tempfile.TemporaryDirectory() as tmp:
+    with running_stack(), tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "frames"
         root.mkdir()
         make_files(root, args.files)

@@ -1,7 +1,8 @@
 """The benchmarks' image sets: deterministic camera-like JPEGs, and real photos from a wheel.
 
-- ``camera_set(width, height, count)``: ``count`` distinct q85 JPEGs of tests/images.py's scenes
-  (lit gradient, shapes, sensor noise), each numbered so its content and image id differ;
+- ``camera_set(width, height, count)``: ``count`` distinct q85 JPEGs of the scenes of
+  tests/support/images.py (lit gradient, shapes, sensor noise), each numbered so its content and
+  image id differ;
 - ``photo_set()``: the colour photographs bundled inside the scikit-image wheel (installed with
   the ``dev`` extra; files read as they ship, no download, skimage not imported).
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tests.images import jpeg, numbered, scene
+from tests.support.images import jpeg, numbered, scene
 
 # Colour photographs in scikit-image's wheel (skimage/data) that FlowForge processes (not dark):
 # the grayscale, synthetic, microscopy and document images there are left out, and so is

@@ -2,10 +2,11 @@
 a QoS 1 MQTT publisher at a steady rate that remembers each image's publish time, a sampler of
 FlowForge's processes (CPU, RSS, file descriptors, threads), and the pipeline on a private stack.
 
-Images: a few 1280x720 or 1920x1080 camera scenes (tests/images.py), JPEG q85, made distinct per
-message by a JPEG comment segment (COM, 0xFFFE) after SOI holding a counter: the pixels (and so
-the decode cost) are those of a real-looking frame, the bytes (and so the image id) are new, and
-making one costs a byte copy, so the publisher can offer hundreds per second for minutes.
+Images: a few 1280x720 or 1920x1080 camera scenes (tests/support/images.py), JPEG q85, made
+distinct per message by a JPEG comment segment (COM, 0xFFFE) after SOI holding a counter: the
+pixels (and so the decode cost) are those of a real-looking frame, the bytes (and so the image id)
+are new, and making one costs a byte copy, so the publisher can offer hundreds per second for
+minutes.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ import psutil
 from flowforge.core.envelope import content_image_id
 from flowforge.core.mqtt import mqtt_client
 from flowforge.core.settings import Settings
-from tests.images import jpeg, numbered, scene
-from tests.integration.e2e_harness import EndToEnd, private_stack
+from tests.support.end_to_end import EndToEnd
+from tests.support.images import jpeg, numbered, scene
+from tests.support.stack import running_stack
 
 RESOLUTIONS = {"720p": (1280, 720), "1080p": (1920, 1080)}
 SOURCES = 8
@@ -356,7 +358,7 @@ def loaded_pipeline(
     ready; ``extra_env`` is added to their environment (FLOWFORGE_* settings)."""
     with tempfile.TemporaryDirectory(prefix=f"{name}-") as tmp:
         workdir = Path(tmp)
-        with private_stack(workdir / "stack", kafka_heap) as (stack, env):
+        with running_stack(workdir / "stack", kafka_heap=kafka_heap) as (stack, env):
             e2e = EndToEnd.create(name, stack, env, workdir)
             # After create: its own worker settings (concurrency 2, ...) give way to ours.
             e2e.pipeline.env.update(extra_env or {})

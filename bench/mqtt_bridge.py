@@ -20,10 +20,8 @@ import uuid
 from pathlib import Path
 
 from bench.results import Figure, description, write
-from bench.stack import running_test_stack
-from tests.conftest import stack_env
-from tests.integration.bridge_harness import BridgeProcess, bridge_env, mqtt_publish
-from tests.integration.test_bridge_mqtt import payload
+from tests.support.bridges import BridgeProcess, bridge_env, mqtt_publish, payload
+from tests.support.stack import running_stack, stack_env
 
 
 def run(count: int, size: int) -> tuple[float, float]:
@@ -63,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         "bridge_images_per_s": Figure("MQTT -> bridge -> Kafka", "images/s"),
         "bridge_over_mqtt": Figure("bridge / MQTT alone", "x"),
     }
-    with running_test_stack():
+    with running_stack():
         for _ in range(args.repeat):
             mqtt_rate, bridge_rate = run(args.images, args.size)
             figures["mqtt_alone_images_per_s"].add(mqtt_rate)

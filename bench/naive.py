@@ -29,11 +29,10 @@ from paho.mqtt.client import MQTTMessage
 
 from bench.images import camera_set
 from bench.results import Figure, description, write
-from bench.stack import running_test_stack
 from flowforge.core.mqtt import mqtt_client
 from flowforge.core.settings import Settings
-from tests.conftest import stack_env
-from tests.integration.bridge_harness import mqtt_publish
+from tests.support.bridges import mqtt_publish
+from tests.support.stack import running_stack, stack_env
 
 TABLE = """
 CREATE TABLE naive_images (
@@ -130,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     images = camera_set(1280, 720, args.images)
     figure = Figure("naive pipeline 720p (MQTT QoS 1 -> row)", "images/s")
     settings = Settings.from_env(stack_env())
-    with running_test_stack():
+    with running_stack():
         for _ in range(args.repeat):
             figure.add(run(settings, images.payloads))
             print(figure.line())

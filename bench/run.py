@@ -31,7 +31,7 @@ from typing import Any
 
 from bench.report import write_report
 from bench.results import RESULTS_DIR, description, machine
-from bench.stack import running_test_stack
+from tests.support.stack import running_stack
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     outcomes: list[dict[str, Any]] = []
     with contextlib.ExitStack() as services:
         try:
-            services.enter_context(running_test_stack())
+            services.enter_context(running_stack())
         except Exception as exc:  # noqa: BLE001 - recorded; the steps that need it fail alone
             detail = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
             outcomes.append({"name": "stack", "status": "failed", "seconds": 0.0, "detail": detail})

@@ -29,11 +29,10 @@ import uuid
 from pathlib import Path
 
 from bench.results import Figure, description, write
-from bench.stack import running_test_stack
 from flowforge.core.faults import write_fault
 from flowforge.core.settings import Settings
-from tests.conftest import stack_env
-from tests.integration.harness import Pipeline, make_pipeline, metadata_record
+from tests.support.pipeline import Pipeline, make_pipeline, metadata_record
+from tests.support.stack import running_stack, stack_env
 
 
 def _rows_per_s(pipeline: Pipeline, rows: int) -> float:
@@ -108,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         "default_over_batch1": Figure("default batch / batch 1", "x"),
         "drain_over_batch1": Figure("spool drain / batch 1", "x"),
     }
-    with running_test_stack():
+    with running_stack():
         for _ in range(args.repeat):
             baseline = run("batch1", args.baseline_rows, {"FLOWFORGE_SINK_BATCH_SIZE": "1"})
             default = run("default", args.rows, {})

@@ -23,11 +23,10 @@ import uuid
 from pathlib import Path
 
 from bench.results import Figure, description, write
-from bench.stack import running_test_stack
 from flowforge.core.settings import Settings
-from tests.conftest import stack_env
-from tests.images import jpeg, numbered, scene
-from tests.integration.harness import make_pipeline
+from tests.support.images import jpeg, numbered, scene
+from tests.support.pipeline import make_pipeline
+from tests.support.stack import running_stack, stack_env
 
 
 def run(variant: str, fast: bool, payloads: list[bytes], concurrency: int) -> float:
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.images, args.repeat = 300, 1
-    with running_test_stack():
+    with running_stack():
         _measure(args)
 
 

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -70,6 +70,10 @@ class ManagedProcess:
     name: str
     pid_file: Path
     log_file: Path
+    # The Popen of the process that ``start`` started in this Python process (its exit code).
+    child: subprocess.Popen[bytes] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def start(
         self,
@@ -77,11 +81,21 @@ class ManagedProcess:
         *,
         cwd: Path | None = None,
         env: Mapping[str, str] | None = None,
+        inherit_env: bool = True,
+        own_session: bool = True,
     ) -> int:
-        """Start ``argv`` in its own session, output appended to the log file; return its PID.
+        """Start ``argv`` (in its own session by default), output appended to the log file;
+        return its PID.
 
-        ``env`` adds to (or overrides) this process's environment for the child.
+        ``env`` adds to (or overrides) this process's environment for the child; with
+        ``inherit_env=False`` it is the child's whole environment. ``own_session=False`` keeps
+        the child in this process's group (a test's worker, gone with its test run); then
+        ``stop`` and ``kill`` signal the child alone.
         """
+        if env is not None and not inherit_env:
+            child_env: dict[str, str] | None = dict(env)
+        else:
+            child_env = {**os.environ, **env} if env else None
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as out:
@@ -93,10 +107,11 @@ class ManagedProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=cwd,
-                env={**os.environ, **env} if env else None,
-                start_new_session=True,
+                env=child_env,
+                start_new_session=own_session,
             )
         _children[proc.pid] = proc
+        self.child = proc
         info = psutil.Process(proc.pid)
         record = {"pid": proc.pid, "create_time": info.create_time(), "argv": list(argv)}
         self.pid_file.write_text(json.dumps(record), encoding="utf-8")
@@ -160,7 +175,11 @@ class ManagedProcess:
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
+    """Signal the process group ``pid`` leads, or the process alone if it leads none."""
     try:
+        if os.getpgid(pid) != pid:
+            os.kill(pid, sig)
+            return
         os.killpg(pid, sig)
     except ProcessLookupError:
         return

@@ -13,8 +13,9 @@ import pytest
 from flowforge.core.clickhouse import connect
 from flowforge.core.settings import Settings
 from flowforge.stack import Stack
-from tests.conftest import stack_env, unique_name
-from tests.integration.harness import Pipeline, make_pipeline
+from tests.support.pipeline import Pipeline, make_pipeline
+from tests.support.stack import stack_env
+from tests.support.unique import unique_name
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,10 @@ import pytest
 from flowforge.core.envelope import content_image_id
 from flowforge.core.settings import Settings
 from flowforge.stack import Stack
-from tests.conftest import stack_env, unique_name
-from tests.images import Image, jpeg, png, scene
-from tests.integration.bridge_harness import BridgeProcess, bridge_env, checkpointed, read_records
+from tests.support.bridges import BridgeProcess, bridge_env, checkpointed, read_records
+from tests.support.images import Image, jpeg, png, scene
+from tests.support.stack import stack_env
+from tests.support.unique import unique_name
 
 
 @pytest.fixture

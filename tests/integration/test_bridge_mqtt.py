@@ -16,17 +16,18 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from flowforge.core.envelope import content_image_id, header_map
 from flowforge.core.settings import Settings
 from flowforge.stack import KafkaService, Stack
-from tests.conftest import stack_env, unique_name
-from tests.images import jpeg, scene
-from tests.integration.bridge_harness import (
+from tests.support.bridges import (
     BridgeProcess,
     Record,
     bridge_env,
     mosquitto_pub,
     mqtt_publish,
+    payload,
     read_records,
 )
-from tests.integration.harness import free_port
+from tests.support.images import jpeg, scene
+from tests.support.stack import running_stack, stack_env
+from tests.support.unique import unique_name
 
 
 @pytest.fixture
@@ -38,11 +39,6 @@ def bridge(
     proc = BridgeProcess(["bridge", "mqtt"], bridge_env(name, stack_env(), tmp_path), tmp_path)
     yield proc
     proc.stop()
-
-
-def payload(i: int, size: int = 100_000) -> bytes:
-    """A distinct JPEG-looking payload (the bridge never decodes, so random bytes will do)."""
-    return b"\xff\xd8\xff\xe0" + i.to_bytes(4, "big") + os.urandom(size - 8)
 
 
 def test_mosquitto_pub_photo_gives_one_record_with_the_envelope(
@@ -201,21 +197,8 @@ def test_resubscribes_after_a_mosquitto_restart(
 def private_stack(tmp_path: Path) -> Iterator[tuple[Stack, dict[str, str]]]:
     """A throw-away Kafka + Mosquitto on free ports with its own home; stopped afterwards, so
     a test may stop and kill its broker without disturbing the shared session stack."""
-    env = dict(stack_env())
-    env.update(
-        {
-            "FLOWFORGE_HOME": str(tmp_path / "stack"),
-            "FLOWFORGE_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
-            "FLOWFORGE_STACK_KAFKA_CONTROLLER_PORT": str(free_port()),
-            "FLOWFORGE_MQTT_PORT": str(free_port()),
-        }
-    )
-    stack = Stack(Settings.from_env(env))
-    try:
-        asyncio.run(stack.up(report=lambda _line: None))
-        yield stack, env
-    finally:
-        stack.down(report=lambda _line: None)
+    with running_stack(tmp_path / "stack") as stack_and_vars:
+        yield stack_and_vars
 
 
 def stop_kafka(kafka: KafkaService, how: str) -> None:

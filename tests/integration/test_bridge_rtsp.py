@@ -17,16 +17,16 @@ import pytest
 
 from flowforge.core.envelope import frame_image_id
 from flowforge.stack import Stack
-from tests.conftest import stack_env, unique_name
-from tests.integration.bridge_harness import (
+from tests.support.bridges import (
     RtspBridgeProcess,
     bridge_env,
     read_records,
     rtsp_bridge_vars,
     wait_until,
 )
-from tests.integration.harness import free_port
-from tests.integration.sim_harness import PrivateSim, Sim, start_sim, stop_sim
+from tests.support.simulator import PrivateSim, Sim, start_sim, stop_sim
+from tests.support.stack import stack_env
+from tests.support.unique import free_port, unique_name
 
 FPS = 5
 STALL_S = 2

@@ -13,7 +13,7 @@ from typing import Any
 from flowforge.core.clickhouse import kafka_engine_sql, migrate, migrations, schema_version
 from streams.records import ImageMetadata
 from streams.sink.writer import COLUMNS as RECORD_COLUMNS
-from tests.conftest import stack_env
+from tests.support.stack import stack_env
 
 COLUMNS = ["image_id", "source_id", "captured_at", "processed_at", "status", "brightness"]
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import urllib.request
 from collections import Counter
 
-from tests.hostile import corpus
-from tests.integration.harness import Pipeline
+from tests.support.hostile import corpus
+from tests.support.pipeline import Pipeline
 
 
 def test_hostile_corpus_through_the_worker(pipeline: Pipeline) -> None:

@@ -11,8 +11,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from tests.images import jpeg, numbered, scene
-from tests.integration.harness import Pipeline, free_port, metadata_record
+from tests.support.images import jpeg, numbered, scene
+from tests.support.pipeline import Pipeline, metadata_record
+from tests.support.unique import free_port
 
 
 def flowforge(

@@ -17,23 +17,23 @@ import pytest
 
 from flowforge.core.faults import write_fault
 from flowforge.stack import Stack
-from tests.conftest import unique_name
-from tests.integration.bridge_harness import (
+from tests.support.bridges import (
     RtspBridgeProcess,
     checkpointed,
     rtsp_bridge_vars,
     wait_until,
 )
-from tests.integration.e2e_harness import (
+from tests.support.end_to_end import (
+    DRILL_KAFKA_HEAP,
     EndToEnd,
     Feeder,
     Figures,
     drill_items,
-    private_stack,
     write_batch,
 )
-from tests.integration.harness import free_port
-from tests.integration.sim_harness import PrivateSim
+from tests.support.simulator import PrivateSim
+from tests.support.stack import running_stack
+from tests.support.unique import free_port, unique_name
 
 # Kafka is stopped this long (the issue asks for 30 s; 20 s keeps the drill under a minute and
 # is well past every client timeout that matters: sessions, requests, metadata).
@@ -59,7 +59,8 @@ SPOOL_MAX_MB = 0.03
 def drill_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, dict[str, str]]]:
     """One private Kafka + Mosquitto for the drills of this module (each drill starts it again
     if an earlier one left it down), stopped at the end."""
-    with private_stack(tmp_path_factory.mktemp("drill-stack") / "home") as stack_and_vars:
+    home = tmp_path_factory.mktemp("drill-stack") / "home"
+    with running_stack(home, kafka_heap=DRILL_KAFKA_HEAP) as stack_and_vars:
         yield stack_and_vars
 
 

@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 
 from flowforge.stack import Stack
-from tests.conftest import stack_env, unique_name
-from tests.images import jpeg, scene
-from tests.integration.bridge_harness import bridge_env
-from tests.integration.harness import LOOPBACK, Pipeline, free_port, listening_addresses
+from tests.support.bridges import bridge_env
+from tests.support.images import jpeg, scene
+from tests.support.pipeline import Pipeline
+from tests.support.processes import LOOPBACK, listening_addresses
+from tests.support.stack import stack_env
+from tests.support.unique import free_port, unique_name
 
 MARKER = "Zq9-marker"
 # Every secret setting, set to a distinctive value; the worker must emit none of them.

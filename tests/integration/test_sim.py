@@ -16,8 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from flowforge.sim.check import check_stream, mean_luma, open_capture
 from flowforge.sim.errors import SimCheckFailed
-from tests.integration.harness import LOOPBACK, free_port, listening_addresses
-from tests.integration.sim_harness import FLOWFORGE, TOKEN, Sim, cli_env, start_sim, stop_sim
+from tests.support.processes import LOOPBACK, listening_addresses
+from tests.support.simulator import FLOWFORGE, TOKEN, Sim, cli_env, start_sim, stop_sim
+from tests.support.unique import free_port
 
 # name, width, height, fps: cam3 is a 1 s video file, looped.
 STREAMS = [("cam1", 320, 240, 10), ("cam2", 640, 360, 15), ("cam3", 320, 240, 8)]

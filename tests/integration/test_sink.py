@@ -13,8 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 from flowforge.core.faults import write_fault
-from tests.images import mixed_set
-from tests.integration.harness import Pipeline, metadata_record
+from tests.support.images import mixed_set
+from tests.support.pipeline import Pipeline, metadata_record
 
 PIPELINE_ENV = {"FLOWFORGE_SINK_FLUSH_S": "0.2"}  # the conftest pipeline adds it
 

@@ -17,9 +17,9 @@ import pytest
 
 from flowforge.core.settings import Settings
 from flowforge.stack import Stack
-from tests.conftest import stack_env
-from tests.images import real_photo_path
-from tests.integration.harness import free_port
+from tests.support.images import real_photo_path
+from tests.support.stack import private_stack_env
+from tests.support.unique import free_port
 
 FLOWFORGE = [sys.executable, "-m", "flowforge"]
 
@@ -47,15 +47,7 @@ def test_up_is_idempotent(settings: Settings, services: Stack) -> None:
 def other_stack_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     """Environment for a second, throw-away stack on free ports (stopped afterwards)."""
     env = dict(os.environ)
-    env.update(stack_env())
-    env.update(
-        {
-            "FLOWFORGE_HOME": str(tmp_path / "home"),
-            "FLOWFORGE_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
-            "FLOWFORGE_STACK_KAFKA_CONTROLLER_PORT": str(free_port()),
-            "FLOWFORGE_MQTT_PORT": str(free_port()),
-        }
-    )
+    env.update(private_stack_env(tmp_path / "home"))
     yield env
     subprocess.run([*FLOWFORGE, "stack", "down"], env=env, capture_output=True, check=False)
 

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 
 from flowforge.core.settings import Settings
-from tests.images import jpeg, mixed_set, numbered, scene
-from tests.integration.harness import Pipeline
+from tests.support.images import jpeg, mixed_set, numbered, scene
+from tests.support.pipeline import Pipeline
 
 
 def _get(port: int, path: str) -> tuple[int, str]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from flowforge.stack.process import ManagedProcess
 
@@ -64,3 +66,42 @@ def test_kill_ends_even_a_process_that_ignores_sigterm_at_once(tmp_path: Path) -
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert managed.pid() is None
     assert managed.kill() is False
+
+
+def test_child_keeps_the_exit_code_of_the_started_process(tmp_path: Path) -> None:
+    """``child`` is the Popen of the process start() started, with its exit code."""
+    managed = _managed(tmp_path)
+    assert managed.child is None
+    pid = managed.start([sys.executable, "-c", "import sys; sys.exit(3)"])
+    assert managed.child is not None
+    assert managed.child.pid == pid
+    assert managed.child.wait(timeout=10) == 3
+
+
+def test_env_is_the_whole_environment_unless_inherited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With inherit_env=False the child sees only ``env``; by default ``env`` adds to ours."""
+    monkeypatch.setenv("FF_PARENT_ONLY", "parent")
+    show = "import os; print(os.environ.get('FF_PARENT_ONLY'), os.environ.get('FF_CHILD'))"
+    for inherit in (True, False):
+        managed = _managed(tmp_path)
+        managed.start([sys.executable, "-c", show], env={"FF_CHILD": "c"}, inherit_env=inherit)
+        assert managed.child is not None
+        assert managed.child.wait(timeout=10) == 0
+    lines = managed.log_file.read_text().splitlines()
+    assert [line for line in lines if not line.startswith("---") and line] == [
+        "parent c",
+        "None c",
+    ]
+
+
+def test_stop_of_a_child_in_our_process_group_signals_it_alone(tmp_path: Path) -> None:
+    """A child started with own_session=False stays in our group; stop() ends it at once."""
+    managed = _managed(tmp_path)
+    pid = managed.start(SLEEPER, own_session=False)
+    assert os.getpgid(pid) == os.getpgrp()
+    began = time.monotonic()
+    assert managed.stop(timeout=5)
+    assert time.monotonic() - began < 3
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

@@ -10,8 +10,8 @@ import pytest
 from numpy.typing import NDArray
 
 from streams.processing import ProcessingConfig, decode, process_image, read_header
-from tests import images
-from tests.images import scene
+from tests.support import images
+from tests.support.images import scene
 
 WIDTH, HEIGHT = 320, 200
 

@@ -18,8 +18,8 @@ from streams.processing import (
     read_header,
     resize,
 )
-from tests import images
-from tests.images import scene
+from tests.support import images
+from tests.support.images import scene
 
 FAST = ProcessingConfig()
 PLAIN = ProcessingConfig(fast_path=False)

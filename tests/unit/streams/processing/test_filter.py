@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from streams.processing import ProcessingConfig, process_image
-from tests import images
-from tests.images import REAL_PHOTOS, scene
+from tests.support import images
+from tests.support.images import REAL_PHOTOS, scene
 
 CONFIG = ProcessingConfig()
 

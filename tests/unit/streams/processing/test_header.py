@@ -10,8 +10,8 @@ import pytest
 
 from streams.processing import ImageHeader, ImageRejected, read_header, sniff_format
 from streams.processing.header import MAX_SIDE, exif_orientation
-from tests import images
-from tests.images import scene
+from tests.support import images
+from tests.support.images import scene
 
 WIDTH, HEIGHT = 96, 64
 

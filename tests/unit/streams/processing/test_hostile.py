@@ -9,8 +9,8 @@ import cv2
 import pytest
 
 from streams.processing import ImageRejected, ProcessedImage, ProcessingConfig, process_image
-from tests import images
-from tests.hostile import HTML, HostileCase, corpus, picture
+from tests.support import images
+from tests.support.hostile import HTML, HostileCase, corpus, picture
 
 CONFIG = ProcessingConfig()
 CASES = {case.name: case for case in corpus()}

@@ -18,8 +18,8 @@ from streams.processing import (
     process_image,
 )
 from streams.processing.header import MAX_SIDE, read_header
-from tests import images
-from tests.images import scene
+from tests.support import images
+from tests.support.images import scene
 
 # A lower pixel limit keeps mutated headers that declare large images fast to reject.
 CONFIG = ProcessingConfig(max_pixels=2_000_000)

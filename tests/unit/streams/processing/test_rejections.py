@@ -10,8 +10,8 @@ import pytest
 
 import streams.processing.decoding as decode_module
 from streams.processing import ImageRejected, ProcessedImage, ProcessingConfig, process_image
-from tests import images
-from tests.images import scene
+from tests.support import images
+from tests.support.images import scene
 
 CONFIG = ProcessingConfig()
 

@@ -8,8 +8,8 @@ import pytest
 
 from streams.processing import ProcessingConfig, ResizePolicy, process_image, resize
 from streams.processing.resizing import interpolation_for
-from tests import images
-from tests.images import scene
+from tests.support import images
+from tests.support.images import scene
 
 POLICIES: list[ResizePolicy] = ["stretch", "letterbox", "crop"]
 RED, BLUE, GREY = (0, 0, 255), (255, 0, 0), (128, 128, 128)

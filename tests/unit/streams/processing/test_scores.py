@@ -8,8 +8,8 @@ import pytest
 
 from streams.processing import WORKING_AREA, compute_scores
 from streams.processing.scores import working_size
-from tests import images
-from tests.images import scene
+from tests.support import images
+from tests.support.images import scene
 
 # Measured: the synthetic scene at 1280x720 vs 2560x1440 differs by under 0.2%, the real
 # retina photo at 1411x1411 vs half size by 9%; 15% leaves room without hiding a scale bug

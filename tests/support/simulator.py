@@ -16,6 +16,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.processes import FlowForgeProcess, start_flowforge
+
+# The installed `flowforge` console script (for tests that run the command as a user would).
 FLOWFORGE = str(Path(sys.executable).with_name("flowforge"))
 TOKEN = "test-token"
 
@@ -26,7 +29,7 @@ class Sim:
 
     rtsp: str
     api: str
-    process: subprocess.Popen[bytes]
+    process: FlowForgeProcess
     log: Path
 
     def url(self, name: str) -> str:
@@ -63,17 +66,10 @@ def cli_env(home: Path) -> dict[str, str]:
 def start_sim(home: Path, rtsp_port: int, api_port: int, *args: str) -> Sim:
     """`flowforge sim rtsp ARGS` on the given ports with TOKEN, in its own session (so it can
     be signalled alone), logging to ``home/sim.log``; returns once its API answers."""
-    argv = [FLOWFORGE, "sim", "rtsp", *args]
-    argv += ["--rtsp-port", str(rtsp_port), "--api-port", str(api_port)]
+    argv = ["sim", "rtsp", *args, "--rtsp-port", str(rtsp_port), "--api-port", str(api_port)]
     log = home / "sim.log"
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            argv,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=cli_env(home) | {"FLOWFORGE_SIM_TOKEN": TOKEN},
-            start_new_session=True,
-        )
+    env = cli_env(home) | {"FLOWFORGE_SIM_TOKEN": TOKEN}
+    process = start_flowforge(argv, env=env, log=log, own_session=True)
     sim = Sim(f"rtsp://127.0.0.1:{rtsp_port}", f"http://127.0.0.1:{api_port}", process, log)
     try:
         wait_ready(sim)
@@ -99,7 +95,7 @@ def wait_ready(sim: Sim, timeout: float = 15.0) -> None:
     pytest.fail(f"the RTSP simulator did not become ready: {' | '.join(tail)}", pytrace=False)
 
 
-def stop_sim(process: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM) -> None:
+def stop_sim(process: FlowForgeProcess, sig: signal.Signals = signal.SIGTERM) -> None:
     """Send ``sig`` to the simulator's process group and wait (SIGKILL after 10 s)."""
     if process.poll() is None:
         os.killpg(process.pid, sig)

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image as PILImage
 
-from tests import images
-from tests.images import Image, scene
+from tests.support import images
+from tests.support.images import Image, scene
 
 HTML = b"<!doctype html><html><body><script>alert(document.cookie)</script></body></html>\n"
 JS = b"*/=1;alert(document.cookie);//"

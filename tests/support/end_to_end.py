@@ -11,8 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,14 @@ from flowforge.core.settings import Settings
 from flowforge.stack import Stack
 from flowforge.stack.kafka import KafkaService
 from flowforge.stack.mosquitto import MosquittoService
-from tests.conftest import stack_env
-from tests.images import jpeg, numbered, scene
-from tests.integration.bridge_harness import BridgeProcess, read_records
-from tests.integration.harness import Pipeline, free_port, make_pipeline
+from tests.support.bridges import BridgeProcess, read_records
+from tests.support.images import jpeg, numbered, scene
+from tests.support.pipeline import Pipeline, make_pipeline
+
+# The drills' private broker's Java heap (for ``running_stack(home, kafka_heap=...)``): at the
+# stack's default 512m it ran out of heap after ~10 drills in one module (OutOfMemoryError in
+# the group coordinator's writes; RELIABILITY.md).
+DRILL_KAFKA_HEAP = "1g"
 
 
 @dataclass(frozen=True)
@@ -186,31 +189,6 @@ class Figures:
             f"(distinct {self.dlq_distinct}) fault={self.fault_s:.1f}s "
             f"recovery={self.recovery_s:.1f}s {extra}"
         )
-
-
-@contextmanager
-def private_stack(home: Path, kafka_heap: str = "1g") -> Iterator[tuple[Stack, dict[str, str]]]:
-    """A throw-away Kafka + Mosquitto on free ports with its own home, stopped afterwards: the
-    drills stop and restart them without disturbing the shared session stack. ``kafka_heap``:
-    the broker's Java heap (1g here; see below)."""
-    env = dict(stack_env())
-    env.update(
-        {
-            "FLOWFORGE_HOME": str(home),
-            "FLOWFORGE_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
-            "FLOWFORGE_STACK_KAFKA_CONTROLLER_PORT": str(free_port()),
-            "FLOWFORGE_MQTT_PORT": str(free_port()),
-            # At the default 512m the broker ran out of heap after ~10 drills in one module
-            # (OutOfMemoryError in the group coordinator's writes; RELIABILITY.md).
-            "FLOWFORGE_STACK_KAFKA_HEAP": kafka_heap,
-        }
-    )
-    stack = Stack(Settings.from_env(env))
-    try:
-        asyncio.run(stack.up(report=lambda _line: None))
-        yield stack, env
-    finally:
-        stack.down(report=lambda _line: None)
 
 
 @dataclass

@@ -8,7 +8,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +22,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from flowforge.core.envelope import header_map
 from flowforge.core.mqtt import mqtt_client
 from flowforge.core.settings import Settings
-from tests.integration.harness import free_port, listening_addresses
+from tests.support.processes import FlowForgeProcess, listening_addresses, start_flowforge
+from tests.support.unique import free_port
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class BridgeProcess:
     env: dict[str, str]
     workdir: Path
     web_port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
+    proc: FlowForgeProcess | None = None
     starts: int = 0
 
     @property
@@ -63,21 +63,8 @@ class BridgeProcess:
     def launch(self) -> None:
         """Start the bridge process without waiting (a one-shot run may end before it is ready)."""
         self.starts += 1
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "flowforge",
-                    *self.command,
-                    "--web-port",
-                    str(self.web_port),
-                ],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.workdir,
-            )
+        args = [*self.command, "--web-port", str(self.web_port)]
+        self.proc = start_flowforge(args, env=self.env, log=self.log_path, cwd=self.workdir)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -107,17 +94,11 @@ class BridgeProcess:
     def signal(self, sig: signal.Signals, timeout: float = 60.0) -> int:
         """Send ``sig`` and wait for the exit; return the exit code."""
         assert self.proc is not None
-        self.proc.send_signal(sig)
-        return self.proc.wait(timeout=timeout)
+        return self.proc.signal(sig, timeout=timeout)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            self.proc.stop(timeout=30)
 
     def get(self, path: str) -> tuple[int, str]:
         try:
@@ -155,6 +136,11 @@ def bridge_env(name: str, base_env: dict[str, str], workdir: Path) -> dict[str, 
         }
     )
     return env
+
+
+def payload(i: int, size: int = 100_000) -> bytes:
+    """A distinct JPEG-looking payload (the bridge never decodes, so random bytes will do)."""
+    return b"\xff\xd8\xff\xe0" + i.to_bytes(4, "big") + os.urandom(size - 8)
 
 
 def mqtt_publish(settings: Settings, items: list[tuple[str, bytes]], qos: int = 1) -> None:

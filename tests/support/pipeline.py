@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
@@ -25,39 +23,8 @@ from flowforge.core.envelope import Envelope, content_image_id, header_map
 from flowforge.core.kafka_admin import admin_client, ensure_topics, topic_spec
 from flowforge.core.settings import Settings
 from streams.records import ImageMetadata
-
-LOOPBACK = frozenset({"127.0.0.1", "::1"})
-
-
-def listening_addresses(pid: int) -> set[tuple[str, int]]:
-    """(address, port) of every TCP socket in LISTEN state held by ``pid`` or its children."""
-    process = psutil.Process(pid)
-    addresses = set()
-    for member in (process, *process.children(recursive=True)):
-        for conn in member.net_connections(kind="tcp"):
-            if conn.status == psutil.CONN_LISTEN:
-                addresses.add((conn.laddr.ip, conn.laddr.port))
-    return addresses
-
-
-_HANDED_OUT: set[int] = set()
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 now and never handed out before in this process.
-
-    The port is released before the caller's process binds it, so the kernel may offer it again
-    to the next caller: a bridge and a worker once got the same port, the worker bound it first,
-    the bridge died, and its readiness probe was answered by the worker. Remembering what was
-    handed out closes that window within one test run.
-    """
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
+from tests.support.processes import FlowForgeProcess, start_flowforge
+from tests.support.unique import free_port
 
 
 @dataclass
@@ -85,7 +52,7 @@ class Pipeline:
     settings: Settings
     env: dict[str, str]
     workdir: Path
-    workers: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    workers: dict[int, FlowForgeProcess] = field(default_factory=dict)
 
     @property
     def kafka(self) -> Any:
@@ -97,34 +64,17 @@ class Pipeline:
         Returns the port. Only the process agent by default: the sink's tests ask for it.
         """
         port = web_port or free_port()
-        log = (self.workdir / f"worker-{port}.log").open("ab")
         args = ["worker", "-l", "info", "--web-port", str(port), "--agents", agents]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "flowforge", *args],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.workdir,
-        )
-        log.close()
-        self.workers[port] = proc
+        log = self.workdir / f"worker-{port}.log"
+        self.workers[port] = start_flowforge(args, env=self.env, log=log, cwd=self.workdir)
         return port
 
     def kill_worker(self, port: int, sig: signal.Signals = signal.SIGKILL) -> None:
-        proc = self.workers.pop(port)
-        proc.send_signal(sig)
-        proc.wait(timeout=60)
+        self.workers.pop(port).signal(sig, timeout=60)
 
     def stop_all(self) -> None:
         for port in list(self.workers):
-            proc = self.workers[port]
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            self.workers[port].stop(timeout=30)
             del self.workers[port]
 
     def delete_topics(self) -> None:

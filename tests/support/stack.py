@@ -1,0 +1,67 @@
+"""The test stack: its settings (tests/stack.env), and Kafka + Mosquitto run through the product's
+own stack code (``flowforge.stack.Stack``) for the session fixture, the fault drills and bench."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from flowforge.core.settings import Settings
+from flowforge.stack import Stack
+from tests.support.unique import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+STACK_ENV = REPO / "tests" / "stack.env"
+_PATH_VARS = {"FLOWFORGE_HOME", "FLOWFORGE_STACK_CACHE_DIR"}
+
+
+def stack_env() -> dict[str, str]:
+    """tests/stack.env as a dict, with its relative paths anchored at the repository root."""
+    env = {}
+    for line in STACK_ENV.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            env[key] = str(REPO / value) if key in _PATH_VARS else value
+    return env
+
+
+def private_stack_env(home: Path, kafka_heap: str | None = None) -> dict[str, str]:
+    """The test stack's settings for a throw-away stack beside it: its own home ``home`` and free
+    ports; ``kafka_heap``, if given, is its broker's Java heap (else the stack's default)."""
+    env = stack_env()
+    env.update(
+        {
+            "FLOWFORGE_HOME": str(home),
+            "FLOWFORGE_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "FLOWFORGE_STACK_KAFKA_CONTROLLER_PORT": str(free_port()),
+            "FLOWFORGE_MQTT_PORT": str(free_port()),
+        }
+    )
+    if kafka_heap is not None:
+        env["FLOWFORGE_STACK_KAFKA_HEAP"] = kafka_heap
+    return env
+
+
+@contextmanager
+def running_stack(
+    home: Path | None = None, *, kafka_heap: str | None = None
+) -> Iterator[tuple[Stack, dict[str, str]]]:
+    """Kafka and Mosquitto up for the ``with`` block (``Stack.up``: each started unless running,
+    and waited for until it answers); afterwards it stops the services it started, none other.
+
+    Without ``home``: the shared test stack (tests/stack.env, fixed ports), as the session
+    fixture and the benchmarks use it. With ``home``: a throw-away stack there on free ports
+    (:func:`private_stack_env`), which a test may stop, kill and restart without disturbing the
+    shared one. Yields the stack and the environment of its settings (to build processes on).
+    """
+    env = stack_env() if home is None else private_stack_env(home, kafka_heap)
+    stack = Stack(Settings.from_env(env))
+    ours = [s for s in stack.services if s.process.pid() is None]
+    try:
+        asyncio.run(stack.up(report=lambda _line: None))
+        yield stack, env
+    finally:
+        for service in reversed(ours):
+            service.down()
