@@ -194,7 +194,7 @@ async def _read(
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka.bootstrap_servers,
         enable_auto_commit=False,
-        max_partition_fetch_bytes=settings.kafka.max_message_bytes + 256 * 1024,
+        max_partition_fetch_bytes=settings.kafka.request_bytes,
         fetch_max_bytes=64 * 1024 * 1024,
     )
     await consumer.start()

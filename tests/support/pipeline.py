@@ -167,7 +167,7 @@ class Pipeline:
             bootstrap_servers=self.settings.kafka.bootstrap_servers,
             acks="all",
             enable_idempotence=True,
-            max_request_size=self.settings.kafka.max_message_bytes + 256 * 1024,
+            max_request_size=self.settings.kafka.request_bytes,
         )
         await producer.start()
         ids = []
@@ -259,7 +259,7 @@ class Pipeline:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka.bootstrap_servers,
             enable_auto_commit=False,
-            max_partition_fetch_bytes=self.settings.kafka.max_message_bytes + 256 * 1024,
+            max_partition_fetch_bytes=self.settings.kafka.request_bytes,
             fetch_max_bytes=64 * 1024 * 1024,
         )
         await consumer.start()
