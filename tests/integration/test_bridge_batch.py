@@ -19,6 +19,7 @@ from flowforge.core.settings import Settings
 from flowforge.stack import Stack
 from tests.support.bridges import BridgeProcess, bridge_env, checkpointed, read_records
 from tests.support.images import Image, jpeg, png, scene
+from tests.support.processes import start_flowforge
 from tests.support.stack import stack_env
 from tests.support.unique import unique_name
 
@@ -281,10 +282,7 @@ def test_sigkill_mid_run_then_rerun_publishes_every_file_and_no_acked_one_twice(
     files = make_images(root, 300)
     slow = {**env, "FLOWFORGE_BATCH_CONCURRENCY": "1", "FLOWFORGE_BRIDGE_LINGER_MS": "40"}
     home = Path(env["FLOWFORGE_HOME"])
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "flowforge", "bridge", "batch", str(root)],
-        env=slow, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    proc = start_flowforge(["bridge", "batch", str(root)], env=slow, log=tmp_path / "batch.log")
     try:
         deadline = time.monotonic() + 60
         while checkpointed(home) < 30 and time.monotonic() < deadline:

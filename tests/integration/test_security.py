@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,12 @@ from flowforge.stack import Stack
 from tests.support.bridges import bridge_env
 from tests.support.images import jpeg, scene
 from tests.support.pipeline import Pipeline
-from tests.support.processes import LOOPBACK, listening_addresses
+from tests.support.processes import (
+    LOOPBACK,
+    FlowForgeProcess,
+    listening_addresses,
+    start_flowforge,
+)
 from tests.support.stack import stack_env
 from tests.support.unique import free_port, unique_name
 
@@ -65,7 +69,7 @@ def test_worker_emits_no_secret_and_listens_on_loopback_only(pipeline: Pipeline)
 @pytest.fixture
 def mqtt_bridge_down(
     request: pytest.FixtureRequest, services: Stack, tmp_path: Path
-) -> subprocess.Popen[bytes]:
+) -> Iterator[FlowForgeProcess]:
     """A `flowforge bridge mqtt` with a marker password, pointed at a closed MQTT port."""
     env = bridge_env(unique_name(request, "s"), stack_env(), tmp_path)
     env |= {
@@ -75,24 +79,15 @@ def mqtt_bridge_down(
         "FLOWFORGE_LOG_LEVEL": "debug",
     }
     port = free_port()
-    log = (tmp_path / "bridge.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "flowforge", "bridge", "mqtt", "--web-port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=tmp_path,
-    )
-    log.close()
+    args = ["bridge", "mqtt", "--web-port", str(port)]
+    proc = start_flowforge(args, env=env, log=tmp_path / "bridge.log", cwd=tmp_path)
     proc.web_port = port  # type: ignore[attr-defined]
     yield proc
-    if proc.poll() is None:
-        proc.terminate()
-        proc.wait(timeout=30)
+    proc.stop()
 
 
 def test_mqtt_bridge_connection_errors_show_no_password(
-    mqtt_bridge_down: subprocess.Popen[bytes], tmp_path: Path
+    mqtt_bridge_down: FlowForgeProcess, tmp_path: Path
 ) -> None:
     """With MQTT unreachable, the bridge logs its failed attempts (warning, then debug) and
     serves /readyz 503, without its password anywhere; its web server listens on loopback only."""
