@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import faust
 
+from flowforge.core.cpus import available_cpus
 from flowforge.core.settings import Settings
 from streams.processing import ProcessingConfig
 
@@ -108,7 +108,7 @@ def create_app(settings: Settings, clickhouse: Any = None) -> FlowForgeApp:
     run_sink = "sink" in worker.agents and settings.sink.mode == "agent"
     if run_sink and clickhouse is None:
         raise ValueError("the sink agent needs a ClickHouse client")
-    concurrency = worker.concurrency or os.cpu_count() or 1
+    concurrency = worker.concurrency or available_cpus()
     # Our pool gives the parallelism; OpenCV's own threads would only oversubscribe the cores.
     cv2.setNumThreads(1)
     max_bytes = settings.kafka.max_message_bytes
