@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from typing import Any
 import cv2
 import faust
 
+from flowforge.core.cpus import available_cpus
 from flowforge.core.settings import Settings
 from streams.processing import ProcessingConfig
 from streams.tables import Tables, create_tables
@@ -94,7 +94,7 @@ def create_app(settings: Settings) -> FlowForgeApp:
     own (see :func:`consumer_group`).
     """
     worker = settings.worker
-    concurrency = worker.concurrency or os.cpu_count() or 1
+    concurrency = worker.concurrency or available_cpus()
     # Our pool gives the parallelism; OpenCV's own threads would only oversubscribe the cores.
     cv2.setNumThreads(1)
     worker.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level

@@ -104,6 +104,51 @@ def service_env(service: Mapping[str, Any]) -> dict[str, str]:
     return {k: "" if v is None else str(v) for k, v in raw.items()}
 
 
+SECRETS_DIR = "/run/secrets/"
+
+
+def granted_secrets(service: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The secrets a service is granted: ``{name: long-syntax entry}`` (short syntax expanded)."""
+    result = {}
+    for entry in service.get("secrets") or []:
+        item = {"source": entry} if isinstance(entry, str) else dict(entry)
+        result[item["source"]] = item
+    return result
+
+
+def secret_values(
+    document: Mapping[str, Any], env: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """What each top-level secret holds: the value of its ``environment`` variable in ``env``
+    (default: a filled .env), as compose creates it."""
+    env = filled_env() if env is None else env
+    values = {}
+    for name, spec in (document.get("secrets") or {}).items():
+        assert set(spec) == {"environment"}, f"secret {name}: only `environment` sources: {spec}"
+        values[name] = env[spec["environment"]]
+    return values
+
+
+def with_secret_files(
+    service: Mapping[str, Any], directory: Path, document: Mapping[str, Any] | None = None
+) -> dict[str, str]:
+    """The service's environment as the container would see it, with each /run/secrets/NAME
+    path moved to ``directory`` where the secret's file is written, as compose would mount it
+    (only the secrets the service is granted)."""
+    document = compose() if document is None else document
+    values = secret_values(document)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in granted_secrets(service):
+        (directory / name).write_text(values[name], encoding="utf-8")
+        (directory / name).chmod(0o400)
+    return {
+        key: str(directory / value.removeprefix(SECRETS_DIR))
+        if value.startswith(SECRETS_DIR)
+        else value
+        for key, value in service_env(service).items()
+    }
+
+
 # --- Grafana's ClickHouse datasource macros ----------------------------------------------------
 
 MACROS = ("$__timeFilter", "$__timeInterval", "$__interval_s", "${source:singlequote}")

@@ -620,7 +620,10 @@ class WorkerSettings:
     web_bind: str = setting("127.0.0.1", "Address of /livez, /readyz, /metrics, /stats.", parse_str)
     web_port: int = setting(6066, "Port of the worker's web endpoints.", parse_port)
     concurrency: int = setting(
-        0, "Images processed in parallel (threads); 0 = number of CPUs.", _int_at_least(0)
+        0,
+        "Images processed in parallel (threads); 0 = the CPUs this process may use: its "
+        "container's CPU quota (cgroup), else its CPU affinity.",
+        _int_at_least(0),
     )
     dedup_ttl_hours: float = setting(
         6.0, "How long an image id is remembered to drop redeliveries.", parse_positive_float

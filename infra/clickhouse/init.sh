@@ -1,6 +1,7 @@
 #!/bin/bash
 # clickhouse-db's schema init (docker compose): run by the ClickHouse image from
-# /docker-entrypoint-initdb.d on the first start, and safe to run again at any time
+# /docker-entrypoint-initdb.d at every start (CLICKHOUSE_ALWAYS_RUN_INITDB_SCRIPTS=1, so an init
+# that failed once is retried), and safe to run again at any time
 # (`docker compose exec clickhouse-db bash /flowforge/clickhouse/init.sh`).
 #
 # 1. the versioned schema (infra/clickhouse/migrations/NNN_*.sql) not yet applied, recorded in
@@ -10,7 +11,24 @@
 # 3. FLOWFORGE_SINK_MODE=kafka-engine: the Kafka-engine table and view (kafka_engine.sql, with the
 #    brokers, metadata topic and a consumer group filled in as `flowforge clickhouse
 #    kafka-engine-sql` fills them); agent: kafka_engine_drop.sql, so only the sink writes rows.
+
+# The image's entrypoint executes an initdb script that has its execute bit and *sources* one
+# that has not (a zip download or a checkout with core.fileMode=false loses the bit). Sourced,
+# this script's `set -euo pipefail`, variables and `exit` would run inside the entrypoint's
+# shell: run it in a bash of its own instead, and stop the entrypoint if it fails (the container
+# then exits and restarts, rather than serving without its schema).
+if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then
+    bash "${BASH_SOURCE[0]}" || exit
+    return 0
+fi
+
 set -euo pipefail
+
+# The password: CLICKHOUSE_PASSWORD (set by infra/clickhouse/entrypoint.sh from the secret file)
+# or, under `docker compose exec`, the secret file itself.
+if [[ -z "${CLICKHOUSE_PASSWORD:-}" && -n "${CLICKHOUSE_PASSWORD_FILE:-}" ]]; then
+    CLICKHOUSE_PASSWORD="$(cat "$CLICKHOUSE_PASSWORD_FILE")"
+fi
 
 dir="${FLOWFORGE_CLICKHOUSE_SQL_DIR:-/flowforge/clickhouse}"
 db="${CLICKHOUSE_DB:?CLICKHOUSE_DB is required}"

@@ -18,7 +18,14 @@ from typing import Any
 
 from flowforge.core.clickhouse import Migration, kafka_engine_sql, migrate, migrations
 from streams.sink.writer import COLUMNS
-from tests.deploy import REPO, compose, dashboard, expand_macros, service_env
+from tests.deploy import (
+    REPO,
+    compose,
+    dashboard,
+    expand_macros,
+    secret_values,
+    with_secret_files,
+)
 
 CLICKHOUSE_DIR = REPO / "infra" / "clickhouse"
 INTERVAL_S = 60
@@ -115,10 +122,11 @@ def _run_init(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProces
 
 
 def test_container_init_script_applies_the_schema_and_sink_mode(tmp_path: Path) -> None:
-    """infra/clickhouse/init.sh, with clickhouse-db's environment, applies every migration once
-    (recorded as `flowforge clickhouse migrate` records it) and the TTL, and in kafka-engine
-    mode sends the Kafka-engine SQL for the compose broker."""
-    env = service_env(compose()["services"]["clickhouse-db"])
+    """infra/clickhouse/init.sh, with clickhouse-db's environment and secret files (as under
+    `docker compose exec`), applies every migration once (recorded as `flowforge clickhouse
+    migrate` records it) and the TTL, and in kafka-engine mode sends the Kafka-engine SQL for
+    the compose broker."""
+    env = with_secret_files(compose()["services"]["clickhouse-db"], tmp_path / "secrets")
     first = _run_init(tmp_path, env)
     assert first.returncode == 0, first.stderr
     names = [m.path.stem for m in migrations()]
@@ -237,16 +245,23 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+PASSWORDS = {
+    "flowforge-bridge": secret_values(compose())["mqtt_bridge_password"],
+    "camera": secret_values(compose())["mqtt_publisher_password"],
+}
+
+
 def _mqtt(tool: str, port: int, user: str | None, *args: str) -> subprocess.CompletedProcess[str]:
-    auth = ["-u", user, "-P", f"pw-{user}"] if user else []
+    auth = ["-u", user, "-P", PASSWORDS[user]] if user else []
     command = [tool, "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5", *auth, *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=30)
 
 
 def test_compose_broker_config_enforces_passwords_and_the_acl(tmp_path: Path) -> None:
     """Debian's mosquitto, started through mqtt-broker's entrypoint with its config (moved to a
-    free loopback port), refuses anonymous clients, delivers a publisher's image to the bridge
-    user, and keeps publishers from reading and the bridge from writing images."""
+    free loopback port) and its secret files, refuses anonymous clients, delivers a publisher's
+    image to the bridge user, and keeps publishers from reading and the bridge from writing
+    images."""
     mosquitto = REPO / "infra" / "mosquitto"
     conf = (mosquitto / "mosquitto.conf").read_text(encoding="utf-8")
     port = _free_port()
@@ -257,12 +272,11 @@ def test_compose_broker_config_enforces_passwords_and_the_acl(tmp_path: Path) ->
     # Run as whoever runs the tests (as root, mosquitto would switch to its own user).
     conf += "user root\n" if os.getuid() == 0 else ""
     (tmp_path / "mosquitto.conf").write_text(conf, encoding="utf-8")
-    env = service_env(compose()["services"]["mqtt-broker"]) | {
-        "MQTT_BRIDGE_PASSWORD": "pw-flowforge-bridge",
-        "MQTT_PUBLISHER_PASSWORD": "pw-camera",
+    env = with_secret_files(compose()["services"]["mqtt-broker"], tmp_path / "secrets") | {
         "MOSQUITTO_CONF": str(tmp_path / "mosquitto.conf"),
         "MOSQUITTO_RUN_DIR": str(tmp_path / "run"),
         "MOSQUITTO_ACL_TEMPLATE": str(mosquitto / "acl.template"),
+        "MOSQUITTO_DATA_DIR": str(tmp_path / "data"),
         "PATH": f"/usr/sbin:/sbin:{os.environ['PATH']}",
     }
     assert (env["MQTT_BRIDGE_USERNAME"], env["MQTT_PUBLISHER_USERNAME"]) == (
@@ -285,13 +299,13 @@ def test_compose_broker_config_enforces_passwords_and_the_acl(tmp_path: Path) ->
         assert anonymous.returncode != 0
         bridge = subprocess.Popen(
             ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5",
-             "-u", "flowforge-bridge", "-P", "pw-flowforge-bridge", "-t", "images/raw/#",
+             "-u", "flowforge-bridge", "-P", PASSWORDS["flowforge-bridge"], "-t", "images/raw/#",
              "-C", "1", "-W", "10", "-v"],
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         spy = subprocess.Popen(
             ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5",
-             "-u", "camera", "-P", "pw-camera", "-t", "images/raw/#", "-W", "4", "-v"],
+             "-u", "camera", "-P", PASSWORDS["camera"], "-t", "images/raw/#", "-W", "4", "-v"],
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         time.sleep(1.0)
