@@ -29,9 +29,12 @@ PYTHON_ASSIGNMENT = re.compile(
 )
 
 
-def _is_reference_or_empty(value: str) -> bool:
-    """Empty values (.env.example's placeholders) and references to the environment."""
+def _is_reference_or_empty(name: str, value: str) -> bool:
+    """Empty values (.env.example's placeholders), references to the environment, and the
+    absolute path a ``*_FILE`` variable names (where a secret is read from, not the secret)."""
     value = value.strip().strip("\"'")
+    if name.upper().endswith("_FILE") and value.startswith("/"):
+        return True
     return not value or value.startswith(("$", "#", "{{"))
 
 
@@ -45,7 +48,7 @@ def findings(path: str, text: str) -> list[str]:
         if PRIVATE_KEY.search(line) or KNOWN_TOKENS.search(line):
             found.append(where)
         elif config and (match := CONFIG_ASSIGNMENT.match(line)):
-            if not _is_reference_or_empty(match["value"]):
+            if not _is_reference_or_empty(match[1], match["value"]):
                 found.append(where)
         elif python and not path.startswith("tests/") and (match := PYTHON_ASSIGNMENT.search(line)):
             found.append(where)
@@ -78,6 +81,7 @@ def test_no_tracked_file_holds_a_secret() -> None:
         (".env", "FLOWFORGE_MQTT_PASSWORD=hunter2"),
         ("docker-compose.yml", "      FLOWFORGE_SIM_TOKEN: abc123"),
         ("infra/x.yaml", "  password: 's3cret'"),
+        ("docker-compose.yml", "      FLOWFORGE_MQTT_PASSWORD_FILE: hunter2"),
         ("notes.txt", "token AKIA" + "ABCDEFGHIJKLMNOP"),
         ("flowforge/x.py", 'API_TOKEN = "' + "t0ken" + '"'),
     ],
@@ -95,8 +99,10 @@ def test_the_rules_catch_secrets(path: str, line: str) -> None:
         ("infra/grafana/x.yaml", "      password: $CLICKHOUSE_GRAFANA_PASSWORD"),
         ("tests/unit/x.py", 'PASSWORD = "marker-for-a-test"'),
         ("README.md", "FLOWFORGE_RTSP_API_TOKEN=... (see below)"),
+        ("docker-compose.yml", "      CLICKHOUSE_PASSWORD_FILE: /run/secrets/clickhouse_password"),
     ],
 )
 def test_the_rules_allow_placeholders_and_references(path: str, line: str) -> None:
-    """Empty placeholders, ${VAR} references and test markers are not findings."""
+    """Empty placeholders, ${VAR} references, test markers and the secret-file path of a
+    *_FILE variable are not findings."""
     assert findings(path, line) == []
