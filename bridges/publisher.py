@@ -10,12 +10,11 @@ from typing import Any, Literal
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from bridges import metrics
 from bridges.errors import PayloadRejected, PublishFailed
-from flowforge.core import envelope as env
 from flowforge.core.backoff import Backoff, retry
+from flowforge.core.dead_letter import error_headers, fit, record_size, without_value
 from flowforge.core.envelope import Envelope, content_image_id
 from flowforge.core.kafka_admin import ensure_topics, topic_spec
 from flowforge.core.settings import BridgeSettings, KafkaSettings
@@ -23,7 +22,6 @@ from flowforge.core.settings import BridgeSettings, KafkaSettings
 log = logging.getLogger(__name__)
 
 ERROR_STAGE = "bridge"
-MAX_DETAIL = 300
 # The broker watch: one metadata round trip this often, given this long to answer.
 PROBE_SECONDS = 2.0
 PROBE_TIMEOUT_SECONDS = 5.0
@@ -92,20 +90,9 @@ class ByteBudget:
             self._changed.notify_all()
 
 
-def record_size(key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> int:
-    """The size Kafka's limits see for one record (aiokafka's estimate, batch overhead in)."""
-    size: int = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
-    return size
-
-
 def dead_letter_headers(envelope: Envelope, reason: str, detail: str) -> list[tuple[str, bytes]]:
     """The envelope plus the error headers of a bridge-stage dead letter."""
-    return [
-        *envelope.headers(),
-        (env.ERROR_STAGE, ERROR_STAGE.encode()),
-        (env.ERROR_REASON, reason.encode()),
-        (env.ERROR_DETAIL, detail[:MAX_DETAIL].encode()),
-    ]
+    return [*envelope.headers(), *error_headers(ERROR_STAGE, reason, detail)]
 
 
 class KafkaPublisher:
@@ -271,12 +258,11 @@ class KafkaPublisher:
         envelope = message.envelope()
         headers = dead_letter_headers(envelope, reason, detail)
         key = message.source_id.encode()
-        value = message.data
-        if record_size(key, value, headers) > self.kafka.max_message_bytes:
-            value = b""
+        value, headers = fit(key, message.data, headers, self.kafka.max_message_bytes)
         try:
             await self._send_with_retry(self.kafka.topic_dlq, key, value, headers, stop)
         except PayloadRejected:  # the broker's own limit is lower than ours: keep the headers
+            headers = without_value(headers, len(value))
             await self._send_with_retry(self.kafka.topic_dlq, key, b"", headers, stop)
         metrics.REJECTED.labels(self.bridge_name, reason).inc()
         log.warning(

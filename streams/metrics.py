@@ -47,6 +47,13 @@ CHANGELOG_REPLAYED = Gauge(
     ["table"],
     registry=REGISTRY,
 )
+RETRYING = Gauge(
+    "flowforge_worker_retrying",
+    "Outputs an agent is retrying after a failure (Kafka sends, dead letters, sink batches); "
+    "0 when healthy.",
+    ["agent"],
+    registry=REGISTRY,
+)
 OFFSET_GAPS = Counter(
     "flowforge_worker_offset_gaps",
     "images.raw offsets skipped before reaching the agent (should stay 0).",
