@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from flowforge.core.backoff import Backoff
 from flowforge.core.envelope import (
     CONTENT_TYPE,
+    IMAGE_ID,
+    SOURCE_ID,
     SOURCE_TYPE,
     Envelope,
     content_image_id,
@@ -211,10 +213,17 @@ class ImageProcessor:
         if envelope is not None:
             image = Identity.of(envelope)
         else:
+            # The envelope is unusable, but what it says is kept: the record and the dead letter
+            # carry the message's own image id (and source) when it has them.
             key = message.key if isinstance(message.key, bytes) else b""
-            source_id = key.decode("utf-8", errors="replace")[:200] or "unknown"
+            source_id = (
+                headers.get(SOURCE_ID, "").strip()[:256]
+                or key.decode("utf-8", errors="replace")[:200]
+                or "unknown"
+            )
             image = Identity(
-                image_id=content_image_id(source_id, data),
+                image_id=headers.get(IMAGE_ID, "").strip()[:128]
+                or content_image_id(source_id, data),
                 source_type=headers.get(SOURCE_TYPE, "")[:20] or "unknown",
                 source_id=source_id,
                 captured_at=datetime.now(tz=UTC),
