@@ -88,7 +88,8 @@ SINK_BATCH_ROWS = Histogram(
 )
 SINK_INSERT_FAILURES = Counter(
     "flowforge_sink_insert_failures",
-    "ClickHouse inserts that failed, by kind (unavailable: retried; rejected: dead-lettered).",
+    "ClickHouse inserts that failed, by kind (unavailable: retried; rejected: dead-lettered; "
+    "unknown: an unclassified error, retried then treated as rejected).",
     ["kind"],
     registry=REGISTRY,
 )
