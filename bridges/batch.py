@@ -333,7 +333,7 @@ class BatchBridge(Bridge):
                 f"file of {exc.size} bytes exceeds the topic limit of {limit} bytes "
                 "(FLOWFORGE_KAFKA_MAX_MESSAGE_BYTES)"
             )
-            await self.publisher.reject(oversized, "too_large", detail, stop)
+            await self.publisher.reject(oversized, "too_large", detail, stop, size=exc.size)
             self._rejected_to_dlq(found, exc.sha256, exc.image_id, "too_large")
             return
         metrics.RECEIVED.labels(NAME).inc()

@@ -4,26 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from bridges import metrics
 from bridges.errors import PayloadRejected, PublishFailed
-from flowforge.core import envelope as env
 from flowforge.core.backoff import Backoff, retry
+from flowforge.core.dead_letter import error_headers, fit, record_size, without_value
 from flowforge.core.envelope import Envelope, content_image_id
 from flowforge.core.kafka_admin import ensure_topics, topic_spec
+from flowforge.core.metadata import rejected_record
 from flowforge.core.settings import BridgeSettings, KafkaSettings
 
 log = logging.getLogger(__name__)
 
 ERROR_STAGE = "bridge"
-MAX_DETAIL = 300
 # The broker watch: one metadata round trip this often, given this long to answer.
 PROBE_SECONDS = 2.0
 PROBE_TIMEOUT_SECONDS = 5.0
@@ -92,20 +92,9 @@ class ByteBudget:
             self._changed.notify_all()
 
 
-def record_size(key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> int:
-    """The size Kafka's limits see for one record (aiokafka's estimate, batch overhead in)."""
-    size: int = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
-    return size
-
-
 def dead_letter_headers(envelope: Envelope, reason: str, detail: str) -> list[tuple[str, bytes]]:
     """The envelope plus the error headers of a bridge-stage dead letter."""
-    return [
-        *envelope.headers(),
-        (env.ERROR_STAGE, ERROR_STAGE.encode()),
-        (env.ERROR_REASON, reason.encode()),
-        (env.ERROR_DETAIL, detail[:MAX_DETAIL].encode()),
-    ]
+    return [*envelope.headers(), *error_headers(ERROR_STAGE, reason, detail)]
 
 
 class KafkaPublisher:
@@ -126,6 +115,8 @@ class KafkaPublisher:
     ) -> None:
         self.kafka = kafka
         self.bridge_name = bridge_name
+        # The `worker` column of the records of the images this bridge refuses.
+        self.worker_name = f"{socket.gethostname()}:bridge-{bridge_name}"
         self.budget = ByteBudget(bridge.in_flight_bytes)
         self.backoff = backoff
         self._compression = None if bridge.compression == "none" else bridge.compression
@@ -164,8 +155,9 @@ class KafkaPublisher:
         )
 
     async def start(self, stop: asyncio.Event | None = None) -> None:
-        """Create the image and DLQ topics if missing, then connect (retrying while it is down)."""
-        names = (self.kafka.topic_raw, self.kafka.topic_dlq)
+        """Create the image, DLQ and metadata topics if missing, then connect (retrying while it
+        is down)."""
+        names = (self.kafka.topic_raw, self.kafka.topic_dlq, self.kafka.topic_metadata)
         await retry(
             lambda: ensure_topics(self.kafka, [topic_spec(self.kafka, n) for n in names]),
             what="creating the bridge topics",
@@ -261,23 +253,39 @@ class KafkaPublisher:
         return Outcome("published", envelope.image_id)
 
     async def reject(
-        self, message: ImageMessage, reason: str, detail: str, stop: asyncio.Event | None = None
+        self,
+        message: ImageMessage,
+        reason: str,
+        detail: str,
+        stop: asyncio.Event | None = None,
+        size: int | None = None,
     ) -> Outcome:
-        """Publish ``message`` to the DLQ with ``reason``; count and log it.
+        """Publish ``message`` to the DLQ with ``reason``, and its ``rejected`` record to the
+        metadata topic (so every image is a ClickHouse row); count and log it.
 
         The value is the original bytes when they fit the topic limit, else empty (the detail
-        line gives the size): a dead letter must never be refused itself.
+        line gives the size): a dead letter must never be refused itself. ``size`` is the
+        image's size when ``message`` does not hold its bytes (a file over the limit).
         """
         envelope = message.envelope()
         headers = dead_letter_headers(envelope, reason, detail)
         key = message.source_id.encode()
-        value = message.data
-        if record_size(key, value, headers) > self.kafka.max_message_bytes:
-            value = b""
+        value, headers = fit(key, message.data, headers, self.kafka.max_message_bytes)
         try:
             await self._send_with_retry(self.kafka.topic_dlq, key, value, headers, stop)
         except PayloadRejected:  # the broker's own limit is lower than ours: keep the headers
+            headers = without_value(headers, len(value))
             await self._send_with_retry(self.kafka.topic_dlq, key, b"", headers, stop)
+        record = rejected_record(
+            image_id=envelope.image_id,
+            source_type=envelope.source_type,
+            source_id=envelope.source_id,
+            captured_at_ms=envelope.captured_at_ms,
+            reason=reason,
+            size=len(message.data) if size is None else size,
+            worker=self.worker_name,
+        )
+        await self._send_with_retry(self.kafka.topic_metadata, key, record, [], stop)
         metrics.REJECTED.labels(self.bridge_name, reason).inc()
         log.warning(
             "rejected image %s from %s (%s) to %s: %s: %s",

@@ -47,6 +47,13 @@ CHANGELOG_REPLAYED = Gauge(
     ["table"],
     registry=REGISTRY,
 )
+RETRYING = Gauge(
+    "flowforge_worker_retrying",
+    "Outputs an agent is retrying after a failure (Kafka sends, dead letters, sink batches); "
+    "0 when healthy.",
+    ["agent"],
+    registry=REGISTRY,
+)
 OFFSET_GAPS = Counter(
     "flowforge_worker_offset_gaps",
     "images.raw offsets skipped before reaching the agent (should stay 0).",
@@ -81,7 +88,8 @@ SINK_BATCH_ROWS = Histogram(
 )
 SINK_INSERT_FAILURES = Counter(
     "flowforge_sink_insert_failures",
-    "ClickHouse inserts that failed, by kind (unavailable: retried; rejected: dead-lettered).",
+    "ClickHouse inserts that failed, by kind (unavailable: retried; rejected: dead-lettered; "
+    "unknown: an unclassified error, retried then treated as rejected).",
     ["kind"],
     registry=REGISTRY,
 )

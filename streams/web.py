@@ -56,6 +56,9 @@ def _processing_readiness(flow: FlowForgeApp, processor: ImageProcessor | None) 
     metrics.LAG.set(waiting)
     if processor is None:
         return True, "no process agent"
+    failing = processor.retrying.describe()
+    if failing is not None:
+        return False, failing
     idle = time.monotonic() - processor.progress.last_progress
     if waiting and idle > STALL_SECONDS:
         return False, f"{waiting} messages waiting, no progress for {idle:.0f}s"

@@ -20,7 +20,8 @@ from flowforge.core.urls import redact_url, strip_credentials
 # and a short stream probe, so a stream opens in well under a second instead of 2-3 s.
 CAPTURE_OPTIONS = "rtsp_transport;tcp|analyzeduration;200000|probesize;4096"
 OPTIONS_VARIABLE = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
-DEFAULT_RTSP_PORT = 554
+# The registered ports of RTSP and of RTSP over TLS, for a URL that names none.
+DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322}
 
 _env_lock = threading.Lock()
 
@@ -51,7 +52,7 @@ def open_capture(url: str, *, open_timeout_s: float, read_timeout_s: float) -> A
     if parts.scheme not in ("rtsp", "rtsps") or not parts.hostname:
         raise CaptureUnavailable(f"{shown}: expected an rtsp:// URL with a host", retriable=False)
     try:
-        host, port = parts.hostname, parts.port or DEFAULT_RTSP_PORT
+        host, port = parts.hostname, parts.port or DEFAULT_PORTS[parts.scheme]
     except ValueError:
         raise CaptureUnavailable(f"bad port in {parts.netloc!r}", retriable=False) from None
     try:

@@ -9,8 +9,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from flowforge.core.backoff import Backoff
 from flowforge.core.envelope import (
     CONTENT_TYPE,
+    IMAGE_ID,
+    SOURCE_ID,
     SOURCE_TYPE,
     Envelope,
     content_image_id,
@@ -23,6 +26,7 @@ from streams.app import IN_FLIGHT_PER_THREAD
 from streams.dlq import acked, dead_letter
 from streams.processing import ImageRejected, ProcessedImage, process_image
 from streams.records import ImageMetadata, SourceStats
+from streams.retrying import Retrying, until_done
 
 if TYPE_CHECKING:
     from streams.app import FlowForgeApp
@@ -75,6 +79,8 @@ class ImageProcessor:
         self._in_flight: set[str] = set()
         self._next_offset: dict[int, int] = {}
         self.progress = Progress()
+        self.backoff = Backoff()
+        self.retrying = Retrying("process")
 
     async def handle(self, event: Any) -> None:
         """One event: dedup, decode/score/resize in the pool, send outputs, update tables."""
@@ -134,6 +140,19 @@ class ImageProcessor:
         metrics.DECODE_MS.observe(result.decode_ms)
         metrics.RESIZE_MS.observe(result.resize_ms)
         metrics.TOTAL_MS.observe(result.total_ms)
+        await until_done(
+            f"sending the outputs of image {envelope.image_id}",
+            lambda: self._send_outputs(message, data, envelope, result),
+            backoff=self.backoff,
+            retrying=self.retrying,
+        )
+        self._update_stats(envelope.source_id, result.status, result.brightness)
+        return result.status
+
+    async def _send_outputs(
+        self, message: Any, data: bytes, envelope: Envelope, result: ProcessedImage
+    ) -> None:
+        """The resized JPEG (unless skipped) and the metadata record, acknowledged by Kafka."""
         topics = self.flow.topics
         sent = []
         if result.jpeg is not None:
@@ -147,8 +166,6 @@ class ImageProcessor:
         record = self._metadata(message, Identity.of(envelope), len(data), result)
         sent.append(await topics.metadata.send(key=envelope.source_id.encode(), value=record))
         await acked(sent)
-        self._update_stats(envelope.source_id, result.status, result.brightness)
-        return result.status
 
     def _metadata(
         self, message: Any, image: Identity, size: int, outcome: ProcessedImage | Rejected
@@ -190,25 +207,47 @@ class ImageProcessor:
         """Dead-letter the image, and record it on images.metadata with status ``rejected``.
 
         The metadata row makes every image visible in ClickHouse (rejects by reason on the
-        dashboard); the dead letter keeps the bytes for inspection and replay.
+        dashboard); the dead letter keeps the bytes for inspection and replay. Each is retried
+        until Kafka acknowledged it.
         """
-        await dead_letter(
-            self.flow, message, data, headers, stage=stage, reason=reason, detail=detail
-        )
         if envelope is not None:
             image = Identity.of(envelope)
         else:
+            # The envelope is unusable, but what it says is kept: the record and the dead letter
+            # carry the message's own image id (and source) when it has them.
             key = message.key if isinstance(message.key, bytes) else b""
-            source_id = key.decode("utf-8", errors="replace")[:200] or "unknown"
+            source_id = (
+                headers.get(SOURCE_ID, "").strip()[:256]
+                or key.decode("utf-8", errors="replace")[:200]
+                or "unknown"
+            )
             image = Identity(
-                image_id=content_image_id(source_id, data),
+                image_id=headers.get(IMAGE_ID, "").strip()[:128]
+                or content_image_id(source_id, data),
                 source_type=headers.get(SOURCE_TYPE, "")[:20] or "unknown",
                 source_id=source_id,
                 captured_at=datetime.now(tz=UTC),
             )
+        await until_done(
+            f"dead-lettering image {image.image_id}",
+            lambda: dead_letter(
+                self.flow, message, data, headers, stage=stage, reason=reason, detail=detail
+            ),
+            backoff=self.backoff,
+            retrying=self.retrying,
+        )
         record = self._metadata(message, image, len(data), Rejected(reason))
         key = image.source_id.encode()
-        await acked([await self.flow.topics.metadata.send(key=key, value=record)])
+
+        async def send_record() -> None:
+            await acked([await self.flow.topics.metadata.send(key=key, value=record)])
+
+        await until_done(
+            f"sending the record of image {image.image_id}",
+            send_record,
+            backoff=self.backoff,
+            retrying=self.retrying,
+        )
 
     def _check_gap(self, message: Any) -> None:
         """Log and count offsets that Faust skipped on a partition (they would be lost)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -26,6 +27,7 @@ from streams import metrics
 from streams.dlq import dead_letter
 from streams.errors import MetadataInvalid
 from streams.records import metadata_row
+from streams.retrying import Retrying, until_done
 from streams.sink.core import Drained, MetadataSink, Stored
 from streams.sink.spool import Spool
 from streams.sink.writer import ClickHouseWriter
@@ -62,6 +64,7 @@ class SinkAgent:
         self.client = client
         self.backoff = Backoff(sink.retry_initial_s, sink.retry_max_s)
         self.failures = 0  # consecutive failed drain attempts: the backoff's exponent
+        self.retrying = Retrying("sink")
         self.last_flush = time.monotonic()
         self._wake: asyncio.Event | None = None
         # Set when the worker stops: a batch in hand is then spooled even over the bound
@@ -104,38 +107,29 @@ class SinkAgent:
     async def _store_then_dead_letter(
         self, rows: list[dict[str, Any]], origins: list[Any], refused: list[tuple[Any, ...]]
     ) -> None:
-        stored = await self._until_done("storing a batch", self._store, rows)
+        stored = await self._until_done("storing a batch", lambda: self._store(rows))
         metrics.SINK_ROWS.labels(outcome="inserted").inc(stored.inserted)
         for index, detail in stored.rejected:
             message = origins[index]
             refused.append((message, message.value, "clickhouse_rejected", detail))
         for message, value, reason, detail in refused:
             await self._until_done(
-                "dead-lettering", self._dead_letter, message, value, reason, detail
+                f"dead-lettering {message.topic}/{message.partition}@{message.offset}",
+                functools.partial(self._dead_letter, message, value, reason, detail),
             )
         if stored.spooled:
             self.wake.set()
         self.last_flush = time.monotonic()
+
+    async def _until_done(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Await ``call()`` until it succeeds (a full disk, Kafka away), shown in readiness."""
+        return await until_done(f"sink: {what}", call, backoff=self.backoff, retrying=self.retrying)
 
     async def _store(self, rows: list[dict[str, Any]]) -> Stored:
         """Wait for room in the spool (unless shutting down), then store the batch."""
         if not self._stopping:
             await self._room_in_spool()
         return await self._in_thread(self.core.store, rows)
-
-    async def _until_done(self, what: str, call: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Await ``call(*args)`` until it succeeds, backing off (a full disk, Kafka away)."""
-        attempt = 0
-        while True:
-            try:
-                return await call(*args)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                delay = self.backoff.delay(attempt)
-                log.exception("sink: %s failed; retrying in %.1fs", what, delay)
-                attempt += 1
-                await asyncio.sleep(delay)
 
     async def drain_forever(self) -> None:
         """Drain the spool into ClickHouse whenever it holds rows, backing off while it fails."""
@@ -212,6 +206,9 @@ class SinkAgent:
     def readiness(self) -> tuple[bool, str]:
         """Degraded (not ready) while ClickHouse fails or the spool is at its bound."""
         spool = self.core.spool
+        failing = self.retrying.describe()
+        if failing is not None:
+            return False, f"degraded: {failing}"
         if spool.full:
             return False, f"degraded: sink spool full ({spool.rows} rows), consumption paused"
         since = self.core.unavailable_since

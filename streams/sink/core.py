@@ -24,6 +24,11 @@ from streams.sink.writer import ClickHouseWriter, batch_token
 
 log = logging.getLogger(__name__)
 
+# Attempts of one batch that fail with an error the writer cannot classify (neither an outage
+# nor a refusal) before the batch counts as refused: bisected, its bad rows dead-lettered, the
+# rest inserted. Until then the sink retries it, not ready (see streams/retrying.py).
+UNKNOWN_ERROR_ATTEMPTS = 3
+
 Row = dict[str, Any]
 
 
@@ -55,6 +60,7 @@ class MetadataSink:
         self.drain_rows = drain_rows
         self.unavailable_since: float | None = None
         self.last_error = ""
+        self._unknown_failures: dict[str, int] = {}  # token -> failed attempts
         self._update_gauges()
 
     def store(self, rows: Sequence[Row]) -> Stored:
@@ -111,7 +117,10 @@ class MetadataSink:
         metrics.SINK_ROWS.labels(outcome="drained").inc(drained.inserted)
         self._update_gauges()
 
-    def _insert(self, rows: Sequence[Row], token: str) -> int:
+    def _insert(self, rows: Sequence[Row], token: str, *, isolating: bool = False) -> int:
+        """Insert ``rows`` with ``token``. An error the writer cannot classify is raised as it
+        is for the batch's first attempts, then as InsertRejected (at once while ``isolating``
+        the rows of a batch that already failed that way)."""
         started = time.perf_counter()
         try:
             count = self.writer.write(rows, token)
@@ -126,9 +135,20 @@ class MetadataSink:
         except InsertRejected:
             metrics.SINK_INSERT_FAILURES.labels(kind="rejected").inc()
             raise
+        except Exception as exc:
+            metrics.SINK_INSERT_FAILURES.labels(kind="unknown").inc()
+            failures = self._unknown_failures.get(token, 0) + 1
+            if not isolating and failures < UNKNOWN_ERROR_ATTEMPTS:
+                self._unknown_failures[token] = failures
+                raise
+            self._unknown_failures.pop(token, None)
+            log.warning("sink: %d attempts failed unexpectedly; refusing the batch", failures)
+            reason = f"unexpected {type(exc).__name__} on insert: {exc}"[:300]
+            raise InsertRejected(reason) from exc
         finally:
             metrics.SINK_INSERT_SECONDS.observe(time.perf_counter() - started)
         metrics.SINK_BATCH_ROWS.observe(count)
+        self._unknown_failures.pop(token, None)
         if self.unavailable_since is not None:
             down = time.monotonic() - self.unavailable_since
             log.info("sink: ClickHouse answers again after %.1fs", down)
@@ -151,7 +171,7 @@ class MetadataSink:
         while pending:
             offset, chunk = pending.pop(0)
             try:
-                stored.inserted += self._insert(chunk, batch_token(chunk))
+                stored.inserted += self._insert(chunk, batch_token(chunk), isolating=True)
             except InsertRejected as exc:
                 if len(chunk) == 1:
                     stored.rejected.append((offset, str(exc)))

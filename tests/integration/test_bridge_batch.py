@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -208,6 +209,43 @@ def test_non_images_and_unreadable_files_are_reported_with_reasons(
     assert f"published 0, skipped {3 if readable else 2} (already done)" in summary(again)
     assert f"rejected {unreadable} (unreadable {unreadable})" in summary(again)
     assert len(read_records(settings, topics, len(records) + 1, timeout=5)) == len(records)
+
+
+def test_every_refused_image_file_is_one_rejected_record_with_its_dead_letters_id(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A non-image, an empty and an over-limit file each get exactly one `rejected`
+    images.metadata record with its dead letter's image id, reason and the file's size; a
+    dangling link (not an image we accepted) gets none and is only counted."""
+    env = {**env, "FLOWFORGE_KAFKA_MAX_MESSAGE_BYTES": "64KiB"}
+    root = tmp_path / "root"
+    root.mkdir()
+    files = {
+        "notes.jpg": b"this is a text file, not a JPEG\n",
+        "empty.jpg": b"",
+        "huge.png": png(distinct(5, (400, 300))) + bytes(100_000),
+    }
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    os.symlink("missing.jpg", root / "broken.jpg")
+    settings = Settings.from_env(env)
+    topics = [settings.kafka.topic_metadata, settings.kafka.topic_dlq]
+
+    result = run_batch(env, str(root))
+    assert result.returncode == 1, result.stderr
+    records = read_records(settings, topics, 6, settle=3)
+    dead = {r.headers["ff-origin"]: r for r in records if r.topic == topics[1]}
+    assert set(dead) == set(files)
+    written = [json.loads(r.value) for r in records if r.topic == topics[0]]
+    rows = {row["image_id"]: row for row in written}
+    assert len(rows) == len(written) == len(files)
+    for name, letter in dead.items():
+        row = rows[letter.headers["ff-image-id"]]
+        assert row["status"] == "rejected"
+        assert row["reason"] == letter.headers["ff-error-reason"]
+        assert row["bytes"] == len(files[name])
+        assert row["source_type"] == "batch"
+    assert {row["reason"] for row in rows.values()} == {"not_an_image", "empty", "too_large"}
 
 
 def wait_for_metric(bridge: BridgeProcess, name: str, value: float, timeout: float) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import threading
@@ -108,6 +109,33 @@ def test_n_messages_give_n_records_keyed_by_topic_suffix(bridge: BridgeProcess) 
     assert bridge.metric("flowforge_bridge_published_total") == len(items)
     assert bridge.metric("flowforge_bridge_in_flight_bytes") == 0
     assert bridge.metric("flowforge_bridge_publish_latency_ms_count") == len(items)
+
+
+def test_every_refused_payload_is_one_rejected_record_with_its_dead_letters_id(
+    bridge: BridgeProcess,
+) -> None:
+    """An empty, an over-limit and a badly addressed message each get exactly one `rejected`
+    images.metadata record, with the image id, reason and size of its dead letter."""
+    bridge.env["FLOWFORGE_KAFKA_MAX_MESSAGE_BYTES"] = "64KiB"
+    bridge.start()
+    settings = bridge.settings
+    base = settings.mqtt.topic
+    big, small = payload(2, 100_000), payload(1, 1000)
+    mqtt_publish(
+        settings,
+        [(f"{base}/cam-01", b""), (f"{base}/cam-01", big), (f"{base}/bad id!", small)],
+    )
+    topics = [settings.kafka.topic_metadata, settings.kafka.topic_dlq]
+    records = read_records(settings, topics, 6, settle=2)
+    dead = {r.headers["ff-error-reason"]: r for r in records if r.topic == topics[1]}
+    rows = [json.loads(r.value) for r in records if r.topic == topics[0]]
+    assert sorted(row["reason"] for row in rows) == ["bad_source_id", "empty", "too_large"]
+    sizes = {"empty": 0, "too_large": len(big), "bad_source_id": len(small)}
+    for row in rows:
+        assert row["status"] == "rejected"
+        assert row["image_id"] == dead[row["reason"]].headers["ff-image-id"]
+        assert row["source_type"] == "mqtt"
+        assert row["bytes"] == sizes[row["reason"]]
 
 
 def test_rejected_payloads_go_to_the_dlq_counted_and_acknowledged(bridge: BridgeProcess) -> None:

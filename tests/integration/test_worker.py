@@ -247,3 +247,31 @@ def _get_or_none(port: int, path: str) -> int | None:
         return _get(port, path)[0]
     except OSError:
         return None
+
+
+def test_a_dead_letter_over_the_topic_limit_keeps_its_headers_and_the_image_its_row(
+    pipeline: Pipeline,
+) -> None:
+    """Non-images 350 and 450 bytes under the topic limit (their dead letters, with the error
+    headers, are over it) each get a rejected record and a dead letter with the headers kept,
+    an empty value and the dropped size in the detail; the worker stays up and ready."""
+    limit = pipeline.settings.kafka.max_message_bytes
+    payloads = {f"under-{gap}": bytes([gap % 256]) * (limit - gap) for gap in (350, 450)}
+    ids = pipeline.produce(payloads.items())
+    port = pipeline.start_worker()
+    out = pipeline.collect(len(ids), settle=3)
+
+    assert sorted(out.ids()) == sorted(ids), pipeline.worker_log(port)
+    assert {m["status"] for m in out.metadata} == {"rejected"}
+    assert {m["reason"] for m in out.metadata} == {"unknown_format"}
+    assert sorted(out.dlq_ids()) == sorted(ids)
+    for headers, data in out.dlq:
+        assert data == b""
+        assert headers["ff-error-reason"] == "unknown_format"
+        size = len(payloads[headers["ff-origin"]])
+        assert headers["ff-error-detail"].startswith(f"value of {size} bytes dropped")
+        assert headers["ff-original-topic"] == pipeline.kafka.topic_raw
+    assert pipeline.alive(port), pipeline.worker_log(port)
+    status, body = _wait_http(port, "/readyz")
+    assert status == 200, body
+    assert "Crashed" not in pipeline.worker_log(port)

@@ -15,16 +15,18 @@ import pytest
 
 from flowforge.core.errors import ClickHouseUnavailable
 from streams.errors import InsertRejected
-from streams.sink.core import MetadataSink
+from streams.sink.core import UNKNOWN_ERROR_ATTEMPTS, MetadataSink
 from streams.sink.spool import Spool
 
 
 class ScriptedWriter:
-    """Inserts into a list; fails while ``down``; refuses rows whose id is in ``refuse``."""
+    """Inserts into a list; fails while ``down``; refuses rows whose id is in ``refuse``; raises
+    an error no one classified (as an engine bug would) for rows whose id is in ``explode``."""
 
     def __init__(self) -> None:
         self.down = False
         self.refuse: set[str] = set()
+        self.explode: set[str] = set()
         self.inserts: list[tuple[list[str], str | None]] = []
 
     def write(self, records: Sequence[Mapping[str, Any]], token: str | None = None) -> int:
@@ -33,6 +35,8 @@ class ScriptedWriter:
         ids = [str(r["image_id"]) for r in records]
         if self.refuse & set(ids):
             raise InsertRejected("Code: 27. Cannot parse input")
+        if self.explode & set(ids):
+            raise RuntimeError("std::exception: basic_string")
         self.inserts.append((ids, token))
         return len(ids)
 
@@ -164,3 +168,38 @@ def test_refused_rows_are_found_by_bisection(tmp_path: Path) -> None:
     assert stored.inserted == 63
     assert len(writer.inserts) <= 2 * 6  # two halves per level, six levels
     assert sorted(i for batch, _ in writer.inserts for i in batch) == sorted(set(ids) - {"r37"})
+
+
+def test_an_unclassified_error_is_retried_then_the_batch_is_bisected(tmp_path: Path) -> None:
+    """An error the writer cannot classify fails the batch's first attempts (the agent retries
+    them, not ready); then the batch counts as refused: the row causing it is isolated for the
+    dead-letter topic and every other row is inserted."""
+    sink, writer = _sink(tmp_path)
+    writer.explode = {"bad"}
+    rows = _rows("a", "bad", "c", "d")
+    for _ in range(UNKNOWN_ERROR_ATTEMPTS - 1):
+        with pytest.raises(RuntimeError):
+            sink.store(rows)
+    stored = sink.store(rows)
+    assert stored.inserted == 3
+    assert [index for index, _ in stored.rejected] == [1]
+    assert "unexpected RuntimeError" in stored.rejected[0][1]
+    assert sorted(i for ids, _ in writer.inserts for i in ids) == ["a", "c", "d"]
+
+
+def test_an_unclassified_error_while_draining_ends_the_same_way(tmp_path: Path) -> None:
+    """A spooled batch whose drain keeps failing with an unclassified error is bisected on its
+    last attempt: the good rows reach ClickHouse and the spool empties once done."""
+    sink, writer = _sink(tmp_path)
+    writer.down = True
+    sink.store(_rows("a", "bad"))
+    writer.down = False
+    writer.explode = {"bad"}
+    for _ in range(UNKNOWN_ERROR_ATTEMPTS - 1):
+        with pytest.raises(RuntimeError):
+            sink.drain_one()
+    drained = sink.drain_one()
+    assert drained is not None
+    assert (drained.inserted, [i for i, _ in drained.rejected]) == (1, [1])
+    sink.done(drained)
+    assert sink.spool.batches == 0
