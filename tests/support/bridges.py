@@ -131,6 +131,7 @@ def bridge_env(name: str, base_env: dict[str, str], workdir: Path) -> dict[str, 
             "FLOWFORGE_HOME": str(workdir / "home"),
             "FLOWFORGE_KAFKA_TOPIC_RAW": f"{name}.raw",
             "FLOWFORGE_KAFKA_TOPIC_DLQ": f"{name}.dlq",
+            "FLOWFORGE_KAFKA_TOPIC_METADATA": f"{name}.metadata",
             "FLOWFORGE_MQTT_TOPIC": f"{name}/images/raw",
             "FLOWFORGE_MQTT_CLIENT_ID": name,
         }
