@@ -110,8 +110,7 @@ def test_mqtt_bridge_connection_errors_show_no_password(
     addresses = listening_addresses(mqtt_bridge_down.pid)
     assert {address for address, _ in addresses} <= LOOPBACK, addresses
     metrics = _get(port, "/metrics")[1]
-    mqtt_bridge_down.terminate()
-    mqtt_bridge_down.wait(timeout=30)
+    mqtt_bridge_down.stop()
     log = log_path.read_text(errors="replace")
     assert log.count("WARNING bridges.mqtt: cannot reach MQTT") == 1  # then at debug
     for text in (readyz, metrics, log):

@@ -8,13 +8,18 @@ import time
 import urllib.request
 from collections import Counter
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from flowforge.core.settings import Settings
+from flowforge.stack import Stack
 from tests.support.images import jpeg, mixed_set, numbered, scene
-from tests.support.pipeline import Pipeline
+from tests.support.pipeline import Pipeline, make_pipeline
+from tests.support.stack import stack_env
+from tests.support.unique import unique_name
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
@@ -250,12 +255,17 @@ def _get_or_none(port: int, path: str) -> int | None:
 
 
 def test_a_dead_letter_over_the_topic_limit_keeps_its_headers_and_the_image_its_row(
-    pipeline: Pipeline,
+    request: pytest.FixtureRequest, settings: Settings, services: Stack, tmp_path: Path
 ) -> None:
     """Non-images 350 and 450 bytes under the topic limit (their dead letters, with the error
     headers, are over it) each get a rejected record and a dead letter with the headers kept,
-    an empty value and the dropped size in the detail; the worker stays up and ready."""
+    an empty value and the dropped size in the detail; the worker stays up and ready. (Topics
+    and worker at a 1 MiB limit: the same edge as at 16 MiB, without 16 MiB records.)"""
+    base = {**stack_env(), "FLOWFORGE_KAFKA_MAX_MESSAGE_BYTES": "1MiB"}
+    pipeline = make_pipeline(unique_name(request, "w"), settings, base, tmp_path)
+    request.addfinalizer(pipeline.stop_all)
     limit = pipeline.settings.kafka.max_message_bytes
+    assert limit == 1024 * 1024
     payloads = {f"under-{gap}": bytes([gap % 256]) * (limit - gap) for gap in (350, 450)}
     ids = pipeline.produce(payloads.items())
     port = pipeline.start_worker()
