@@ -1,11 +1,17 @@
 """Fault drills: ClickHouse failures injected at the client boundary, switched by a JSON file.
 
 ``FLOWFORGE_SINK_FAULT_FILE=/path/faults.json`` wraps the sink's ClickHouse client. While the
-file holds ``{"clickhouse": "refused" | "timeout" | "too_many_parts", "until": EPOCH_SECONDS}``
-(``until`` optional: until the file changes), every insert and query fails the way a real
-outage does: a refused connection, a timed-out socket, or the server's TOO_MANY_PARTS (code
-252). The reliability tests and operators' drills use it to see the spool fill and drain
-without touching the real engine. Without the setting nothing is wrapped.
+file holds ``{"clickhouse": FAULT, "until": EPOCH_SECONDS}`` (``until`` optional: until the
+file changes), calls fail the way a real outage does:
+
+- ``refused``, ``timeout``, ``too_many_parts``: every insert and query fails before it reaches
+  the engine (a refused connection, a timed-out socket, the server's TOO_MANY_PARTS, code 252);
+- ``lost_reply``: every insert reaches the engine and is stored, then its reply is lost (a
+  read timeout after the call returned), the case insert deduplication tokens exist for;
+  queries are answered.
+
+The reliability tests and operators' drills use it to see the spool fill and drain without
+touching the real engine. Without the setting nothing is wrapped.
 """
 
 from __future__ import annotations
@@ -27,7 +33,12 @@ FAULTS: dict[str, Callable[[], Exception]] = {
         "Code: 252. DB::Exception: Too many parts (300). Merges are processing significantly "
         "slower than inserts. (TOO_MANY_PARTS) [fault drill]"
     ),
+    "lost_reply": lambda: OperationalError(
+        "Error: read timed out (the insert was stored, its reply lost) [fault drill]"
+    ),
 }
+#: Faults that strike inserts after the engine has stored them; queries and commands pass.
+AFTER_INSERT = frozenset({"lost_reply"})
 
 
 class FaultInjectingClient:
@@ -55,12 +66,16 @@ class FaultInjectingClient:
 
     def _check(self) -> None:
         fault = self.active_fault()
-        if fault is not None:
+        if fault is not None and fault not in AFTER_INSERT:
             raise FAULTS[fault]()
 
     def insert(self, *args: Any, **kwargs: Any) -> Any:
         self._check()
-        return self._client.insert(*args, **kwargs)
+        result = self._client.insert(*args, **kwargs)
+        fault = self.active_fault()
+        if fault in AFTER_INSERT:
+            raise FAULTS[fault]()
+        return result
 
     def query(self, *args: Any, **kwargs: Any) -> Any:
         self._check()

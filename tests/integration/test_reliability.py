@@ -40,6 +40,8 @@ from tests.support.unique import free_port, unique_name
 KAFKA_OUTAGE_S = 20.0
 # ClickHouse fails this long at the client boundary, cycling refused, timeout, TOO_MANY_PARTS.
 CLICKHOUSE_FAULT_S = 60.0
+# The lost-reply drill lasts until this many inserts were stored and their replies lost.
+LOST_REPLIES = 5
 # Kafka SIGKILLed stays down this long before it is started again.
 KAFKA_KILLED_S = 10.0
 # The RTSP drills: two simulated cameras sampled at this rate, stalls detected after STALL_S.
@@ -211,6 +213,42 @@ def test_clickhouse_failing_for_a_while_loses_and_doubles_nothing(
     e2e.finish(figures, items)
     assert figures.extra["spooled_at_fault_end"] > 0, "no row was spooled during the outage"
     assert failures > 0
+
+
+def test_clickhouse_insert_stored_but_reply_lost_doubles_nothing(
+    e2e: EndToEnd, tmp_path: Path
+) -> None:
+    """Every insert stored by ClickHouse but its reply lost (the fault hook raises after the
+    client call returned) while images flow: the sink re-sends each such batch with its
+    deduplication token and the engine drops the copy. With merges stopped for the drill (so
+    ReplacingMergeTree cannot hide a copy), count() without FINAL is one row per image."""
+    figures = Figures("clickhouse-reply-lost")
+    faults = tmp_path / "faults.json"
+    e2e.pipeline.env["FLOWFORGE_SINK_FAULT_FILE"] = str(faults)
+    e2e.pipeline.migrate()
+    e2e.pipeline.query_engine(
+        "ALTER TABLE images_metadata MODIFY SETTING max_bytes_to_merge_at_max_space_in_pool = 1"
+    )
+    items = drill_items(e2e.base_topic, 200)
+
+    def lost(kind: str) -> float:
+        return e2e.pipeline.metric(e2e.sink_port, "flowforge_sink_insert_failures_total", kind=kind)
+
+    def fault(_: object) -> None:
+        write_fault(faults, "lost_reply")
+        e2e.pipeline.wait_until(lambda: lost("unavailable") >= LOST_REPLIES, "lost replies", 90)
+        write_fault(faults, None)
+
+    e2e.run_fault(figures, items, 10, fault, timeout=120)
+    figures.extra["lost_replies"] = int(lost("unavailable"))
+    e2e.finish(figures, items)
+    [[parts]] = e2e.pipeline.query_engine(
+        "SELECT count() FROM system.parts WHERE database = currentDatabase() "
+        "AND table = 'images_metadata' AND active"
+    )
+    figures.extra["parts"] = parts
+    assert parts > 1, "the table's parts were merged: the drill cannot tell a token from a merge"
+    assert figures.rows_raw == len(items), f"a stored insert was written twice: {figures.line()}"
 
 
 def test_sink_worker_sigkilled_mid_stream_loses_and_doubles_nothing(e2e: EndToEnd) -> None:

@@ -216,6 +216,15 @@ class Pipeline:
         """The embedded ClickHouse directory of this pipeline's sink."""
         return Path(self.env["FLOWFORGE_HOME"]) / "clickhouse"
 
+    def migrate(self) -> None:
+        """Create the schema in the pipeline's engine (`flowforge clickhouse migrate`) before any
+        worker holds it, so a test can adjust a table first."""
+        log = self.workdir / "migrate.log"
+        args = ["clickhouse", "migrate"]
+        process = start_flowforge(args, env=self.env, log=log, cwd=self.workdir)
+        code = process.wait(timeout=120)
+        assert code == 0, f"migrate failed ({code}): {log.read_text(errors='replace')[-2000:]}"
+
     def query_engine(self, sql: str) -> list[list[Any]]:
         """Run ``sql`` on the pipeline's embedded engine from a fresh process (this one may own
         another engine) once no worker holds it; return the rows."""

@@ -58,6 +58,20 @@ def test_each_fault_fails_like_the_real_outage_and_is_retriable(
     assert inner.calls == []
 
 
+def test_a_lost_reply_stores_the_insert_then_fails_like_a_timeout(tmp_path: Path) -> None:
+    """``lost_reply``: the insert reaches the real client (stored), then raises a retriable
+    read timeout; queries are answered meanwhile."""
+    path = tmp_path / "faults.json"
+    write_fault(path, "lost_reply")
+    inner = Recorder()
+    client = FaultInjectingClient(inner, path)
+    with pytest.raises(OperationalError, match="reply lost") as info:
+        client.insert("t", [])
+    assert classify(info.value).retriable
+    assert client.query("SELECT 1") == "rows"
+    assert inner.calls == ["insert", "query"]
+
+
 def test_a_fault_ends_when_switched_off_or_when_its_time_is_up(tmp_path: Path) -> None:
     """Writing "off" ends a drill at once; a timed drill ends by itself."""
     path = tmp_path / "faults.json"
@@ -74,5 +88,5 @@ def test_a_fault_ends_when_switched_off_or_when_its_time_is_up(tmp_path: Path) -
 
 def test_unknown_fault_names_are_refused(tmp_path: Path) -> None:
     """write_fault refuses a fault it does not know, listing the ones it does."""
-    with pytest.raises(ValueError, match="refused, timeout, too_many_parts"):
+    with pytest.raises(ValueError, match="refused, timeout, too_many_parts, lost_reply"):
         write_fault(tmp_path / "f.json", "meteor")
