@@ -2,9 +2,51 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+log = logging.getLogger(__name__)
+
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+#: Distinct ``source`` label values one worker's metrics keep. Source ids come from untrusted
+#: messages: past this many, images of new sources count under OTHER_SOURCES (ClickHouse and
+#: `flowforge stats` keep every source).
+SOURCE_LABELS = 1000
+OTHER_SOURCES = "other"
+_labelled: set[str] = set()
+_labelled_lock = threading.Lock()
+_folding = False  # set once the cap is reached (its warning is logged once)
+
+
+def source_label(source: str) -> str:
+    """The ``source`` label for an image of ``source``: itself, or OTHER_SOURCES at the cap."""
+    global _folding
+    if source in _labelled:
+        return source
+    with _labelled_lock:
+        if len(_labelled) < SOURCE_LABELS:
+            _labelled.add(source)
+            return source
+        first, _folding = not _folding, True
+    if first:
+        log.warning(
+            "more than %d sources: images of new ones count under source=%r in /metrics",
+            SOURCE_LABELS,
+            OTHER_SOURCES,
+        )
+    return OTHER_SOURCES
+
+
+def reset_source_labels() -> None:
+    """Forget the labelled sources (tests)."""
+    global _folding
+    with _labelled_lock:
+        _labelled.clear()
+        _folding = False
+
 
 _MS_BUCKETS = (1, 2, 5, 10, 20, 35, 50, 75, 100, 150, 250, 500, 1000, 2500)
 

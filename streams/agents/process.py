@@ -278,7 +278,7 @@ class ImageProcessor:
         self.progress.note("duplicate")
 
     def _count(self, source: str, status: str) -> None:
-        metrics.IMAGES.labels(source=source, status=status).inc()
+        metrics.IMAGES.labels(source=metrics.source_label(source), status=status).inc()
 
     def _update_stats(self, source: str, status: str, brightness: float | None) -> None:
         self._count(source, status)
