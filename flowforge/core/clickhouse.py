@@ -68,7 +68,10 @@ def connect(
             path.mkdir(parents=True, exist_ok=True)
         client = _open_embedded(settings.url, path, owner=owner)
         if db != "default":
-            client.command(f"CREATE DATABASE IF NOT EXISTS {_ident(db)}")
+            try:
+                client.command(f"CREATE DATABASE IF NOT EXISTS {_ident(db)}")
+            finally:
+                client.close()  # the engine stays up for the client opened next
             client = _open_embedded(settings.url, path, database=db)
         return client
     parts = urlsplit(settings.url)

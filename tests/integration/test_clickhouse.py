@@ -6,11 +6,23 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flowforge.core.clickhouse import kafka_engine_sql, migrate, migrations, schema_version
+import clickhouse_connect
+import pytest
+from clickhouse_connect.driver._chdbclient import ChdbClient
+
+from flowforge.core.clickhouse import (
+    connect,
+    kafka_engine_sql,
+    migrate,
+    migrations,
+    schema_version,
+)
+from flowforge.core.settings import Settings
 from streams.records import ImageMetadata
 from streams.sink.writer import COLUMNS as RECORD_COLUMNS
 from tests.support.stack import stack_env
@@ -162,3 +174,35 @@ def _worker_record(i: int) -> ImageMetadata:
         sharpness=300.0, processing_ms=9.5, kafka_partition=2, kafka_offset=100 + i,
         worker="vm:6066",
     )  # fmt: skip
+
+
+def test_connect_keeps_no_client_open_but_the_one_it_returns(
+    engine_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening the embedded engine on a named database goes through a client of ``default``
+    (to create the database); that client is closed, only the returned one stays open."""
+    opened: list[Any] = []
+    closed: list[Any] = []
+    real_get_client, real_close = clickhouse_connect.get_client, ChdbClient.close
+
+    def get_client(**kwargs: Any) -> Any:
+        opened.append(real_get_client(**kwargs))
+        return opened[-1]
+
+    def close(self: Any) -> None:
+        closed.append(self)
+        real_close(self)
+
+    monkeypatch.setattr(clickhouse_connect, "get_client", get_client)
+    monkeypatch.setattr(ChdbClient, "close", close)
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    env = {"FLOWFORGE_CLICKHOUSE_URL": engine_url, "FLOWFORGE_CLICKHOUSE_DATABASE": name}
+    client = connect(Settings.from_env(env).clickhouse)
+    try:
+        assert len(opened) == 2
+        assert client is opened[-1]
+        assert closed == [opened[0]]
+        assert client.query("SELECT currentDatabase()").result_rows == [(name,)]
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS {name}")
+        client.close()
