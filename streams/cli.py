@@ -70,7 +70,7 @@ def worker(ctx: click.Context, faust_args: tuple[str, ...]) -> None:
             raise click.BadParameter(str(exc), param_hint="--web-port") from None
         derived = "FLOWFORGE_WORKER_DATA_DIR" not in os.environ
         settings = settings.with_worker_port(port_number, derive_data_dir=derived)
-    client = None
+    clients: tuple[Any, Any] = (None, None)
     wants_help = "-h" in faust_args or "--help" in faust_args
     if wants_help:
         click.echo(click.get_current_context().get_help())
@@ -80,8 +80,8 @@ def worker(ctx: click.Context, faust_args: tuple[str, ...]) -> None:
             settings, worker=dataclasses.replace(settings.worker, agents=("process",))
         )
     elif "sink" in settings.worker.agents and settings.sink.mode == "agent":
-        client = _sink_client(settings)
-    built = build_worker(settings, client)
+        clients = _sink_clients(settings)
+    built = build_worker(settings, *clients)
     app = built.app
     app.finalize()
     if built.tables is not None and not wants_help:
@@ -91,7 +91,11 @@ def worker(ctx: click.Context, faust_args: tuple[str, ...]) -> None:
     args = ["worker", *faust_args]
     if not any(a in ("-l", "--loglevel") or a.startswith("--loglevel=") for a in faust_args):
         args[1:1] = ["--loglevel", _FAUST_LEVELS[settings.log_level]]
-    faust_cli.main(args=args, prog_name="flowforge", app=app)
+    try:
+        faust_cli.main(args=args, prog_name="flowforge", app=app)
+    finally:  # Faust has stopped the agents by now (or never started them)
+        if built.sink is not None:
+            built.sink.close()
 
 
 def _create_changelogs(flow: FlowForgeApp) -> None:
@@ -117,24 +121,43 @@ _FAUST_LEVELS = {
 }
 
 
-def _sink_client(settings: Settings) -> Any:
-    """Open ClickHouse for the sink: owner check, schema, fault drills (if configured)."""
-    from flowforge.core.clickhouse import connect, migrate
-    from flowforge.core.errors import EngineLocked
+def _sink_clients(settings: Settings) -> tuple[Any, Any]:
+    """Open ClickHouse for the sink: owner check, schema, fault drills (if configured).
+
+    Two clients: one for the sink's inserts, one for the read queries of the worker's pages (see
+    streams.agents.sink.SinkAgent). A ClickHouse server that is down at start does not stop the
+    worker: its clients connect (and apply the schema) once it answers, and rows spool till then.
+    """
+    from flowforge.core.clickhouse import ServerClient, connect, embedded_path, migrate
+    from flowforge.core.errors import ClickHouseUnavailable, EngineLocked
     from flowforge.core.faults import FaultInjectingClient
 
-    worker = settings.worker
-    web = f"http://{reachable_host(worker.web_bind)}:{worker.web_port}"
-    try:
-        client = connect(settings.clickhouse, owner={"web": web})
-    except EngineLocked as exc:
-        raise EngineLocked(f"{exc}; or run this worker with --agents process") from exc
-    if settings.sink.migrate_on_start:
-        migrate(client, ttl_days=settings.clickhouse.ttl_days)
+    ch = settings.clickhouse
+    inserts: Any
+    queries: Any
+    if ch.url.startswith("chdb://"):
+        worker = settings.worker
+        owner = {"web": f"http://{reachable_host(worker.web_bind)}:{worker.web_port}"}
+        try:
+            inserts = connect(ch, owner=owner)
+        except EngineLocked as exc:
+            raise EngineLocked(f"{exc}; or run this worker with --agents process") from exc
+        if settings.sink.migrate_on_start:
+            migrate(inserts, ttl_days=ch.ttl_days)
+        queries = connect(ch, owner=owner) if embedded_path(ch.url) is not None else None
+    else:
+        inserts = ServerClient(ch, migrate_schema=settings.sink.migrate_on_start)
+        queries = ServerClient(ch, migrate_schema=False)
+        try:
+            inserts.connected()
+        except ClickHouseUnavailable as exc:
+            log.warning("%s; processing goes on, rows spool until it answers", exc)
     if settings.sink.fault_file:
         log.warning("fault drills enabled: %s", settings.sink.fault_file)
-        client = FaultInjectingClient(client, Path(settings.sink.fault_file))
-    return client
+        inserts = FaultInjectingClient(inserts, Path(settings.sink.fault_file))
+        if queries is not None:
+            queries = FaultInjectingClient(queries, Path(settings.sink.fault_file))
+    return inserts, queries
 
 
 def _without_option(args: tuple[str, ...], name: str) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -267,3 +268,61 @@ def _ensure_migrations_table(client: Any) -> None:
         f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (version UInt32, name String, "
         "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = MergeTree ORDER BY version"
     )
+
+
+class ServerClient:
+    """A ClickHouse server's client that survives the server being down: it connects (and
+    applies the schema, if ``migrate_schema``) on its first call that finds the server up, and
+    until then every call raises ClickHouseUnavailable, which the sink treats as an outage
+    (rows spool). So a worker started while ClickHouse is down still processes images.
+
+    Not for the embedded engine: opening it either works at start or is a configuration error.
+    """
+
+    def __init__(self, settings: ClickHouseSettings, *, migrate_schema: bool) -> None:
+        self._settings = settings
+        self._migrate = migrate_schema
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def connected(self) -> Any:
+        """The connected client, connecting now if need be: ClickHouseUnavailable while the
+        server is down, MigrationFailed if it refuses the schema."""
+        with self._lock:
+            if self._client is None:
+                client = connect(self._settings)
+                if self._migrate:
+                    try:
+                        migrate(client, ttl_days=self._settings.ttl_days)
+                    except (ClickHouseError, OSError) as exc:
+                        client.close()
+                        raise ClickHouseUnavailable(
+                            f"ClickHouse at {_safe(self._settings.url)}: {exc}"
+                        ) from exc
+                    except MigrationFailed:
+                        client.close()
+                        raise
+                self._client = client
+                log.info("clickhouse: connected to %s", _safe(self._settings.url))
+            return self._client
+
+    def _call(self) -> Any:
+        try:
+            return self.connected()
+        except MigrationFailed as exc:  # retried as an outage: the rows wait in the spool
+            raise ClickHouseUnavailable(f"ClickHouse refuses the schema: {exc}") from exc
+
+    def insert(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call().insert(*args, **kwargs)
+
+    def query(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call().query(*args, **kwargs)
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call().command(*args, **kwargs)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None

@@ -13,8 +13,10 @@ from collections import Counter
 from pathlib import Path
 
 from flowforge.core.faults import write_fault
+from flowforge.core.settings import Settings
 from tests.support.images import mixed_set
 from tests.support.pipeline import Pipeline, metadata_record
+from tests.support.unique import free_port
 
 PIPELINE_ENV = {"FLOWFORGE_SINK_FLUSH_S": "0.2"}  # the conftest pipeline adds it
 
@@ -224,3 +226,37 @@ def test_stats_without_a_running_worker_reads_the_engine_itself(pipeline: Pipeli
     header, row = result.stdout.strip().splitlines()
     assert header.split()[:2] == ["source", "images"]
     assert row.split()[:3] == ["cam-09", "5", "5"]
+
+
+def test_a_stopped_sink_closes_its_spool_and_its_clickhouse_clients(pipeline: Pipeline) -> None:
+    """SIGTERM of a sink worker ends with its spool closed (SQLite's last connection removes the
+    -wal file) and its ClickHouse clients closed, said in its log; the exit is clean."""
+    pipeline.produce_metadata(metadata_record(i) for i in range(20))
+    port = pipeline.start_worker(agents="sink")
+    pipeline.wait_until(lambda: _rows_in_clickhouse(pipeline, port) == 20, "all rows")
+    spool = Settings.from_env(pipeline.env).with_worker_port(port, derive_data_dir=True)
+    wal = spool.sink.spool_path.with_name(spool.sink.spool_path.name + "-wal")
+    assert wal.exists(), "the running sink's spool should be open in WAL mode"
+    assert pipeline.workers[port].signal(signal.SIGTERM, timeout=60) == 0
+    log = pipeline.worker_log(port)
+    assert "sink: stopped; spool and ClickHouse clients closed" in log, log[-3000:]
+    assert not wal.exists(), "the spool was not closed"
+
+
+def test_a_clickhouse_server_down_at_start_does_not_stop_processing(pipeline: Pipeline) -> None:
+    """A worker started while its ClickHouse server is down keeps processing: every image gets
+    its outcome on Kafka, the rows wait in the spool, and /readyz says ClickHouse is
+    unavailable (the server's clients connect once it answers)."""
+    pipeline.env["FLOWFORGE_CLICKHOUSE_URL"] = f"http://127.0.0.1:{free_port()}"
+    pipeline.env["FLOWFORGE_SINK_RETRY_MAX_S"] = "1"
+    cases = mixed_set()
+    ids = pipeline.produce((name, payload) for name, (payload, _) in cases.items())
+    port = pipeline.start_worker(agents="process,sink")
+    out = pipeline.collect(len(ids))
+    assert set(out.ids()) == set(ids)
+    pipeline.wait_until(
+        lambda: pipeline.metric(port, "flowforge_sink_spool_rows") == len(ids), "rows spooled"
+    )
+    code, body = _status(port, "/readyz")
+    assert (code, "degraded: ClickHouse unavailable" in body) == (503, True), body
+    assert pipeline.alive(port)
