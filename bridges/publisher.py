@@ -6,7 +6,7 @@ import asyncio
 import logging
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaProducer
@@ -39,6 +39,8 @@ class ImageMessage:
     data: bytes
     captured_at_ms: int
     content_type: str = "application/octet-stream"
+    # When the bridge took the image in: retention and latency count from here.
+    ingested_at_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
     def envelope(self) -> Envelope:
         """The envelope headers; the image id is the content hash, so redeliveries keep it."""
@@ -49,6 +51,7 @@ class ImageMessage:
             captured_at_ms=self.captured_at_ms,
             content_type=self.content_type,
             origin=self.origin,
+            ingested_at_ms=self.ingested_at_ms,
         )
 
 
@@ -281,6 +284,7 @@ class KafkaPublisher:
             source_type=envelope.source_type,
             source_id=envelope.source_id,
             captured_at_ms=envelope.captured_at_ms,
+            ingested_at_ms=envelope.ingested_at_ms,
             reason=reason,
             size=len(message.data) if size is None else size,
             worker=self.worker_name,

@@ -20,7 +20,8 @@ class ImageMetadata(faust.Record, serializer="json", include_metadata=False):
     image_id: str
     source_type: str
     source_id: str
-    captured_at: datetime  # UTC, from the envelope's ff-captured-at (epoch ms)
+    captured_at: datetime  # UTC, from the envelope's ff-captured-at (epoch ms): the image's time
+    ingested_at: datetime  # UTC, from ff-ingested-at: when FlowForge received the image
     processed_at: datetime  # UTC, when the worker finished the image
     status: str  # processed | skipped_dark | skipped_low_quality | rejected
     reason: str  # why skipped or rejected (the dead-letter reason code); empty if processed
@@ -52,6 +53,7 @@ class SourceStats(faust.Record, serializer="json", include_metadata=False):
     last_seen: float = 0.0  # epoch seconds
 
 
+_TIMES = ("captured_at", "ingested_at", "processed_at")
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     name: (float, int) if kind is float else (kind,)
     for name, kind in ImageMetadata._options.fields.items()
@@ -73,10 +75,13 @@ def metadata_row(raw: bytes) -> dict[str, Any]:
         raise MetadataInvalid(f"expected a JSON object, got {type(value).__name__}")
     row: dict[str, Any] = {}
     for name in ImageMetadata._options.fields:
+        if name == "ingested_at" and name not in value and "processed_at" in value:
+            # A record from a worker older than the ingest time: received about when processed.
+            value[name] = value["processed_at"]
         if name not in value:
             raise MetadataInvalid(f"field {name} is missing")
         item = value[name]
-        if name in ("captured_at", "processed_at"):
+        if name in _TIMES:
             if not isinstance(item, str):
                 raise MetadataInvalid(f"field {name} must be an ISO 8601 time")
             try:

@@ -77,6 +77,7 @@ class FrameMessage(ImageMessage):
             captured_at_ms=self.captured_at_ms,
             content_type=self.content_type,
             origin=self.origin,
+            ingested_at_ms=self.ingested_at_ms,
         )
 
 

@@ -246,7 +246,8 @@ def kafka_engine_sql(*, brokers: str, topic: str, group: str) -> list[str]:
 
 
 def apply_ttl(client: Any, ttl_days: int) -> None:
-    """Set (or remove, for 0) the images_metadata TTL on captured_at, if it differs."""
+    """Set (or remove, for 0) the images_metadata TTL on ingested_at, if it differs (a TTL on
+    captured_at, from schemas before 004, is replaced)."""
     rows = client.query(
         "SELECT engine_full FROM system.tables WHERE database = currentDatabase() "
         "AND name = 'images_metadata'"
@@ -255,9 +256,9 @@ def apply_ttl(client: Any, ttl_days: int) -> None:
         return
     engine = str(rows[0][0])
     has_ttl = " TTL " in f" {engine} "
-    wanted = f"toIntervalDay({ttl_days})"
+    wanted = f"TTL toDateTime(ingested_at) + toIntervalDay({ttl_days})"
     if ttl_days > 0 and wanted not in engine:
-        ttl = f"toDateTime(captured_at) + INTERVAL {ttl_days:d} DAY"
+        ttl = f"toDateTime(ingested_at) + INTERVAL {ttl_days:d} DAY"
         client.command(f"ALTER TABLE images_metadata MODIFY TTL {ttl}")
     elif ttl_days == 0 and has_ttl:
         client.command("ALTER TABLE images_metadata REMOVE TTL")

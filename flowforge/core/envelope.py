@@ -14,7 +14,16 @@ SOURCE_ID = "ff-source-id"
 CAPTURED_AT = "ff-captured-at"
 CONTENT_TYPE = "ff-content-type"
 ORIGIN = "ff-origin"
-ENVELOPE_HEADERS = (IMAGE_ID, SOURCE_TYPE, SOURCE_ID, CAPTURED_AT, CONTENT_TYPE, ORIGIN)
+INGESTED_AT = "ff-ingested-at"
+ENVELOPE_HEADERS = (
+    IMAGE_ID,
+    SOURCE_TYPE,
+    SOURCE_ID,
+    CAPTURED_AT,
+    CONTENT_TYPE,
+    ORIGIN,
+    INGESTED_AT,
+)
 
 ERROR_STAGE = "ff-error-stage"
 ERROR_REASON = "ff-error-reason"
@@ -37,6 +46,7 @@ class Envelope:
     captured_at_ms: int
     content_type: str
     origin: str
+    ingested_at_ms: int  # when FlowForge received the image (a bridge, or the Kafka timestamp)
 
     def headers(self) -> list[tuple[str, bytes]]:
         """The envelope as Kafka headers (UTF-8 values)."""
@@ -47,6 +57,7 @@ class Envelope:
             str(self.captured_at_ms),
             self.content_type,
             self.origin,
+            str(self.ingested_at_ms),
         )
         return [
             (name, value.encode()) for name, value in zip(ENVELOPE_HEADERS, values, strict=True)
@@ -78,27 +89,25 @@ def frame_image_id(stream_id: str, timestamp_ms: int) -> str:
 
 
 def parse_envelope(
-    headers: Mapping[str, str], key: bytes | None, data: bytes, now_ms: int
+    headers: Mapping[str, str],
+    key: bytes | None,
+    data: bytes,
+    now_ms: int,
+    timestamp_ms: int | None = None,
 ) -> Envelope:
     """Decode the envelope of a message from any producer, filling what a bridge would have set.
 
     A missing image id is derived from source id and content (as bridges do), a missing source
-    id from the message key, a missing capture time from ``now_ms``. A capture time that is not
-    epoch milliseconds raises EnvelopeError(``bad_envelope``).
+    id from the message key, a missing ingest time from the Kafka record's ``timestamp_ms`` (or
+    ``now_ms``), a missing capture time from the ingest time. A time that is not epoch
+    milliseconds raises EnvelopeError(``bad_envelope``).
     """
     source_type = headers.get(SOURCE_TYPE, "").strip() or "unknown"
     key_text = (key or b"").decode("utf-8", errors="replace")
     source_id = headers.get(SOURCE_ID, "").strip() or key_text or "unknown"
     image_id = headers.get(IMAGE_ID, "").strip() or content_image_id(source_id, data)
-    raw_captured = headers.get(CAPTURED_AT, "").strip()
-    try:
-        captured_at_ms = int(raw_captured) if raw_captured else now_ms
-    except ValueError:
-        raise EnvelopeError(
-            "bad_envelope", f"{CAPTURED_AT} is not epoch milliseconds: {raw_captured[:40]!r}"
-        ) from None
-    if not 0 <= captured_at_ms < 10**14:
-        raise EnvelopeError("bad_envelope", f"{CAPTURED_AT} out of range: {captured_at_ms}")
+    ingested_at_ms = _epoch_ms(headers, INGESTED_AT, timestamp_ms or now_ms)
+    captured_at_ms = _epoch_ms(headers, CAPTURED_AT, ingested_at_ms)
     return Envelope(
         image_id=image_id[:128],
         source_type=source_type[:32],
@@ -106,4 +115,19 @@ def parse_envelope(
         captured_at_ms=captured_at_ms,
         content_type=headers.get(CONTENT_TYPE, ""),
         origin=headers.get(ORIGIN, ""),
+        ingested_at_ms=ingested_at_ms,
     )
+
+
+def _epoch_ms(headers: Mapping[str, str], name: str, default: int) -> int:
+    """Header ``name`` as epoch milliseconds (``default`` when absent); bad_envelope if not."""
+    raw = headers.get(name, "").strip()
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        raise EnvelopeError(
+            "bad_envelope", f"{name} is not epoch milliseconds: {raw[:40]!r}"
+        ) from None
+    if not 0 <= value < 10**14:
+        raise EnvelopeError("bad_envelope", f"{name} out of range: {value}")
+    return value

@@ -356,7 +356,9 @@ class ClickHouseSettings:
     password: Secret = setting(Secret(""), "ClickHouse password (or *_FILE).", parse_secret)
     database: str = setting("default", "ClickHouse database.", parse_str)
     ttl_days: int = setting(
-        90, "Days images_metadata rows are kept (by captured_at); 0 keeps them.", _int_at_least(0)
+        90,
+        "Days images_metadata rows are kept (by ingest time, ingested_at); 0 keeps them.",
+        _int_at_least(0),
     )
 
 

@@ -28,7 +28,8 @@ COLUMNS = (
 )
 
 # FINAL collapses replays, so each image counts once. Latency is ingest to row: from the
-# envelope's capture time to the row's arrival in ClickHouse.
+# envelope's ingest time (when a bridge took the image in) to the row's arrival in ClickHouse;
+# "last seen" and --since count in ingest time too (captured_at is the image's own clock).
 SQL = """
 SELECT
     source_id,
@@ -38,11 +39,11 @@ SELECT
     countIf(status = 'skipped_low_quality') AS low_quality,
     countIf(status = 'rejected') AS rejected,
     round(avgIf(brightness, status != 'rejected'), 2) AS brightness_avg,
-    max(captured_at) AS last_seen,
-    round(quantile(0.5)(dateDiff('millisecond', captured_at, inserted_at)), 1) AS p50,
-    round(quantile(0.99)(dateDiff('millisecond', captured_at, inserted_at)), 1) AS p99
+    max(ingested_at) AS last_seen,
+    round(quantile(0.5)(dateDiff('millisecond', ingested_at, inserted_at)), 1) AS p50,
+    round(quantile(0.99)(dateDiff('millisecond', ingested_at, inserted_at)), 1) AS p99
 FROM images_metadata FINAL
-WHERE captured_at >= now64(3) - toIntervalSecond({since_s:UInt64})
+WHERE ingested_at >= now64(3) - toIntervalSecond({since_s:UInt64})
 GROUP BY source_id
 ORDER BY source_id
 """

@@ -71,7 +71,7 @@ for file in "$dir"/migrations/[0-9][0-9][0-9]_*.sql; do
 done
 
 if ((ttl_days > 0)); then
-    "${client[@]}" --query "ALTER TABLE images_metadata MODIFY TTL toDateTime(captured_at) + INTERVAL $ttl_days DAY"
+    "${client[@]}" --query "ALTER TABLE images_metadata MODIFY TTL toDateTime(ingested_at) + INTERVAL $ttl_days DAY"
 else
     "${client[@]}" --query "ALTER TABLE images_metadata REMOVE TTL" 2>/dev/null || true
 fi

@@ -60,11 +60,15 @@ class Identity(NamedTuple):
     source_type: str
     source_id: str
     captured_at: datetime
+    ingested_at: datetime
 
     @classmethod
     def of(cls, envelope: Envelope) -> Identity:
         captured_at = datetime.fromtimestamp(envelope.captured_at_ms / 1000, tz=UTC)
-        return cls(envelope.image_id, envelope.source_type, envelope.source_id, captured_at)
+        ingested_at = datetime.fromtimestamp(envelope.ingested_at_ms / 1000, tz=UTC)
+        return cls(
+            envelope.image_id, envelope.source_type, envelope.source_id, captured_at, ingested_at
+        )
 
 
 class ImageProcessor:
@@ -90,7 +94,7 @@ class ImageProcessor:
         headers = header_map(message.headers)
         now_ms = int(time.time() * 1000)
         try:
-            envelope = parse_envelope(headers, message.key, data, now_ms)
+            envelope = parse_envelope(headers, message.key, data, now_ms, _timestamp_ms(message))
         except EnvelopeError as exc:
             await self._reject(message, data, headers, None, "envelope", exc.reason, exc.detail)
             self._count("unknown", "rejected")
@@ -176,6 +180,7 @@ class ImageProcessor:
             source_type=image.source_type,
             source_id=image.source_id,
             captured_at=image.captured_at,
+            ingested_at=image.ingested_at,
             processed_at=datetime.now(tz=UTC),
             status=outcome.status,
             reason=outcome.reason,
@@ -227,6 +232,9 @@ class ImageProcessor:
                 source_type=headers.get(SOURCE_TYPE, "")[:20] or "unknown",
                 source_id=source_id,
                 captured_at=datetime.now(tz=UTC),
+                ingested_at=datetime.fromtimestamp(
+                    (_timestamp_ms(message) or time.time() * 1000) / 1000, tz=UTC
+                ),
             )
         await until_done(
             f"dead-lettering image {image.image_id}",
@@ -350,3 +358,11 @@ def register(flow: FlowForgeApp) -> tuple[Any, ImageProcessor]:
     flow.app.timer(interval=flow.settings.worker.stats_interval_s)(log_statistics)
     flow.app.on_rebalance_complete.connect(forget_offsets)
     return agent, processor
+
+
+def _timestamp_ms(message: Any) -> int | None:
+    """The Kafka record's timestamp in epoch ms (Faust gives seconds), if it has a usable one."""
+    timestamp = getattr(message, "timestamp", None)
+    if isinstance(timestamp, int | float) and timestamp > 0:
+        return int(timestamp * 1000)
+    return None

@@ -15,7 +15,7 @@ from streams.records import ImageMetadata
 
 #: The images_metadata columns the sink writes, in the record's field order.
 COLUMNS: tuple[str, ...] = tuple(ImageMetadata._options.fields)
-_TIMESTAMPS = frozenset({"captured_at", "processed_at"})
+_TIMESTAMPS = frozenset({"captured_at", "ingested_at", "processed_at"})
 
 # Server error codes worth retrying: overload, timeouts, network, read-only replicas, memory.
 RETRIABLE_CODES = frozenset(
@@ -91,7 +91,12 @@ class ClickHouseWriter:
                 columns,
                 column_names=list(COLUMNS),
                 column_oriented=True,
-                settings={"insert_deduplication_token": token or batch_token(records)},
+                settings={
+                    "insert_deduplication_token": token or batch_token(records),
+                    # A backfill batch may span more than 100 monthly partitions (captured_at):
+                    # the default limit would refuse it with code 252, retried forever.
+                    "throw_on_max_partitions_per_insert_block": 0,
+                },
             )
         except (ClickHouseError, OSError) as exc:
             raise classify(exc) from exc

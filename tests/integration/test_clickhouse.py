@@ -51,13 +51,16 @@ def test_migrate_applies_every_file_once(database: Any) -> None:
 
 
 def test_row_ttl_follows_the_setting(database: Any) -> None:
-    """migrate sets the images_metadata TTL to the configured days, and removes it for 0."""
+    """migrate sets the images_metadata TTL on the ingest time to the configured days, and
+    removes it for 0."""
     query = (
         "SELECT engine_full FROM system.tables WHERE database = currentDatabase() "
         "AND name = 'images_metadata'"
     )
     migrate(database, ttl_days=30)
-    assert "toIntervalDay(30)" in database.query(query).result_rows[0][0]
+    assert (
+        "TTL toDateTime(ingested_at) + toIntervalDay(30)" in database.query(query).result_rows[0][0]
+    )
     migrate(database, ttl_days=0)
     assert " TTL " not in database.query(query).result_rows[0][0]
 
@@ -169,9 +172,9 @@ def _worker_record(i: int) -> ImageMetadata:
     at = datetime(2026, 11, 24, 0, 57, 53, 378000, tzinfo=UTC)
     return ImageMetadata(
         image_id=f"cam-9-{i}", source_type="rtsp", source_id="cam-9", captured_at=at,
-        processed_at=at, status="processed", reason="", width=1920, height=1080, out_width=640,
-        out_height=360, bytes=200_000, format="jpeg", brightness=120.5, contrast=40.0,
-        sharpness=300.0, processing_ms=9.5, kafka_partition=2, kafka_offset=100 + i,
+        ingested_at=at, processed_at=at, status="processed", reason="", width=1920, height=1080,
+        out_width=640, out_height=360, bytes=200_000, format="jpeg", brightness=120.5,
+        contrast=40.0, sharpness=300.0, processing_ms=9.5, kafka_partition=2, kafka_offset=100 + i,
         worker="vm:6066",
     )  # fmt: skip
 

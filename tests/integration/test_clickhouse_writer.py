@@ -18,7 +18,8 @@ def _record(i: int, source: str = "cam-1") -> dict[str, Any]:
     """A metadata record as the worker publishes it (JSON: ISO timestamps with Z)."""
     return {
         "image_id": f"{source}-{i:04d}", "source_type": "mqtt", "source_id": source,
-        "captured_at": "2026-11-24T00:57:53.378000Z", "processed_at": "2026-11-24T00:57:53.394Z",
+        "captured_at": "2026-11-24T00:57:53.378000Z",
+        "ingested_at": "2026-11-24T00:57:53.380000Z", "processed_at": "2026-11-24T00:57:53.394Z",
         "status": "processed", "reason": "", "width": 1280, "height": 720, "out_width": 640,
         "out_height": 360, "bytes": 112525, "format": "jpeg", "brightness": 60.5,
         "contrast": 30.25, "sharpness": 405.5, "processing_ms": 13.75, "kafka_partition": 4,
@@ -94,3 +95,15 @@ def test_outages_and_overload_are_retriable(database: Any, error: Exception) -> 
     with pytest.raises(ClickHouseUnavailable) as info:
         ClickHouseWriter(_Failing(database, error)).write([_record(1)])
     assert info.value.retriable is True
+
+
+def test_a_backfill_batch_spanning_more_than_100_months_is_written(database: Any) -> None:
+    """A batch of photos taken over 15 years (180 monthly partitions of captured_at) is one
+    insert, not refused with code 252 (which the sink would retry forever)."""
+    migrate(database, ttl_days=90)
+    records = []
+    for i in range(180):
+        taken = datetime(2010 + i // 12, i % 12 + 1, 15, tzinfo=UTC)
+        records.append(_record(i) | {"captured_at": taken.isoformat()})
+    assert ClickHouseWriter(database).write(records) == 180
+    assert database.query("SELECT count() FROM images_metadata").result_rows == [(180,)]

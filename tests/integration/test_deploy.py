@@ -140,7 +140,7 @@ def test_container_init_script_applies_the_schema_and_sink_mode(tmp_path: Path) 
     log = (tmp_path / "sql.log").read_text(encoding="utf-8")
     assert "kafka_broker_list = 'kafka:29092'" in log
     assert "kafka_group_name = 'flowforge-clickhouse'" in log
-    assert "MODIFY TTL toDateTime(captured_at) + INTERVAL 90 DAY" in log
+    assert "MODIFY TTL toDateTime(ingested_at) + INTERVAL 90 DAY" in log
     check = _run_init(tmp_path, env | {"FLOWFORGE_SINK_MODE": "bogus"})
     assert check.returncode == 2
     assert "FLOWFORGE_SINK_MODE=bogus" in check.stderr
@@ -161,6 +161,7 @@ def _rows(now: datetime) -> list[tuple[object, ...]]:
                     "source_type": "mqtt",
                     "source_id": source,
                     "captured_at": captured,
+                    "ingested_at": captured,
                     "processed_at": captured + timedelta(milliseconds=40),
                     "status": status,
                     "reason": reasons[statuses.index(status)],

@@ -78,7 +78,8 @@ def test_metadata_record_matches_the_contract(pipeline: Pipeline) -> None:
     out = pipeline.collect(1)
     [record] = out.metadata
     assert set(record) == {
-        "image_id", "source_type", "source_id", "captured_at", "processed_at", "status",
+        "image_id", "source_type", "source_id", "captured_at", "ingested_at", "processed_at",
+        "status",
         "reason", "width", "height", "out_width", "out_height", "bytes", "format",
         "brightness", "contrast", "sharpness", "processing_ms", "kafka_partition",
         "kafka_offset", "worker",

@@ -181,6 +181,7 @@ class Pipeline:
                     captured_at_ms=int(time.time() * 1000),
                     content_type="application/octet-stream",
                     origin=name,
+                    ingested_at_ms=int(time.time() * 1000),
                 )
                 await producer.send_and_wait(
                     self.kafka.topic_raw,
@@ -316,7 +317,7 @@ def metadata_record(i: int, source: str = "cam-01") -> bytes:
     now = datetime.now(tz=UTC)
     record = ImageMetadata(
         image_id=f"{source}-{i:06d}", source_type="batch", source_id=source,
-        captured_at=now, processed_at=now, status="processed", reason="",
+        captured_at=now, ingested_at=now, processed_at=now, status="processed", reason="",
         width=1280, height=720, out_width=640, out_height=360, bytes=120_000, format="jpeg",
         brightness=100.0 + i % 50, contrast=40.0, sharpness=300.0, processing_ms=4.2,
         kafka_partition=i % 6, kafka_offset=i, worker="test:0",

@@ -17,7 +17,7 @@ def _record(**changes: object) -> dict[str, object]:
     now = datetime.now(tz=UTC)
     record = ImageMetadata(
         image_id="abc", source_type="mqtt", source_id="cam-1", captured_at=now,
-        processed_at=now, status="processed", reason="", width=1280, height=720,
+        ingested_at=now, processed_at=now, status="processed", reason="", width=1280, height=720,
         out_width=640, out_height=360, bytes=1000, format="jpeg", brightness=90.5,
         contrast=30.0, sharpness=120.0, processing_ms=3.5, kafka_partition=1, kafka_offset=7,
         worker="host:6066",
@@ -28,11 +28,20 @@ def _record(**changes: object) -> dict[str, object]:
 
 
 def test_a_worker_record_becomes_a_row_with_every_column() -> None:
-    """A record serialized by the worker's own record class passes unchanged, all 20 fields."""
+    """A record serialized by the worker's own record class passes unchanged, all 21 fields."""
     value = _record()
     row = metadata_row(json.dumps(value).encode())
     assert row == {name: value[name] for name in ImageMetadata._options.fields}
-    assert len(row) == 20
+    assert len(row) == 21
+
+
+def test_a_record_without_an_ingest_time_takes_its_processing_time() -> None:
+    """A record from a worker older than ingested_at is still a row: received about when it
+    was processed."""
+    value = _record()
+    del value["ingested_at"]
+    row = metadata_row(json.dumps(value).encode())
+    assert row["ingested_at"] == value["processed_at"]
 
 
 def test_every_status_including_rejected_is_accepted() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -96,10 +97,14 @@ def test_api_off_loopback_needs_a_token() -> None:
 
 
 def test_frame_message_has_the_rtsp_envelope() -> None:
-    """A frame's record: key = source id, id = hash(stream id, time), origin without user-info."""
+    """A frame's record: key = source id, id = hash(stream id, time), origin without user-info,
+    ingested now."""
     spec = parse_entry("yard=rtsp://u:pw@cam:554/live")
     frame = Frame("yard", b"\xff\xd8jpeg", 1_700_000_000_123, 5.0, 320, 240)
+    before = int(time.time() * 1000)
     headers = dict(frame_message(spec, frame).envelope().headers())
+    ingested = int(headers.pop("ff-ingested-at"))
+    assert before <= ingested <= int(time.time() * 1000)
     assert headers == {
         "ff-image-id": frame_image_id("yard", 1_700_000_000_123).encode(),
         "ff-source-type": b"rtsp",
