@@ -4,8 +4,11 @@ own stack code (``flowforge.stack.Stack``) for the session fixture, the fault dr
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import sys
+import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from flowforge.core.settings import Settings
@@ -57,11 +60,33 @@ def running_stack(
     shared one. Yields the stack and the environment of its settings (to build processes on).
     """
     env = stack_env() if home is None else private_stack_env(home, kafka_heap)
-    stack = Stack(Settings.from_env(env))
-    ours = [s for s in stack.services if s.process.pid() is None]
-    try:
-        asyncio.run(stack.up(report=lambda _line: None))
-        yield stack, env
-    finally:
-        for service in reversed(ours):
-            service.down()
+    with ExitStack() as held:
+        if home is None:
+            held.enter_context(_ports_lock(env["FLOWFORGE_KAFKA_BOOTSTRAP_SERVERS"]))
+        stack = Stack(Settings.from_env(env))
+        ours = [s for s in stack.services if s.process.pid() is None]
+        try:
+            asyncio.run(stack.up(report=lambda _line: None))
+            yield stack, env
+        finally:
+            for service in reversed(ours):
+                service.down()
+
+
+@contextmanager
+def _ports_lock(bootstrap: str) -> Iterator[None]:
+    """Hold the machine-wide lock of the shared test stack's fixed ports for the ``with`` block,
+    so a second test session or benchmark (another clone, say) waits for this one instead of
+    failing on ports in use. The kernel drops the lock when the process dies."""
+    port = bootstrap.rpartition(":")[2]
+    path = Path(tempfile.gettempdir()) / f"flowforge-test-stack-{port}.lock"
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another test session on port {port} ({path})", file=sys.stderr)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
