@@ -13,6 +13,7 @@ import faust
 from flowforge.core.cpus import available_cpus
 from flowforge.core.settings import Settings
 from streams.processing import ProcessingConfig
+from streams.stores.sqlite import SQLiteTable
 from streams.tables import Tables, create_tables
 from streams.topics import Topics, create_topics
 
@@ -104,6 +105,7 @@ def create_app(settings: Settings) -> FlowForgeApp:
         autodiscover=False,
         broker=[f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")],
         store="sqlite://",
+        Table=SQLiteTable,  # pairs each table write with its own changelog message
         datadir=str(worker.data_dir.resolve()),
         topic_partitions=settings.kafka.partitions,
         topic_replication_factor=settings.kafka.replication_factor,

@@ -9,19 +9,31 @@ Durability: the changelog in Kafka is the source of truth and each file a cache 
 holds exactly a prefix of its changelog: never a write Kafka has not acknowledged, and never an
 offset whose data it lacks.
 
-- Agent writes are *write-behind*: a write goes to an in-memory overlay (reads see it at once)
-  and a per-partition queue; when Faust reports that its changelog message was acked
-  (``set_persisted_offset``, called once per acked message, in send order per partition, in
-  Faust's at-least-once mode), the oldest queued write and that offset are committed together.
-  Writing earlier would break at-least-once: a worker killed after recording "image X done"
-  locally but before X's outputs and changelog entry reached Kafka would, on restart, skip the
-  redelivered X for good. With write-behind, anything not acked is simply gone after a crash
-  and is redone from the redelivered input.
+- Agent writes are *write-behind*: a write waits in memory (reads see the newest pending value
+  of a key at once) until its own changelog message is acked, then it and that offset are
+  committed together. Writing earlier would break at-least-once: a worker killed after
+  recording "image X done" locally but before X's outputs and changelog entry reached Kafka
+  would, on restart, skip the redelivered X for good. With write-behind, anything not acked is
+  simply gone after a crash and is redone from the redelivered input.
+- Each write is paired with its changelog message's future, which :class:`SQLiteTable` reports
+  to the store (Faust's own ``set_persisted_offset(tp, offset)`` says which offset was acked, not
+  which write it carried): an ack commits the write whose future it resolved, so a send that
+  failed (dropped with its future's error; reads fall back to the previous value) or that is
+  never acked cannot shift later acks onto the wrong writes.
+- Revoking a partition drops its pending writes: re-assigned, it shows what recovery read from
+  the changelog, and an ack arriving after the revocation is ignored (it neither reopens the
+  file nor writes to it; the changelog holds that write, recovery reads it back).
 - :meth:`SQLiteStore.apply_changelog_batch` (recovery, standbys) writes a batch's data and offset
   in one transaction.
 - WAL with ``synchronous=NORMAL``: a commit appends to the WAL without fsync; a power loss can
   drop the newest commits but leaves a consistent prefix, and recovery, which starts from
   :meth:`SQLiteStore.persisted_offset`, replays the rest from the changelog.
+
+Event loop: Faust calls stores on its event loop, so nothing here may block it for long. WAL
+checkpoints (which fsync) run in a thread of the store on a connection of their own, every
+``CHECKPOINT_INTERVAL_S`` (SQLite's automatic checkpoint on commit is off); the TTL purge
+deletes through an index on ``written_at`` in chunks of ``PURGE_CHUNK_ROWS``, yielding to the
+loop between chunks.
 
 Not for ``processing_guarantee="exactly_once"``, where Faust reports one offset per commit for
 many writes.
@@ -29,29 +41,37 @@ many writes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sqlite3
 import time
-from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import faust
 from faust.exceptions import ImproperlyConfigured
 from faust.stores import base
 from faust.streams import current_event
-from faust.types import TP, AppT, CollectionT, EventT
+from faust.types import TP, AppT, CodecArg, CollectionT, EventT, FutureMessage
 from yarl import URL
 
-__all__ = ["SQLiteStore"]
+__all__ = ["SQLiteStore", "SQLiteTable"]
 
 logger = logging.getLogger(__name__)
 
 SUFFIX = ".sqlite3"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: index on kv.written_at (added to version 2 files when opened)
 #: Seconds between purges of expired rows, for tables with a ``ttl_s`` (see SQLiteStore).
 PURGE_INTERVAL_S = 60.0
+#: Rows deleted per statement by the purge (each takes a few ms), yielding to the loop between.
+PURGE_CHUNK_ROWS = 32
+#: Rows the purge deletes before it waits for a checkpoint, so its WAL stays bounded.
+PURGE_CHECKPOINT_ROWS = 20_000
+#: Seconds between WAL checkpoints (in the store's thread).
+CHECKPOINT_INTERVAL_S = 1.0
 #: Rows fetched per query while iterating, so no statement stays open between yields.
 PAGE_ROWS = 1000
 
@@ -73,7 +93,11 @@ _PUT = (
     "INSERT INTO kv (key, value, written_at) VALUES (?, ?, ?)"
     " ON CONFLICT (key) DO UPDATE SET value = excluded.value, written_at = excluded.written_at"
 )
-_PURGE = "DELETE FROM kv WHERE written_at < ?"
+_CREATE_KV_WRITTEN_AT = "CREATE INDEX IF NOT EXISTS kv_written_at ON kv (written_at)"
+_PURGE = (
+    "DELETE FROM kv WHERE key IN"
+    " (SELECT key FROM kv WHERE written_at < ? ORDER BY written_at LIMIT ?)"
+)
 _DELETE = "DELETE FROM kv WHERE key = ?"
 _COUNT = "SELECT count(*) FROM kv"
 _KEYS_FIRST = "SELECT key FROM kv ORDER BY key LIMIT ?"
@@ -87,6 +111,13 @@ _SET_OFFSET = (
     "INSERT INTO meta (changelog_topic, changelog_partition, applied_offset) VALUES (?, ?, ?)"
     " ON CONFLICT (changelog_topic, changelog_partition)"
     " DO UPDATE SET applied_offset = excluded.applied_offset"
+)
+#: An ack's offset never moves the recorded one back (acks of failed-and-retried batches may
+#: arrive out of offset order).
+_SET_ACKED_OFFSET = (
+    "INSERT INTO meta (changelog_topic, changelog_partition, applied_offset) VALUES (?, ?, ?)"
+    " ON CONFLICT (changelog_topic, changelog_partition)"
+    " DO UPDATE SET applied_offset = max(applied_offset, excluded.applied_offset)"
 )
 
 
@@ -106,6 +137,8 @@ class _PartitionDB:
             conn.close()
             raise
         self._conn: sqlite3.Connection | None = conn
+        # Used only in the store's checkpoint thread (see checkpoint()).
+        self._checkpointer: sqlite3.Connection | None = None
 
     def _configure(self, conn: sqlite3.Connection) -> None:
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -119,8 +152,10 @@ class _PartitionDB:
         # never ahead of data), and Kafka's changelog has the rest. FULL would fsync every
         # agent write (about 15x slower here) to protect data we can re-read anyway.
         conn.execute("PRAGMA synchronous=NORMAL")
+        # A checkpoint fsyncs: 50-370 ms on the event loop here. They run in the store's thread.
+        conn.execute("PRAGMA wal_autocheckpoint=0")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
+        if version not in (0, 2, SCHEMA_VERSION):
             raise ImproperlyConfigured(
                 f"{self.path}: schema version {version}, this store knows {SCHEMA_VERSION}; "
                 "remove the file (the table is rebuilt from its changelog)"
@@ -128,6 +163,7 @@ class _PartitionDB:
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(_CREATE_KV)
         conn.execute(_CREATE_META)
+        conn.execute(_CREATE_KV_WRITTEN_AT)  # a version 2 file gets it once (seconds for millions)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
         conn.execute("COMMIT")
 
@@ -144,9 +180,10 @@ class _PartitionDB:
     def contains(self, key: bytes) -> bool:
         return self.conn.execute(_CONTAINS, (key,)).fetchone() is not None
 
-    def purge(self, written_before: float) -> int:
-        """Delete rows written before ``written_before`` (epoch seconds); return how many."""
-        return self.conn.execute(_PURGE, (written_before,)).rowcount
+    def purge(self, written_before: float, limit: int) -> int:
+        """Delete up to ``limit`` of the oldest rows written before ``written_before`` (epoch
+        seconds); return how many."""
+        return self.conn.execute(_PURGE, (written_before, limit)).rowcount
 
     def delete(self, key: bytes) -> None:
         self.conn.execute(_DELETE, (key,))
@@ -176,11 +213,11 @@ class _PartitionDB:
         row = self.conn.execute(_GET_OFFSET, (topic, partition)).fetchone()
         return None if row is None else int(row[0])
 
-    def set_offset(self, topic: str, partition: int, offset: int) -> None:
-        self.conn.execute(_SET_OFFSET, (topic, partition, offset))
-
     def apply(
-        self, rows: Mapping[bytes, tuple[bytes | None, float]], offsets: Mapping[Any, int]
+        self,
+        rows: Mapping[bytes, tuple[bytes | None, float]],
+        offsets: Mapping[Any, int],
+        set_offset: str = _SET_OFFSET,
     ) -> None:
         """Write ``rows`` (key -> (value, written_at); a None value deletes) and the changelog
         ``offsets`` in one transaction."""
@@ -193,7 +230,7 @@ class _PartitionDB:
                 ((key, value, at) for key, (value, at) in rows.items() if value is not None),
             )
             conn.executemany(
-                _SET_OFFSET, ((tp.topic, tp.partition, offset) for tp, offset in offsets.items())
+                set_offset, ((tp.topic, tp.partition, offset) for tp, offset in offsets.items())
             )
             conn.execute("COMMIT")
         except BaseException:
@@ -202,9 +239,87 @@ class _PartitionDB:
             raise
 
     def close(self) -> None:
+        """Close the loop's connection (then :meth:`close_checkpointer` in the thread)."""
         if self._conn is not None:
             self._conn.close()  # the last connection checkpoints and removes the -wal file
             self._conn = None
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file: in the store's checkpoint thread only.
+
+        PASSIVE: it never waits for, nor blocks, the loop's connection.
+        """
+        if self._conn is None:
+            return  # closed meanwhile: close_checkpointer follows
+        if self._checkpointer is None:
+            self._checkpointer = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False
+            )
+        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def close_checkpointer(self) -> None:
+        """Close the checkpoint thread's connection (the last one checkpoints fully)."""
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
+
+
+class _Write:
+    """One agent write waiting for the ack of its changelog message."""
+
+    __slots__ = ("key", "sent", "stale", "value")
+
+    def __init__(self, key: bytes, value: bytes | None, sent: FutureMessage) -> None:
+        self.key = key
+        self.value = value
+        self.sent = sent
+        self.stale = False  # a later write of the key is in the file: commit only the offset
+
+
+class _PendingWrites:
+    """A partition's writes awaiting their acks, in send order, and the newest value per key."""
+
+    def __init__(self) -> None:
+        self.writes: dict[FutureMessage, _Write] = {}
+        self.by_key: dict[bytes, list[_Write]] = {}
+
+    def __len__(self) -> int:
+        return len(self.writes)
+
+    def add(self, write: _Write) -> None:
+        self.writes[write.sent] = write
+        self.by_key.setdefault(write.key, []).append(write)
+
+    def newest(self, key: bytes) -> tuple[bool, bytes | None]:
+        """Whether ``key`` has a pending value, and that value (None: deleted)."""
+        writes = self.by_key.get(key)
+        return (False, None) if not writes else (True, writes[-1].value)
+
+    def overlay(self) -> dict[bytes, bytes | None]:
+        return {key: writes[-1].value for key, writes in self.by_key.items() if writes}
+
+    def acked(self, tp: TP, offset: int) -> _Write | None:
+        """The write whose changelog message was acked at ``tp``/``offset``, if pending."""
+        for sent, write in self.writes.items():
+            if sent.done() and not sent.cancelled() and sent.exception() is None:
+                result = sent.result()
+                if result.offset == offset and result.topic_partition == tp:
+                    return write
+        return None
+
+    def remove(self, write: _Write, *, committed: bool) -> None:
+        """Forget ``write``; once committed, older writes of its key become stale."""
+        del self.writes[write.sent]
+        writes = self.by_key[write.key]
+        index = writes.index(write)
+        if committed:
+            for older in writes[:index]:
+                older.stale = True
+            del writes[: index + 1]
+        else:
+            del writes[index]
+        if not writes:
+            del self.by_key[write.key]
 
 
 def _ttl_from(url: URL) -> float | None:
@@ -244,11 +359,11 @@ class SQLiteStore(base.SerializedStore[Any, Any]):
             )
         self._dbs: dict[int, _PartitionDB] = {}
         self.ttl_s = _ttl_from(self.url)
-        # Write-behind state per partition: writes awaiting their changelog ack, in send order;
-        # the newest pending value per key (None = deleted) and how many writes of it are queued.
-        self._pending: dict[int, deque[tuple[bytes, bytes | None]]] = {}
-        self._overlay: dict[int, dict[bytes, bytes | None]] = {}
-        self._queued: dict[int, Counter[bytes]] = {}
+        # Write-behind state per partition: writes awaiting their changelog ack.
+        self._pending: dict[int, _PendingWrites] = {}
+        # The changelog future of the write being made (SQLiteTable.send_changelog -> _set).
+        self._sent: FutureMessage | None = None
+        self._checkpoints: ThreadPoolExecutor | None = None
         #: Changelog events applied by recovery or standby since start (a restart with intact
         #: files replays only the tail; with files deleted, the whole changelog).
         self.changelog_events_applied = 0
@@ -294,13 +409,15 @@ class SQLiteStore(base.SerializedStore[Any, Any]):
         return int(event.message.partition)
 
     def _get_in(self, partition: int, key: bytes) -> bytes | None:
-        overlay = self._overlay.get(partition)
-        if overlay is not None and key in overlay:
-            return overlay[key]
+        pending = self._pending.get(partition)
+        if pending is not None:
+            found, value = pending.newest(key)
+            if found:
+                return value
         return self._db_for_partition(partition).get(key)
 
     def _searched_partitions(self) -> list[int]:
-        return sorted(set(self._dbs) | set(self._overlay))
+        return sorted(set(self._dbs) | set(self._pending))
 
     def _get(self, key: bytes) -> bytes | None:
         partition = self._read_partition()
@@ -315,13 +432,41 @@ class SQLiteStore(base.SerializedStore[Any, Any]):
     def _contains(self, key: bytes) -> bool:
         return self._get(key) is not None
 
+    def changelog_sent(self, fut: FutureMessage) -> None:
+        """The table sent the changelog message of the write that follows (see SQLiteTable)."""
+        self._sent = fut
+
     def _set(self, key: bytes, value: bytes | None) -> None:
         # A None value is a tombstone in the changelog: stored as the delete recovery rebuilds.
-        partition = self._write_partition()
+        self._write_partition()  # refuses writes outside of stream iteration
+        sent, self._sent = self._sent, None
+        if sent is None:
+            raise TypeError(
+                f"table {self.table_name!r}: a write to SQLiteStore needs its changelog message: "
+                "declare the table as an SQLiteTable (faust.App(Table=SQLiteTable))"
+            )
+        partition = sent.message.partition
+        if partition is None:
+            raise TypeError(f"table {self.table_name!r}: changelog message without a partition")
         self._db_for_partition(partition)  # open (and create) the file it will be written to
-        self._pending.setdefault(partition, deque()).append((key, value))
-        self._overlay.setdefault(partition, {})[key] = value
-        self._queued.setdefault(partition, Counter())[key] += 1
+        pending = self._pending.setdefault(partition, _PendingWrites())
+        write = _Write(key, value, sent)
+        pending.add(write)
+        sent.add_done_callback(lambda fut: self._on_sent_done(partition, pending, write))
+
+    def _on_sent_done(self, partition: int, pending: _PendingWrites, write: _Write) -> None:
+        """A changelog send that failed (or was cancelled) drops its write: no changelog has it."""
+        sent = write.sent
+        failed = sent.cancelled() or sent.exception() is not None
+        if failed and self._pending.get(partition) is pending and sent in pending.writes:
+            pending.remove(write, committed=False)
+            logger.warning(
+                "Table %s partition %d: changelog write of key %r failed (%s); dropped",
+                self.table_name,
+                partition,
+                write.key,
+                "cancelled" if sent.cancelled() else repr(sent.exception()),
+            )
 
     def _del(self, key: bytes) -> None:
         self._set(key, None)
@@ -329,7 +474,7 @@ class SQLiteStore(base.SerializedStore[Any, Any]):
     @property
     def pending_writes(self) -> int:
         """Writes waiting for their changelog ack (not yet in the files)."""
-        return sum(len(q) for q in self._pending.values())
+        return sum(len(pending) for pending in self._pending.values())
 
     def _active_dbs(self) -> list[tuple[int, _PartitionDB]]:
         if self.table.is_global:
@@ -350,7 +495,8 @@ class SQLiteStore(base.SerializedStore[Any, Any]):
 
     def _iteritems(self) -> Iterator[tuple[bytes, bytes]]:
         for partition, db in self._active_dbs():
-            overlay = dict(self._overlay.get(partition, {}))
+            writes = self._pending.get(partition)
+            overlay = {} if writes is None else writes.overlay()
             for key, value in db.items():
                 if key not in overlay:
                     yield key, value
@@ -371,24 +517,23 @@ class SQLiteStore(base.SerializedStore[Any, Any]):
         return self._db_for_partition(tp.partition).offset(tp.topic, tp.partition)
 
     def set_persisted_offset(self, tp: TP, offset: int) -> None:
-        """The changelog message at ``offset`` was acked: commit the oldest pending write with it.
+        """The changelog message at ``offset`` was acked: commit its write with that offset.
 
-        Faust calls this once per acked changelog message, in send order per partition, so the
-        oldest queued write of the partition is the one this ack covers.
+        Faust calls this from the send's callback, once the message's future has its result:
+        the write is the pending one whose future resolved to ``tp``/``offset``. An ack with no
+        pending write (its partition was revoked meanwhile) changes nothing.
         """
-        partition = tp.partition
-        queue = self._pending.get(partition)
-        db = self._db_for_partition(partition)
-        if not queue:
-            db.set_offset(tp.topic, partition, offset)
+        pending = self._pending.get(tp.partition)
+        write = None if pending is None else pending.acked(tp, offset)
+        db = self._dbs.get(tp.partition)
+        if pending is None or write is None or db is None:
+            logger.debug(
+                "Table %s: ignored the ack of %s@%d (no pending write)", self.table_name, tp, offset
+            )
             return
-        key, value = queue.popleft()
-        db.apply({key: (value, time.time())}, {tp: offset})
-        queued = self._queued[partition]
-        queued[key] -= 1
-        if queued[key] <= 0:
-            del queued[key]
-            self._overlay[partition].pop(key, None)
+        rows = {} if write.stale else {write.key: (write.value, time.time())}
+        db.apply(rows, {tp: offset}, _SET_ACKED_OFFSET)
+        pending.remove(write, committed=True)
 
     def apply_changelog_batch(
         self,
@@ -417,17 +562,32 @@ class SQLiteStore(base.SerializedStore[Any, Any]):
         for partition, partition_rows in rows.items():
             self._db_for_partition(partition).apply(partition_rows, offsets[partition])
 
-    def purge_expired(self, now: float | None = None) -> int:
+    async def purge_expired(self, now: float | None = None) -> int:
         """Delete rows older than the table's ``ttl_s`` from every open file; return how many.
 
         Local eviction only, without changelog tombstones: give the changelog topic the same
         retention (``cleanup.policy=compact,delete``), so Kafka drops the same records and a
-        rebuild does not bring them back for longer than a segment.
+        rebuild does not bring them back for longer than a segment. Deletes in chunks of
+        ``PURGE_CHUNK_ROWS``, yielding to the event loop between them, and waits for a
+        checkpoint every ``PURGE_CHECKPOINT_ROWS``.
         """
         if self.ttl_s is None:
             return 0
         cutoff = (time.time() if now is None else now) - self.ttl_s
-        removed = sum(db.purge(cutoff) for db in list(self._dbs.values()))
+        removed = 0
+        for partition in sorted(self._dbs):
+            since_checkpoint = 0
+            while (db := self._dbs.get(partition)) is not None:  # revoked meanwhile: done
+                n = db.purge(cutoff, PURGE_CHUNK_ROWS)
+                removed += n
+                since_checkpoint += n
+                if n < PURGE_CHUNK_ROWS:
+                    break
+                if since_checkpoint >= PURGE_CHECKPOINT_ROWS:
+                    await self._checkpoint(db)
+                    since_checkpoint = 0
+                else:
+                    await asyncio.sleep(0)
         if removed:
             logger.info(
                 "Expired %d rows older than %.0fs from table %s",
@@ -439,14 +599,34 @@ class SQLiteStore(base.SerializedStore[Any, Any]):
 
     @base.Store.timer(PURGE_INTERVAL_S)
     async def _purge_expired_periodically(self) -> None:
-        self.purge_expired()
+        await self.purge_expired()
+
+    async def _checkpoint(self, db: _PartitionDB) -> None:
+        if self._checkpoints is None:
+            self._checkpoints = ThreadPoolExecutor(
+                1, thread_name_prefix=f"ff-sqlite-{self.table_name}"
+            )
+        await asyncio.get_running_loop().run_in_executor(self._checkpoints, db.checkpoint)
+
+    async def checkpoint(self) -> None:
+        """Checkpoint every open file's WAL, in the store's thread."""
+        for db in list(self._dbs.values()):
+            await self._checkpoint(db)
+
+    @base.Store.timer(CHECKPOINT_INTERVAL_S)
+    async def _checkpoint_periodically(self) -> None:
+        await self.checkpoint()
+
+    def _close_db(self, db: _PartitionDB) -> None:
+        db.close()
+        if self._checkpoints is not None:
+            self._checkpoints.submit(db.close_checkpointer)  # after a checkpoint in progress
+        else:
+            db.close_checkpointer()
 
     def reset_state(self) -> None:
         """Close this table's files and delete them, so the table is rebuilt from its changelog."""
-        self.close()
-        self._pending.clear()
-        self._overlay.clear()
-        self._queued.clear()
+        self.close()  # waits for the checkpoint thread: nothing touches the files after this
         pattern = re.compile(
             rf"{re.escape(self.table_name)}-\d+{re.escape(SUFFIX)}(?:-wal|-shm|-journal)?"
         )
@@ -477,10 +657,18 @@ class SQLiteStore(base.SerializedStore[Any, Any]):
         topics = table.changelog_topic.topics
         for tp in tps:
             if tp.topic in topics:
+                # Its unacked writes go too: re-assigned, it shows what recovery read from the
+                # changelog, and their late acks find nothing to commit.
+                dropped = self._pending.pop(tp.partition, None)
                 db = self._dbs.pop(tp.partition, None)
                 if db is not None:
-                    db.close()
-                    logger.info("Closed table %s partition %d", self.table_name, tp.partition)
+                    self._close_db(db)
+                    logger.info(
+                        "Closed table %s partition %d (%d unacked writes dropped)",
+                        self.table_name,
+                        tp.partition,
+                        0 if dropped is None else len(dropped),
+                    )
 
     async def assign_partitions(
         self, table: CollectionT, tps: set[TP], generation_id: int = 0
@@ -506,11 +694,40 @@ class SQLiteStore(base.SerializedStore[Any, Any]):
         raise NotImplementedError("SQLiteStore has no backups; tables rebuild from the changelog")
 
     def close(self) -> None:
-        """Close every open partition file (a later access reopens it)."""
+        """Close every open partition file and drop the writes not yet acked (a later access
+        reopens a file); waits for the checkpoint thread to finish with them."""
         dbs, self._dbs = self._dbs, {}
+        self._pending.clear()
         for db in dbs.values():
-            db.close()
+            self._close_db(db)
+        if self._checkpoints is not None:
+            self._checkpoints.shutdown(wait=True)
+            self._checkpoints = None
 
     async def on_stop(self) -> None:
         """Close the files when the table's service stops."""
         self.close()
+
+
+class SQLiteTable(faust.Table[Any, Any]):
+    """A Faust table that reports each changelog message it sends to its store.
+
+    :class:`SQLiteStore` pairs every write with its own changelog message this way; declare the
+    tables of an app on this store with ``faust.App(Table=SQLiteTable)``.
+    """
+
+    def send_changelog(
+        self,
+        partition: int | None,
+        key: Any,
+        value: Any,
+        key_serializer: CodecArg = None,
+        value_serializer: CodecArg = None,
+    ) -> FutureMessage:
+        fut: FutureMessage = super().send_changelog(
+            partition, key, value, key_serializer, value_serializer
+        )
+        report = getattr(self.data, "changelog_sent", None)
+        if report is not None:
+            report(fut)
+        return fut
