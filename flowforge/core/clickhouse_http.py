@@ -239,7 +239,7 @@ def split_statement(text: bytes, default_format: str) -> _Statement:
     is_insert = names[0] == "INSERT"
     format_at = next((k for k, w in enumerate(names) if w == "FORMAT"), None)
     if format_at is not None and format_at + 1 < len(words):
-        fmt_word, fmt_start, fmt_end = words[format_at + 1]
+        _, fmt_start, fmt_end = words[format_at + 1]
         output = head[fmt_start:fmt_end]
     else:
         output, fmt_end = default_format, -1
@@ -333,6 +333,11 @@ class ClickHouseHttpServer:
     def url(self) -> str:
         host = self.bind if self.bind not in ("0.0.0.0", "::", "") else "127.0.0.1"  # noqa: S104
         return f"http://{'[' + host + ']' if ':' in host else host}:{self.port}"
+
+    @property
+    def in_flight(self) -> int:
+        """Queries running or waiting for a slot now."""
+        return self._in_flight
 
     def start(self) -> None:
         """Bind and serve on a thread of its own; HttpServeError if the address is unusable."""
@@ -437,8 +442,8 @@ class ClickHouseHttpServer:
             )
         if request.method not in ("GET", "POST", "HEAD"):
             raise QueryError(
-                BAD_ARGUMENTS, f"method {request.method} is not served: use GET or POST. "
-                "(BAD_ARGUMENTS)"
+                BAD_ARGUMENTS,
+                f"method {request.method} is not served: use GET or POST. (BAD_ARGUMENTS)",
             )
         params = request.query
         body = await request.read() if request.method == "POST" else b""
@@ -453,9 +458,7 @@ class ClickHouseHttpServer:
         bindings = {k[6:]: v for k, v in params.items() if k.startswith("param_")}
         for name in settings:
             if not name.startswith("param_") and not _SETTING_NAME.match(name):
-                raise QueryError(
-                    BAD_ARGUMENTS, f"{name!r} is not a setting name. (BAD_ARGUMENTS)"
-                )
+                raise QueryError(BAD_ARGUMENTS, f"{name!r} is not a setting name. (BAD_ARGUMENTS)")
         settings = {k: v for k, v in settings.items() if not k.startswith("param_")}
         if request.method == "GET":
             settings.setdefault("readonly", "2")  # ClickHouse: GET requests only read
@@ -514,7 +517,7 @@ class ClickHouseHttpServer:
         database: str | None = None,
     ) -> _Result:
         started = time.perf_counter()
-        conn = chdb.connect(str(self.path))
+        conn = chdb.connect(str(self.path))  # type: ignore[no-untyped-call]
         try:
             if database and database != "default":
                 _engine_call(conn, f"USE `{database.replace('`', '``')}`", "TabSeparated")

@@ -358,6 +358,19 @@ class ClickHouseSettings:
     ttl_days: int = setting(
         90, "Days images_metadata rows are kept (by captured_at); 0 keeps them.", _int_at_least(0)
     )
+    http_bind: str = setting(
+        "127.0.0.1",
+        "Address of the HTTP interface the embedded engine's owner serves (loopback only).",
+        parse_str,
+    )
+    http_port: int = setting(
+        8123,
+        "Port of that HTTP interface (ClickHouse's HTTP protocol); 0 turns it off.",
+        _int_in(0, 65535),
+    )
+    http_max_queries: int = setting(
+        4, "Queries the HTTP interface runs at once (more wait, then are refused).", _int_in(1, 64)
+    )
 
 
 SINK_MODES: Final = ("agent", "kafka-engine")
