@@ -171,18 +171,26 @@ def _serve_http(settings: Settings) -> Any:
     """Serve ClickHouse's HTTP interface over the embedded engine this worker owns (None for a
     ClickHouse server, ``chdb://memory`` or FLOWFORGE_CLICKHOUSE_HTTP_PORT=0)."""
     from flowforge.core.clickhouse import embedded_path
-    from flowforge.core.clickhouse_http import ClickHouseHttpServer
+    from flowforge.core.clickhouse_http import ClickHouseHttpServer, HttpUser
 
     ch = settings.clickhouse
     path = embedded_path(ch.url)
     if path is None or ch.http_port == 0:
         return None
+    users = [HttpUser(ch.username, ch.password.reveal())]
+    if ch.http_readonly_password and ch.http_readonly_user != ch.username:
+        users.append(
+            HttpUser(ch.http_readonly_user, ch.http_readonly_password.reveal(), readonly=True)
+        )
     server = ClickHouseHttpServer(
         path,
         bind=ch.http_bind,
         port=ch.http_port,
         database=ch.database,
+        users=tuple(users),
         max_queries=ch.http_max_queries,
+        max_execution_s=ch.http_max_execution_s,
+        max_result_bytes=ch.http_max_result_bytes,
     )
     server.start()
     return server

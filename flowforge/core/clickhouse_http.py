@@ -15,16 +15,24 @@ clickhouse-connect's ``get_client(host=, port=)``, SQL tools) talks to it as to 
 - Errors as ClickHouse words them: a non-2xx status, ``X-ClickHouse-Exception-Code`` and the
   body ``Code: N. DB::Exception: ...``; ``X-ClickHouse-Summary`` (JSON) on every answer.
 
+- Users as ClickHouse takes them (basic auth, ``X-ClickHouse-User`` / ``X-ClickHouse-Key``,
+  ``user`` / ``password``): the first is the application's (read-write; a request without
+  credentials is it, with an empty password), others may be read-only (``readonly=2``, so the
+  engine refuses their writes with its own READONLY error). Off loopback every user needs a
+  password, or the server does not start.
+
 Every request runs on its own engine connection (settings and ``USE`` never leak between
 requests) in a thread of a bounded pool, apart from the event loop and the sink's thread; at
 most ``max_queries`` run at once, and a few more wait before the server answers "too many
-simultaneous queries".
+simultaneous queries". ``max_execution_time`` and ``max_result_bytes`` are set over the
+request's own settings; request bodies are bounded before and after decompression.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gzip
+import base64
+import hmac
 import ipaddress
 import json
 import logging
@@ -36,11 +44,11 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import chdb
 import lz4.frame
@@ -62,6 +70,8 @@ NOT_IMPLEMENTED = 48
 SYNTAX_ERROR = 62
 UNKNOWN_FORMAT = 73
 TOO_MANY_SIMULTANEOUS_QUERIES = 202
+AUTHENTICATION_FAILED = 516
+STD_EXCEPTION = 1001
 CANNOT_DECOMPRESS = 271
 
 # Parameters of ClickHouse's HTTP transport (and clickhouse-connect's) that are not engine
@@ -118,6 +128,7 @@ _STATUS_BY_CODE = {
     60: 404,  # UNKNOWN_TABLE
     81: 404,  # UNKNOWN_DATABASE
     16: 404,  # NO_SUCH_COLUMN_IN_TABLE
+    AUTHENTICATION_FAILED: 401,
     164: 403,  # READONLY
     497: 403,  # ACCESS_DENIED
     NOT_IMPLEMENTED: 501,
@@ -129,12 +140,12 @@ _PREFIX = re.compile(r"\s*Code: \d+\. DB::Exception: ")
 _VERSION_TAIL = re.compile(r" \(version [0-9.]+\)(?=\.|$)")
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FORMAT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-_DECOMPRESSORS = {
-    "lz4": lz4.frame.decompress,
-    "zstd": zstd.decompress,
-    "gzip": gzip.decompress,
-    "x-gzip": gzip.decompress,
-    "deflate": zlib.decompress,
+_DECOMPRESSORS: dict[str, Callable[[], Any]] = {
+    "lz4": lz4.frame.LZ4FrameDecompressor,
+    "zstd": zstd.ZstdDecompressor,
+    "gzip": lambda: zlib.decompressobj(wbits=31),
+    "x-gzip": lambda: zlib.decompressobj(wbits=31),
+    "deflate": zlib.decompressobj,
 }
 _CONTENT_TYPES = {
     "TabSeparated": "text/tab-separated-values; charset=UTF-8",
@@ -149,9 +160,10 @@ _CONTENT_TYPES = {
 class QueryError(Exception):
     """A request the server refuses, with ClickHouse's error code (and so its HTTP status)."""
 
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: int, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.status = status or status_of(code)
 
     @property
     def body(self) -> str:
@@ -160,6 +172,18 @@ class QueryError(Exception):
 
 class HttpServeError(FlowForgeError):
     """The HTTP interface cannot start (address taken, non-loopback bind without users)."""
+
+
+@dataclass(frozen=True)
+class HttpUser:
+    """A user of the HTTP interface: read-write (the application) or read-only (Grafana)."""
+
+    name: str
+    password: str = field(repr=False)
+    readonly: bool = False
+
+
+APPLICATION_DEFAULT: Final = HttpUser("default", "")
 
 
 @dataclass
@@ -171,6 +195,19 @@ class _Statement:
     is_insert: bool = False
     data: bytes | None = None  # the rows of INSERT ... FORMAT f, fed through FROM INFILE
     settings: str = ""  # an INSERT's SETTINGS clause, which goes after FROM INFILE
+
+
+@dataclass
+class _Request:
+    """What a query thread needs of one HTTP request (decoded there, off the event loop)."""
+
+    text_head: bytes  # ?query=, the body follows it
+    body: bytes
+    encoding: str
+    default_format: str
+    database: str
+    settings: dict[str, str]
+    bindings: dict[str, str]
 
 
 @dataclass
@@ -272,26 +309,39 @@ def split_statement(text: bytes, default_format: str) -> _Statement:
     return _Statement(target.rstrip(), output, True, data, settings.strip())
 
 
-def decompress(body: bytes, encoding: str) -> bytes:
-    """A request body decoded per its Content-Encoding (identity, lz4, zstd, gzip, deflate)."""
+def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """A request body decoded per its Content-Encoding (identity, lz4, zstd, gzip, deflate), at
+    most ``limit`` bytes once decoded (a small body can expand without bound)."""
     names = [e.strip().lower() for e in encoding.split(",") if e.strip()]
     for name in reversed(names):
         if name == "identity":
             continue
-        codec = _DECOMPRESSORS.get(name)
-        if codec is None:
+        make = _DECOMPRESSORS.get(name)
+        if make is None:
             raise QueryError(
                 NOT_IMPLEMENTED,
                 f"Unknown compression method '{name}' in Content-Encoding; supported: "
                 "identity, lz4, zstd, gzip, deflate. (NOT_IMPLEMENTED)",
             )
+        decoder = make()
         try:
-            body = codec(body)
+            body = decoder.decompress(body, limit + 1)
         except Exception as exc:  # noqa: BLE001 - each codec raises its own error type
             raise QueryError(
                 CANNOT_DECOMPRESS,
                 f"cannot decompress the request body as {name}: {exc}. (CANNOT_DECOMPRESS)",
             ) from None
+        if len(body) > limit:
+            raise QueryError(
+                BAD_ARGUMENTS,
+                f"the request body exceeds {limit} bytes once decompressed. (BAD_ARGUMENTS)",
+                status=413,
+            )
+        if not decoder.eof:
+            raise QueryError(
+                CANNOT_DECOMPRESS,
+                f"the request body ends inside its {name} stream. (CANNOT_DECOMPRESS)",
+            )
     return body
 
 
@@ -308,14 +358,23 @@ class ClickHouseHttpServer:
         bind: str = "127.0.0.1",
         port: int = 8123,
         database: str = "default",
+        users: tuple[HttpUser, ...] = (APPLICATION_DEFAULT,),
         max_queries: int = 4,
         max_waiting: int = 16,
-        max_body_bytes: int = 256 * 1024 * 1024,
+        max_execution_s: int = 60,
+        max_result_bytes: int = 256 * 1024 * 1024,
+        max_body_bytes: int = 64 * 1024 * 1024,
     ) -> None:
+        if not users:
+            raise ValueError("the HTTP interface needs at least its application user")
         self.path = Path(path)
         self.bind = bind
         self.port = port
         self.database = database
+        self.users = {user.name: user for user in users}
+        self.application = users[0]  # a request without credentials is this user
+        self.max_execution_s = max_execution_s
+        self.max_result_bytes = max_result_bytes
         self.max_queries = max_queries
         self.max_waiting = max_waiting
         self.max_body_bytes = max_body_bytes
@@ -341,10 +400,13 @@ class ClickHouseHttpServer:
 
     def start(self) -> None:
         """Bind and serve on a thread of its own; HttpServeError if the address is unusable."""
-        if not _is_loopback(self.bind):
+        open_users = sorted(user.name for user in self.users.values() if not user.password)
+        if open_users and not _is_loopback(self.bind):
             raise HttpServeError(
-                f"FLOWFORGE_CLICKHOUSE_HTTP_BIND={self.bind}: the HTTP interface has no users "
-                "or passwords yet, so it serves loopback only (127.0.0.1 or ::1)"
+                f"FLOWFORGE_CLICKHOUSE_HTTP_BIND={self.bind}: off loopback every user of the "
+                f"HTTP interface needs a password, and {', '.join(open_users)} has none (set "
+                "FLOWFORGE_CLICKHOUSE_PASSWORD_FILE and FLOWFORGE_CLICKHOUSE_HTTP_READONLY_"
+                "PASSWORD_FILE, or bind to 127.0.0.1)"
             )
         version = self._run_on_engine("SELECT version(), timezone()", "TabSeparated", {}, {})
         self._version, _, tz = version.body.decode().strip().partition("\t")
@@ -415,16 +477,12 @@ class ClickHouseHttpServer:
         )
         try:
             result = await self._answer(request)
-        except QueryError as exc:
-            headers["X-ClickHouse-Exception-Code"] = str(exc.code)
+        except Exception as exc:  # noqa: BLE001 - whatever a request does, the server answers
+            error = _as_query_error(exc)
+            headers["X-ClickHouse-Exception-Code"] = str(error.code)
             headers["Content-Type"] = "text/plain; charset=UTF-8"
-            return web.Response(
-                status=status_of(exc.code), body=(exc.body + "\n").encode(), headers=headers
-            )
-        except web.HTTPException as exc:  # aiohttp's own refusals (body too large)
-            headers["X-ClickHouse-Exception-Code"] = str(BAD_ARGUMENTS)
-            text = f"Code: {BAD_ARGUMENTS}. DB::Exception: {exc.reason}. (BAD_ARGUMENTS)\n"
-            return web.Response(status=exc.status, text=text, headers=headers)
+            body = (error.body + "\n").encode()
+            return web.Response(status=error.status, body=body, headers=headers)
         headers["X-ClickHouse-Format"] = result.output_format
         headers["X-ClickHouse-Summary"] = json.dumps(result.summary)
         headers["Content-Type"] = _CONTENT_TYPES.get(
@@ -446,23 +504,37 @@ class ClickHouseHttpServer:
                 f"method {request.method} is not served: use GET or POST. (BAD_ARGUMENTS)",
             )
         params = request.query
+        user = self._authenticate(request)
         body = await request.read() if request.method == "POST" else b""
-        body = decompress(body, request.headers.get("Content-Encoding", ""))
         query = params.get("query", "")
         if request.method != "POST" and not query:
             return _Result(b"Ok.\n", "TabSeparated", {})
-        text = query.encode() + (b"\n" + body if query and body else body)
-        default_format = params.get("default_format", "TabSeparated")
-        statement = split_statement(text, default_format)
-        settings = {k: v for k, v in params.items() if k not in TRANSPORT_PARAMETERS}
-        bindings = {k[6:]: v for k, v in params.items() if k.startswith("param_")}
+        settings = {
+            k: v
+            for k, v in params.items()
+            if k not in TRANSPORT_PARAMETERS and not k.startswith("param_")
+        }
         for name in settings:
-            if not name.startswith("param_") and not _SETTING_NAME.match(name):
+            if not _SETTING_NAME.match(name):
                 raise QueryError(BAD_ARGUMENTS, f"{name!r} is not a setting name. (BAD_ARGUMENTS)")
-        settings = {k: v for k, v in settings.items() if not k.startswith("param_")}
-        if request.method == "GET":
-            settings.setdefault("readonly", "2")  # ClickHouse: GET requests only read
-        database = params.get("database") or self.database
+        # The limits and read-only mode go last, over the request's own settings.
+        wanted_readonly = settings.pop("readonly", "0")
+        settings["max_execution_time"] = str(self.max_execution_s)
+        settings["max_result_bytes"] = str(self.max_result_bytes)
+        settings["result_overflow_mode"] = "throw"
+        if user.readonly or request.method == "GET":  # ClickHouse: GET requests only read
+            settings["readonly"] = "1" if wanted_readonly.strip() == "1" else "2"
+        elif wanted_readonly.strip() != "0":
+            settings["readonly"] = wanted_readonly
+        request_ = _Request(
+            text_head=query.encode(),
+            body=body,
+            encoding=request.headers.get("Content-Encoding", ""),
+            default_format=params.get("default_format", "TabSeparated"),
+            database=params.get("database") or self.database,
+            settings=settings,
+            bindings={k[6:]: v for k, v in params.items() if k.startswith("param_")},
+        )
         if self._in_flight >= self.max_queries + self.max_waiting:
             raise QueryError(
                 TOO_MANY_SIMULTANEOUS_QUERIES,
@@ -474,21 +546,48 @@ class ClickHouseHttpServer:
         try:
             async with self._slots:
                 loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(
-                    self._pool, self._execute, statement, database, settings, bindings
-                )
+                return await loop.run_in_executor(self._pool, self._execute, request_)
         finally:
             self._in_flight -= 1
 
     # --- the query threads --------------------------------------------------------------
 
-    def _execute(
-        self,
-        statement: _Statement,
-        database: str,
-        settings: Mapping[str, str],
-        bindings: Mapping[str, str],
-    ) -> _Result:
+    def _authenticate(self, request: web.Request) -> HttpUser:
+        """The request's user, by ClickHouse's means: HTTP basic auth, X-ClickHouse-User /
+        X-ClickHouse-Key, or ``user`` / ``password`` parameters; none: the application user
+        with an empty password."""
+        name, key = self.application.name, ""
+        header = request.headers.get("Authorization", "")
+        if header[:6].lower() == "basic ":
+            try:
+                decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+            except (ValueError, UnicodeDecodeError):
+                raise QueryError(
+                    AUTHENTICATION_FAILED,
+                    "the Authorization header is not valid basic auth. (AUTHENTICATION_FAILED)",
+                ) from None
+            name, _, key = decoded.partition(":")
+        elif "X-ClickHouse-User" in request.headers:
+            name = request.headers["X-ClickHouse-User"]
+            key = request.headers.get("X-ClickHouse-Key", "")
+        elif "user" in request.query:
+            name, key = request.query["user"], request.query.get("password", "")
+        user = self.users.get(name)
+        if user is None or not hmac.compare_digest(user.password.encode(), key.encode()):
+            shown = name if len(name) <= 64 and name.isprintable() else "(unprintable)"
+            raise QueryError(
+                AUTHENTICATION_FAILED,
+                f"{shown}: Authentication failed: password is incorrect, or there is no user "
+                "with such name. (AUTHENTICATION_FAILED)",
+            )
+        return user
+
+    def _execute(self, request: _Request) -> _Result:
+        body = decompress(request.body, request.encoding, self.max_body_bytes)
+        head = request.text_head
+        text = head + (b"\n" + body if head and body else body)
+        statement = split_statement(text, request.default_format)
+        database, settings, bindings = request.database, request.settings, request.bindings
         if statement.data is None:
             return self._run_on_engine(
                 statement.sql, statement.output_format, settings, bindings, database=database
@@ -537,6 +636,15 @@ class ClickHouseHttpServer:
             return _Result(body, output_format, summary)
         finally:
             conn.close()
+
+
+def _as_query_error(exc: Exception) -> QueryError:
+    if isinstance(exc, QueryError):
+        return exc
+    if isinstance(exc, web.HTTPException):  # aiohttp's own refusals (a body over the limit)
+        return QueryError(BAD_ARGUMENTS, f"{exc.reason}. (BAD_ARGUMENTS)", status=exc.status)
+    log.error("clickhouse http: request failed", exc_info=exc)
+    return QueryError(STD_EXCEPTION, f"{type(exc).__name__}: {exc}. (STD_EXCEPTION)", status=500)
 
 
 def _engine_call(conn: Any, sql: str, fmt: str, params: dict[str, str] | None = None) -> Any:

@@ -21,7 +21,7 @@ import lz4.frame
 import pytest
 
 from flowforge.core.clickhouse import OWNER_FILE, embedded_path, migrate
-from flowforge.core.clickhouse_http import ClickHouseHttpServer, HttpServeError
+from flowforge.core.clickhouse_http import ClickHouseHttpServer, HttpServeError, HttpUser
 from tests.support.pipeline import Pipeline, metadata_record
 from tests.support.unique import free_port
 
@@ -301,3 +301,110 @@ def test_sink_worker_serves_its_engine(pipeline: Pipeline) -> None:
         "20 rows counted over HTTP",
     )  # fmt: skip
     assert pipeline.alive(web_port)
+
+
+@pytest.fixture
+def guarded(engine_url: str, database: Any) -> Iterator[ClickHouseHttpServer]:
+    """The HTTP interface with a read-write user `flowforge` and a read-only user `grafana`,
+    both with passwords, small limits (2 s, 100 kB results, 1 MiB bodies), over a fresh
+    database holding a table t."""
+    database.command("CREATE TABLE t (a UInt32) ENGINE = MergeTree ORDER BY a")
+    path = embedded_path(engine_url)
+    assert path is not None
+    server = ClickHouseHttpServer(
+        path,
+        port=free_port(),
+        database=database.database,
+        users=(HttpUser("flowforge", "app-secret"), HttpUser("grafana", "ro-secret", True)),
+        max_execution_s=2,
+        max_result_bytes=100_000,
+        max_body_bytes=1024 * 1024,
+    )
+    server.start()
+    yield server
+    server.close()
+
+
+def _code(reply: tuple[int, dict[str, str], bytes]) -> tuple[int, str | None]:
+    return reply[0], reply[1].get("X-ClickHouse-Exception-Code")
+
+
+def test_users_and_passwords(guarded: ClickHouseHttpServer) -> None:
+    """Without or with wrong credentials a request is refused (401, AUTHENTICATION_FAILED);
+    the application user (basic auth) reads and writes; the read-only user (X-ClickHouse-User /
+    Key) reads, and its INSERT or DDL gets ClickHouse's READONLY error even if it asks for
+    readonly=0."""
+    server = guarded
+    assert _code(_post(server, b"SELECT 1")) == (401, "516")
+    wrong = {"X-ClickHouse-User": "grafana", "X-ClickHouse-Key": "nope"}
+    assert _code(_post(server, b"SELECT 1", headers=wrong)) == (401, "516")
+    app = _curl("-u", "flowforge:app-secret", f"{server.url}/", "-d", "INSERT INTO t VALUES (1)")
+    assert app.stdout == ""
+    app = _curl("-u", "flowforge:app-secret", f"{server.url}/", "-d", "SELECT count() FROM t")
+    assert app.stdout == "1\n"
+    ro = {"X-ClickHouse-User": "grafana", "X-ClickHouse-Key": "ro-secret"}
+    assert _post(server, b"SELECT count() FROM t", headers=ro)[::2] == (200, b"1\n")
+    for sql, query in [
+        (b"INSERT INTO t VALUES (2)", ""),
+        (b"INSERT INTO t VALUES (2)", "readonly=0"),
+        (b"CREATE TABLE t2 (a UInt8) ENGINE = Memory", ""),
+        (b"DROP TABLE t", ""),
+    ]:
+        reply = _post(server, sql, query, headers=ro)
+        assert _code(reply) == (403, "164"), reply
+        assert b"Cannot execute query in readonly mode" in reply[2]
+    assert _post(server, b"SELECT count() FROM t", headers=ro)[::2] == (200, b"1\n")
+
+
+def test_read_only_user_through_clickhouse_connect(guarded: ClickHouseHttpServer) -> None:
+    """clickhouse-connect logged in as the read-only user queries, and its insert fails with
+    ClickHouse's READONLY error (code 164)."""
+    script = (
+        "import sys, clickhouse_connect\n"
+        "c = clickhouse_connect.get_client(host='127.0.0.1', port=int(sys.argv[1]),"
+        " username='grafana', password='ro-secret')\n"
+        "print(c.query('SELECT count() FROM t').result_rows)\n"
+        "try:\n"
+        "    c.insert('t', [(5,)], column_names=['a'])\n"
+        "except Exception as exc:\n"
+        "    print('refused', getattr(exc, 'code', None))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(guarded.port)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[-2:] == ["[(0,)]", "refused 164"]
+
+
+def test_limits(guarded: ClickHouseHttpServer, tmp_path: Path) -> None:
+    """A query over max_execution_time (159) or max_result_bytes (396), or a body decompressing
+    past the body limit (413), is refused, even when the request asks for more; the server
+    keeps serving."""
+    app = {"Authorization": "Basic Zmxvd2ZvcmdlOmFwcC1zZWNyZXQ="}  # flowforge:app-secret
+    slow = b"SELECT sleepEachRow(0.5) FROM numbers(8) SETTINGS max_block_size = 1"
+    assert _code(_post(guarded, slow, headers=app)) == (500, "159")
+    big = b"SELECT * FROM numbers(1000000)"
+    assert _code(_post(guarded, big, "max_result_bytes=0", headers=app)) == (500, "396")
+    bomb = gzip.compress(b"\0" * (8 * 1024 * 1024))
+    reply = _post(guarded, bomb, "query=INSERT%20INTO%20t%20FORMAT%20RowBinary",
+                  headers={**app, "Content-Encoding": "gzip"})  # fmt: skip
+    assert _code(reply) == (413, "36")
+    assert _post(guarded, b"SELECT 1", headers=app)[::2] == (200, b"1\n")
+
+
+def test_off_loopback_needs_passwords(engine_url: str, database: Any) -> None:
+    """Off loopback the interface starts only when every user has a password."""
+    path = embedded_path(engine_url)
+    assert path is not None
+    users = (HttpUser("flowforge", "app-secret"), HttpUser("grafana", "", True))
+    with pytest.raises(HttpServeError, match="grafana has none"):
+        ClickHouseHttpServer(path, bind="0.0.0.0", port=free_port(), users=users).start()  # noqa: S104
+    users = (HttpUser("flowforge", "app-secret"), HttpUser("grafana", "ro-secret", True))
+    server = ClickHouseHttpServer(path, bind="0.0.0.0", port=free_port(), users=users)  # noqa: S104
+    server.start()
+    try:
+        app = {"X-ClickHouse-User": "flowforge", "X-ClickHouse-Key": "app-secret"}
+        assert _post(server, b"SELECT 1", headers=app)[::2] == (200, b"1\n")
+    finally:
+        server.close()

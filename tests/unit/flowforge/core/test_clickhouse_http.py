@@ -76,17 +76,29 @@ def test_refused_statements(text: bytes, code: int) -> None:
 def test_bodies_decode_per_content_encoding(encoding: str, codec: object) -> None:
     """A body compressed per its Content-Encoding decodes to the original bytes."""
     assert callable(codec)
-    assert decompress(codec(b"1\tx\n" * 100), encoding) == b"1\tx\n" * 100
+    assert decompress(codec(b"1\tx\n" * 100), encoding, 400) == b"1\tx\n" * 100
 
 
 def test_bad_bodies_get_codes() -> None:
     """An unknown encoding is NOT_IMPLEMENTED (501); a corrupt body CANNOT_DECOMPRESS (400)."""
     with pytest.raises(QueryError) as unknown:
-        decompress(b"x", "snappy")
+        decompress(b"x", "snappy", 100)
     assert (unknown.value.code, status_of(unknown.value.code)) == (NOT_IMPLEMENTED, 501)
     with pytest.raises(QueryError) as corrupt:
-        decompress(b"not zstd", "zstd")
+        decompress(b"not zstd", "zstd", 100)
     assert (corrupt.value.code, status_of(corrupt.value.code)) == (CANNOT_DECOMPRESS, 400)
+    with pytest.raises(QueryError) as truncated:
+        decompress(gzip.compress(b"x" * 1000)[:-12], "gzip", 10_000)
+    assert truncated.value.code == CANNOT_DECOMPRESS
+
+
+@pytest.mark.parametrize("encoding", ["lz4", "gzip", "deflate"])
+def test_a_body_decompressing_past_the_limit_is_refused(encoding: str) -> None:
+    """A small body that decompresses past the limit is refused with 413, not expanded."""
+    codec = {"lz4": lz4.frame.compress, "gzip": gzip.compress, "deflate": zlib.compress}[encoding]
+    with pytest.raises(QueryError) as info:
+        decompress(codec(b"\0" * 10_000_000), encoding, 1_000_000)
+    assert info.value.status == 413
 
 
 @given(st.binary(max_size=300), st.sampled_from(["TabSeparated", "Native"]))
