@@ -1,5 +1,6 @@
 """`flowforge worker`: the worker's command (added to the flowforge CLI in one line), and its
-wiring: Faust's own options passed through, the sink's ClickHouse client, the changelog topics."""
+wiring: Faust's own options passed through, the sink's ClickHouse client (and the HTTP interface
+over an embedded engine), the changelog topics."""
 
 from __future__ import annotations
 
@@ -71,6 +72,7 @@ def worker(ctx: click.Context, faust_args: tuple[str, ...]) -> None:
         derived = "FLOWFORGE_WORKER_DATA_DIR" not in os.environ
         settings = settings.with_worker_port(port_number, derive_data_dir=derived)
     clients: tuple[Any, Any] = (None, None)
+    http: Any = None
     wants_help = "-h" in faust_args or "--help" in faust_args
     if wants_help:
         click.echo(click.get_current_context().get_help())
@@ -81,6 +83,7 @@ def worker(ctx: click.Context, faust_args: tuple[str, ...]) -> None:
         )
     elif "sink" in settings.worker.agents and settings.sink.mode == "agent":
         clients = _sink_clients(settings)
+        http = _serve_http(settings)
     built = build_worker(settings, *clients)
     app = built.app
     app.finalize()
@@ -94,6 +97,8 @@ def worker(ctx: click.Context, faust_args: tuple[str, ...]) -> None:
     try:
         faust_cli.main(args=args, prog_name="flowforge", app=app)
     finally:  # Faust has stopped the agents by now (or never started them)
+        if http is not None:
+            http.close()
         if built.sink is not None:
             built.sink.close()
 
@@ -138,6 +143,8 @@ def _sink_clients(settings: Settings) -> tuple[Any, Any]:
     if ch.url.startswith("chdb://"):
         worker = settings.worker
         owner = {"web": f"http://{reachable_host(worker.web_bind)}:{worker.web_port}"}
+        if ch.http_port and embedded_path(ch.url) is not None:
+            owner["http"] = f"http://{reachable_host(ch.http_bind)}:{ch.http_port}"
         try:
             inserts = connect(ch, owner=owner)
         except EngineLocked as exc:
@@ -158,6 +165,35 @@ def _sink_clients(settings: Settings) -> tuple[Any, Any]:
         if queries is not None:
             queries = FaultInjectingClient(queries, Path(settings.sink.fault_file))
     return inserts, queries
+
+
+def _serve_http(settings: Settings) -> Any:
+    """Serve ClickHouse's HTTP interface over the embedded engine this worker owns (None for a
+    ClickHouse server, ``chdb://memory`` or FLOWFORGE_CLICKHOUSE_HTTP_PORT=0)."""
+    from flowforge.core.clickhouse import embedded_path
+    from flowforge.core.clickhouse_http import ClickHouseHttpServer, HttpUser
+
+    ch = settings.clickhouse
+    path = embedded_path(ch.url)
+    if path is None or ch.http_port == 0:
+        return None
+    users = [HttpUser(ch.username, ch.password.reveal())]
+    if ch.http_readonly_password and ch.http_readonly_user != ch.username:
+        users.append(
+            HttpUser(ch.http_readonly_user, ch.http_readonly_password.reveal(), readonly=True)
+        )
+    server = ClickHouseHttpServer(
+        path,
+        bind=ch.http_bind,
+        port=ch.http_port,
+        database=ch.database,
+        users=tuple(users),
+        max_queries=ch.http_max_queries,
+        max_execution_s=ch.http_max_execution_s,
+        max_result_bytes=ch.http_max_result_bytes,
+    )
+    server.start()
+    return server
 
 
 def _without_option(args: tuple[str, ...], name: str) -> tuple[str, ...]:

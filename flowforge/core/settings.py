@@ -352,13 +352,49 @@ class ClickHouseSettings:
         shown_default="chdb://$FLOWFORGE_HOME/clickhouse",
         repr=False,
     )
-    username: str = setting("default", "ClickHouse user (server mode).", parse_str)
-    password: Secret = setting(Secret(""), "ClickHouse password (or *_FILE).", parse_secret)
+    username: str = setting(
+        "default",
+        "ClickHouse user: of the server, or the read-write user of the embedded engine's HTTP "
+        "interface.",
+        parse_str,
+    )
+    password: Secret = setting(
+        Secret(""), "That user's password (or *_FILE); empty: none.", parse_secret
+    )
     database: str = setting("default", "ClickHouse database.", parse_str)
     ttl_days: int = setting(
         90,
         "Days images_metadata rows are kept (by ingest time, ingested_at); 0 keeps them.",
         _int_at_least(0),
+    )
+    http_bind: str = setting(
+        "127.0.0.1",
+        "Address of the HTTP interface the embedded engine's owner serves (off loopback only "
+        "with passwords).",
+        parse_str,
+    )
+    http_port: int = setting(
+        8123,
+        "Port of that HTTP interface (ClickHouse's HTTP protocol); 0 turns it off.",
+        _int_in(0, 65535),
+    )
+    http_max_queries: int = setting(
+        4, "Queries the HTTP interface runs at once (more wait, then are refused).", _int_in(1, 64)
+    )
+    http_readonly_user: str = setting(
+        "grafana", "Read-only user of the HTTP interface (for Grafana).", parse_str
+    )
+    http_readonly_password: Secret = setting(
+        Secret(""), "Its password (or *_FILE); empty: no read-only user.", parse_secret
+    )
+    http_max_execution_s: int = setting(
+        60, "Seconds an HTTP interface query may run (max_execution_time).", _int_at_least(1)
+    )
+    http_max_result_bytes: int = setting(
+        256 * MIB,
+        "Largest result of an HTTP interface query (max_result_bytes).",
+        parse_size,
+        shown_default="256MiB",
     )
 
 

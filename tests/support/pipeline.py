@@ -341,6 +341,8 @@ def make_pipeline(
             "FLOWFORGE_HOME": str(workdir / "home"),
             "FLOWFORGE_WORKER_STATS_INTERVAL_S": "5",
             "FLOWFORGE_WORKER_CONCURRENCY": "2",
+            # A sink worker serves the engine's HTTP interface: never on 8123, never shared.
+            "FLOWFORGE_CLICKHOUSE_HTTP_PORT": str(free_port()),
         }
     )
     private = Settings.from_env(env)

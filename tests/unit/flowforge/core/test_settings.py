@@ -33,12 +33,14 @@ def test_defaults_match_the_architecture() -> None:
 
 def test_every_http_server_binds_to_loopback_by_default() -> None:
     """Each listening address setting (worker web, the bridges' web incl. the RTSP stream API,
-    the simulator's RTSP server and API) defaults to 127.0.0.1, in Settings and SimConfig."""
+    the simulator's RTSP server and API, the embedded engine's HTTP interface) defaults to
+    127.0.0.1, in Settings and SimConfig."""
     binds = {spec.variable: spec.default for spec in SPECS if spec.variable.endswith("_BIND")}
     assert binds == {
         "FLOWFORGE_BRIDGE_WEB_BIND": "127.0.0.1",
         "FLOWFORGE_WORKER_WEB_BIND": "127.0.0.1",
         "FLOWFORGE_SIM_BIND": "127.0.0.1",
+        "FLOWFORGE_CLICKHOUSE_HTTP_BIND": "127.0.0.1",
     }
     assert SimConfig().bind == "127.0.0.1"
 

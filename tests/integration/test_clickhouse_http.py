@@ -1,0 +1,410 @@
+"""ClickHouse's HTTP interface over the embedded engine: curl and clickhouse-connect from other
+processes, compressed bodies, ClickHouse-style errors, the bound on concurrent queries, and a
+sink worker serving it."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import lz4.frame
+import pytest
+
+from flowforge.core.clickhouse import OWNER_FILE, embedded_path, migrate
+from flowforge.core.clickhouse_http import ClickHouseHttpServer, HttpServeError, HttpUser
+from tests.support.pipeline import Pipeline, metadata_record
+from tests.support.unique import free_port
+
+try:
+    from compression import zstd  # type: ignore[import-not-found,unused-ignore]
+except ImportError:
+    from backports import zstd  # type: ignore[import-not-found,no-redef,unused-ignore]
+
+
+@pytest.fixture
+def served(engine_url: str, database: Any) -> Iterator[tuple[ClickHouseHttpServer, Any]]:
+    """The HTTP interface on a free port over the session's engine, its default database a
+    fresh one holding the FlowForge schema and three images."""
+    migrate(database, ttl_days=0)
+    now = datetime.now(tz=UTC)
+    database.insert(
+        "images_metadata",
+        [(f"img-{i}", "cam-1", now, now, "processed", 40.0 + i) for i in range(3)],
+        column_names=["image_id", "source_id", "captured_at", "processed_at", "status",
+                      "brightness"],
+    )  # fmt: skip
+    path = embedded_path(engine_url)
+    assert path is not None
+    server = ClickHouseHttpServer(path, port=free_port(), database=database.database)
+    server.start()
+    yield server, database
+    server.close()
+
+
+def _curl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["curl", "-sS", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def _shell(command: str) -> subprocess.CompletedProcess[str]:
+    """Run a command line as a user types it (the seed's curl commands, verbatim)."""
+    return subprocess.run(  # noqa: S602
+        command, shell=True, capture_output=True, text=True, timeout=60, check=True
+    )
+
+
+def _post(
+    server: ClickHouseHttpServer,
+    body: bytes,
+    query: str = "",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    url = server.url + "/" + (f"?{query}" if query else "")
+    request = urllib.request.Request(url, data=body, headers=headers or {}, method="POST")  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply:  # noqa: S310
+            return reply.status, dict(reply.headers), reply.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def test_seed_commands_work_verbatim(served: tuple[ClickHouseHttpServer, Any]) -> None:
+    """The seed's two curl commands, verbatim but for the port, answer the table's rows and its
+    count in TabSeparated."""
+    server, _ = served
+    seed_play = 'curl http://localhost:8123/play -d "SELECT * FROM images_metadata LIMIT 10"'
+    seed_count = "curl 'http://localhost:8123/' -d 'SELECT COUNT(*) FROM images_metadata'"
+    play = _shell(seed_play.replace(":8123/", f":{server.port}/"))
+    lines = play.stdout.splitlines()
+    assert len(lines) == 3
+    assert sorted(line.split("\t")[0] for line in lines) == ["img-0", "img-1", "img-2"]
+    count = _shell(seed_count.replace(":8123/", f":{server.port}/"))
+    assert count.stdout == "3\n"
+
+
+CLIENT_SCRIPT = """
+import json, sys
+import clickhouse_connect
+port, compress = int(sys.argv[1]), sys.argv[2] == "1"
+client = clickhouse_connect.get_client(host="127.0.0.1", port=port, compress=compress)
+out = {}
+out["query"] = client.query(
+    "SELECT image_id, brightness FROM images_metadata ORDER BY image_id").result_rows
+df = client.query_df("SELECT image_id, brightness FROM images_metadata ORDER BY image_id")
+out["df"] = [list(df.columns), df["image_id"].tolist(), df["brightness"].tolist()]
+client.command("CREATE TABLE http_t (a UInt32, s String) ENGINE = MergeTree ORDER BY a")
+summary = client.insert("http_t", [(i, f"row-{i}") for i in range(1000)], column_names=["a", "s"])
+out["written"] = summary.written_rows
+out["command"] = client.command("SELECT count() FROM http_t")
+out["bound"] = client.query(
+    "SELECT s FROM http_t WHERE a = {a:UInt32}", parameters={"a": 7}).result_rows
+out["bound_client_side"] = client.query(
+    "SELECT count() FROM http_t WHERE s LIKE %(p)s", parameters={"p": "row-1%"}).result_rows
+client.command("DROP TABLE http_t")
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("compress", [True, False], ids=["compressed", "plain"])
+def test_clickhouse_connect_from_another_process(
+    served: tuple[ClickHouseHttpServer, Any], compress: bool
+) -> None:
+    """clickhouse-connect's get_client(host, port) in another process runs query, query_df,
+    insert, command and bound parameters (server-side and client-side), compressed and not."""
+    server, _ = served
+    result = subprocess.run(
+        [sys.executable, "-c", CLIENT_SCRIPT, str(server.port), "1" if compress else "0"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["query"] == [["img-0", 40.0], ["img-1", 41.0], ["img-2", 42.0]]
+    assert out["df"] == [["image_id", "brightness"], ["img-0", "img-1", "img-2"],
+                         [40.0, 41.0, 42.0]]  # fmt: skip
+    assert out["written"] == 1000
+    assert out["command"] == 1000
+    assert out["bound"] == [["row-7"]]
+    assert out["bound_client_side"] == [[111]]  # row-1, row-10..19, row-100..199
+
+
+@pytest.mark.parametrize(
+    ("encoding", "compress"),
+    [("lz4", lz4.frame.compress), ("zstd", zstd.compress), ("gzip", gzip.compress)],
+)
+def test_compressed_insert_body(
+    served: tuple[ClickHouseHttpServer, Any], tmp_path: Path, encoding: str, compress: Any
+) -> None:
+    """An insert whose data comes in a body compressed per Content-Encoding (sent by curl) lands
+    every row, and the answer's X-ClickHouse-Summary counts them."""
+    server, database = served
+    table = f"enc_{encoding}"
+    database.command(f"CREATE TABLE {table} (a UInt32, s String) ENGINE = MergeTree ORDER BY a")
+    body = tmp_path / "rows.bin"
+    body.write_bytes(compress("".join(f"{i}\tname {i}\n" for i in range(500)).encode()))
+    reply = _curl(
+        "-D", "-", "--data-binary", f"@{body}", "-H", f"Content-Encoding: {encoding}",
+        f"{server.url}/?query=INSERT%20INTO%20{table}%20FORMAT%20TabSeparated",
+    )  # fmt: skip
+    assert " 200 " in reply.stdout.splitlines()[0], reply.stdout
+    summary_line = next(
+        line for line in reply.stdout.splitlines() if line.startswith("X-ClickHouse-Summary:")
+    )
+    summary = json.loads(summary_line.split(":", 1)[1])
+    assert summary["written_rows"] == "500"
+    rows = database.query(f"SELECT count(), sum(a) FROM {table}").result_rows  # noqa: S608
+    assert rows == [(500, sum(range(500)))]
+
+
+def test_query_parameters_database_and_default_format(
+    served: tuple[ClickHouseHttpServer, Any],
+) -> None:
+    """``database``, ``default_format`` and ``param_<name>`` URL parameters apply; a FORMAT
+    clause wins over default_format; GET /ping answers Ok."""
+    server, database = served
+    status, headers, body = _post(
+        server,
+        b"SELECT image_id, {n:UInt8} AS n FROM images_metadata ORDER BY image_id LIMIT 1",
+        f"database={database.database}&default_format=JSONEachRow&param_n=7",
+    )
+    assert status == 200
+    assert headers["X-ClickHouse-Format"] == "JSONEachRow"
+    assert json.loads(body) == {"image_id": "img-0", "n": 7}
+    status, headers, body = _post(server, b"SELECT 1 AS x FORMAT CSVWithNames",
+                                  "default_format=JSONEachRow")  # fmt: skip
+    assert (status, body) == (200, b'"x"\n1\n')
+    assert headers["X-ClickHouse-Format"] == "CSVWithNames"
+    ping = _curl("-i", f"{server.url}/ping")
+    assert ping.stdout.endswith("Ok.\n")
+
+
+@pytest.mark.parametrize(
+    ("body", "query", "headers", "status", "code"),
+    [
+        (b"SELEC 1", "", {}, 400, 62),
+        (b"SELECT 1", "", {"Content-Encoding": "br"}, 501, 48),
+        (b"\x04\x22\x4d\x18garbage", "", {"Content-Encoding": "lz4"}, 400, 271),
+        (b"\xff\xfe\x00\x81 not text", "", {}, 400, 62),
+        (b"SELECT 1 FORMAT NoSuchFormat", "", {}, 400, 73),
+        (b"SELECT * FROM no_such_table", "", {}, 404, 60),
+        (b"", "", {}, 400, 62),
+        (b"INSERT INTO images_metadata FROM INFILE '/etc/passwd' FORMAT LineAsString", "", {},
+         501, 48),
+        (b"SELECT 1", "max_threads=notanumber", {}, 400, 27),
+        (b"SELECT 1", "bad%20name=1", {}, 400, 36),
+    ],
+    ids=["bad-sql", "unknown-encoding", "corrupt-lz4", "not-utf8", "unknown-format",
+         "unknown-table", "empty", "infile", "bad-setting-value", "bad-setting-name"],
+)  # fmt: skip
+def test_malformed_requests_get_clickhouse_errors(
+    served: tuple[ClickHouseHttpServer, Any],
+    body: bytes,
+    query: str,
+    headers: dict[str, str],
+    status: int,
+    code: int,
+) -> None:
+    """A malformed request gets ClickHouse's error (status, X-ClickHouse-Exception-Code, body
+    ``Code: N. DB::Exception: ...``) and the server keeps answering queries."""
+    server, _ = served
+    got_status, got_headers, got_body = _post(server, body, query, headers)
+    assert (got_status, got_headers.get("X-ClickHouse-Exception-Code")) == (status, str(code)), (
+        got_body
+    )
+    assert got_body.decode().startswith(f"Code: {code}. DB::Exception: ")
+    assert _post(server, b"SELECT count() FROM images_metadata")[::2] == (200, b"3\n")
+
+
+def test_get_requests_are_read_only(served: tuple[ClickHouseHttpServer, Any]) -> None:
+    """A GET runs its query read-only: a SELECT answers, an INSERT is refused with READONLY."""
+    server, _ = served
+    ok = _curl(f"{server.url}/?query=SELECT%2040%2B2")
+    assert ok.stdout == "42\n"
+    refused = _curl(
+        "-w", "%{http_code}",
+        f"{server.url}/?query=INSERT%20INTO%20images_metadata%20(image_id)%20VALUES%20('x')",
+    )  # fmt: skip
+    assert refused.stdout.startswith("Code: 164. DB::Exception:")
+    assert refused.stdout.endswith("403")
+
+
+def test_concurrent_queries_are_bounded(engine_url: str, database: Any) -> None:
+    """With one query slot and no waiting room, a query sent while another runs is refused
+    with TOO_MANY_SIMULTANEOUS_QUERIES (503), and the running one completes."""
+    path = embedded_path(engine_url)
+    assert path is not None
+    server = ClickHouseHttpServer(path, port=free_port(), max_queries=1, max_waiting=0)
+    server.start()
+    try:
+        slow: list[tuple[int, dict[str, str], bytes]] = []
+        runner = threading.Thread(
+            target=lambda: slow.append(
+                _post(server, b"SELECT sum(sleepEachRow(0.5)) FROM numbers(4)")
+            )
+        )
+        runner.start()
+        deadline = time.monotonic() + 10
+        while server.in_flight == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        status, headers, _body = _post(server, b"SELECT 1")  # the slow query takes 2 s
+        runner.join(timeout=60)
+        assert (status, headers.get("X-ClickHouse-Exception-Code")) == (503, "202")
+        assert slow[0][::2] == (200, b"0\n")
+    finally:
+        server.close()
+
+
+def test_refuses_unusable_addresses(engine_url: str, database: Any) -> None:
+    """Binding off loopback (no users or passwords yet) or to a port in use fails at start with
+    an error naming the setting."""
+    path = embedded_path(engine_url)
+    assert path is not None
+    with pytest.raises(HttpServeError, match=r"FLOWFORGE_CLICKHOUSE_HTTP_BIND=0\.0\.0\.0"):
+        ClickHouseHttpServer(path, bind="0.0.0.0", port=free_port()).start()  # noqa: S104
+    first = ClickHouseHttpServer(path, port=free_port())
+    first.start()
+    try:
+        with pytest.raises(HttpServeError, match="FLOWFORGE_CLICKHOUSE_HTTP_PORT"):
+            ClickHouseHttpServer(path, port=first.port).start()
+        assert _post(first, b"SELECT 1")[::2] == (200, b"1\n")
+    finally:
+        first.close()
+
+
+def test_sink_worker_serves_its_engine(pipeline: Pipeline) -> None:
+    """A sink worker on the embedded engine serves ClickHouse's HTTP interface on
+    FLOWFORGE_CLICKHOUSE_HTTP_PORT, records it in the owner file, and answers the seed's count
+    with the rows it wrote."""
+    port = int(pipeline.env["FLOWFORGE_CLICKHOUSE_HTTP_PORT"])
+    web_port = pipeline.start_worker(agents="sink")
+    pipeline.wait_until(
+        lambda: _curl(f"http://127.0.0.1:{port}/ping").stdout == "Ok.\n",
+        "the worker's HTTP interface answers /ping",
+    )
+    owner = json.loads((pipeline.engine_path / OWNER_FILE).read_text())
+    assert owner["http"] == f"http://127.0.0.1:{port}"
+    pipeline.produce_metadata(metadata_record(i) for i in range(20))
+    pipeline.wait_until(
+        lambda: _curl(
+            f"http://localhost:{port}/", "-d", "SELECT COUNT(*) FROM images_metadata"
+        ).stdout == "20\n",
+        "20 rows counted over HTTP",
+    )  # fmt: skip
+    assert pipeline.alive(web_port)
+
+
+@pytest.fixture
+def guarded(engine_url: str, database: Any) -> Iterator[ClickHouseHttpServer]:
+    """The HTTP interface with a read-write user `flowforge` and a read-only user `grafana`,
+    both with passwords, small limits (2 s, 100 kB results, 1 MiB bodies), over a fresh
+    database holding a table t."""
+    database.command("CREATE TABLE t (a UInt32) ENGINE = MergeTree ORDER BY a")
+    path = embedded_path(engine_url)
+    assert path is not None
+    server = ClickHouseHttpServer(
+        path,
+        port=free_port(),
+        database=database.database,
+        users=(HttpUser("flowforge", "app-secret"), HttpUser("grafana", "ro-secret", True)),
+        max_execution_s=2,
+        max_result_bytes=100_000,
+        max_body_bytes=1024 * 1024,
+    )
+    server.start()
+    yield server
+    server.close()
+
+
+def _code(reply: tuple[int, dict[str, str], bytes]) -> tuple[int, str | None]:
+    return reply[0], reply[1].get("X-ClickHouse-Exception-Code")
+
+
+def test_users_and_passwords(guarded: ClickHouseHttpServer) -> None:
+    """Without or with wrong credentials a request is refused (401, AUTHENTICATION_FAILED);
+    the application user (basic auth) reads and writes; the read-only user (X-ClickHouse-User /
+    Key) reads, and its INSERT or DDL gets ClickHouse's READONLY error even if it asks for
+    readonly=0."""
+    server = guarded
+    assert _code(_post(server, b"SELECT 1")) == (401, "516")
+    wrong = {"X-ClickHouse-User": "grafana", "X-ClickHouse-Key": "nope"}
+    assert _code(_post(server, b"SELECT 1", headers=wrong)) == (401, "516")
+    app = _curl("-u", "flowforge:app-secret", f"{server.url}/", "-d", "INSERT INTO t VALUES (1)")
+    assert app.stdout == ""
+    app = _curl("-u", "flowforge:app-secret", f"{server.url}/", "-d", "SELECT count() FROM t")
+    assert app.stdout == "1\n"
+    ro = {"X-ClickHouse-User": "grafana", "X-ClickHouse-Key": "ro-secret"}
+    assert _post(server, b"SELECT count() FROM t", headers=ro)[::2] == (200, b"1\n")
+    for sql, query in [
+        (b"INSERT INTO t VALUES (2)", ""),
+        (b"INSERT INTO t VALUES (2)", "readonly=0"),
+        (b"CREATE TABLE t2 (a UInt8) ENGINE = Memory", ""),
+        (b"DROP TABLE t", ""),
+    ]:
+        reply = _post(server, sql, query, headers=ro)
+        assert _code(reply) == (403, "164"), reply
+        assert b"Cannot execute query in readonly mode" in reply[2]
+    assert _post(server, b"SELECT count() FROM t", headers=ro)[::2] == (200, b"1\n")
+
+
+def test_read_only_user_through_clickhouse_connect(guarded: ClickHouseHttpServer) -> None:
+    """clickhouse-connect logged in as the read-only user queries, and its insert fails with
+    ClickHouse's READONLY error (code 164)."""
+    script = (
+        "import sys, clickhouse_connect\n"
+        "c = clickhouse_connect.get_client(host='127.0.0.1', port=int(sys.argv[1]),"
+        " username='grafana', password='ro-secret')\n"
+        "print(c.query('SELECT count() FROM t').result_rows)\n"
+        "try:\n"
+        "    c.insert('t', [(5,)], column_names=['a'])\n"
+        "except Exception as exc:\n"
+        "    print('refused', getattr(exc, 'code', None))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(guarded.port)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[-2:] == ["[(0,)]", "refused 164"]
+
+
+def test_limits(guarded: ClickHouseHttpServer, tmp_path: Path) -> None:
+    """A query over max_execution_time (159) or max_result_bytes (396), or a body decompressing
+    past the body limit (413), is refused, even when the request asks for more; the server
+    keeps serving."""
+    app = {"Authorization": "Basic Zmxvd2ZvcmdlOmFwcC1zZWNyZXQ="}  # flowforge:app-secret
+    slow = b"SELECT sleepEachRow(0.5) FROM numbers(8) SETTINGS max_block_size = 1"
+    assert _code(_post(guarded, slow, headers=app)) == (500, "159")
+    big = b"SELECT * FROM numbers(1000000)"
+    assert _code(_post(guarded, big, "max_result_bytes=0", headers=app)) == (500, "396")
+    bomb = gzip.compress(b"\0" * (8 * 1024 * 1024))
+    reply = _post(guarded, bomb, "query=INSERT%20INTO%20t%20FORMAT%20RowBinary",
+                  headers={**app, "Content-Encoding": "gzip"})  # fmt: skip
+    assert _code(reply) == (413, "36")
+    assert _post(guarded, b"SELECT 1", headers=app)[::2] == (200, b"1\n")
+
+
+def test_off_loopback_needs_passwords(engine_url: str, database: Any) -> None:
+    """Off loopback the interface starts only when every user has a password."""
+    path = embedded_path(engine_url)
+    assert path is not None
+    users = (HttpUser("flowforge", "app-secret"), HttpUser("grafana", "", True))
+    with pytest.raises(HttpServeError, match="grafana has none"):
+        ClickHouseHttpServer(path, bind="0.0.0.0", port=free_port(), users=users).start()  # noqa: S104
+    users = (HttpUser("flowforge", "app-secret"), HttpUser("grafana", "ro-secret", True))
+    server = ClickHouseHttpServer(path, bind="0.0.0.0", port=free_port(), users=users)  # noqa: S104
+    server.start()
+    try:
+        app = {"X-ClickHouse-User": "flowforge", "X-ClickHouse-Key": "app-secret"}
+        assert _post(server, b"SELECT 1", headers=app)[::2] == (200, b"1\n")
+    finally:
+        server.close()
