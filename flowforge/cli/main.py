@@ -198,7 +198,8 @@ Examples:
 def stack() -> None:
     """The local services (Kafka, Mosquitto; ClickHouse is embedded), without Docker.
 
-    Data, logs (logs/*.log) and PID files live under FLOWFORGE_HOME (default .flowforge).
+    Data, logs (logs/*.log) and PID files live under FLOWFORGE_HOME (default
+    $XDG_STATE_HOME/flowforge or ~/.local/state/flowforge, whatever the current directory).
     """
 
 
@@ -233,7 +234,13 @@ def stack_down(state: State) -> None:
     """Stop what this home's stack started (by PID), pipeline included; leave others alone."""
     from flowforge.stack import Stack
 
-    Stack(state.settings).down(report=_echo_nonempty)
+    stack = Stack(state.settings)
+    if not stack.found():
+        click.echo(
+            f"no FlowForge stack under FLOWFORGE_HOME={state.settings.home}: nothing to stop"
+        )
+        return
+    stack.down(report=_echo_nonempty)
 
 
 @stack.command("status", epilog="Example:\n\n  flowforge stack status --json")
@@ -241,9 +248,13 @@ def stack_down(state: State) -> None:
 @pass_state
 def stack_status(state: State, as_json: bool) -> None:
     """Show each service's state, PID, address and health; exit 1 if any is unhealthy."""
+    from flowforge.core.errors import StackNotFound
     from flowforge.stack import Stack
 
-    statuses = run_async(Stack(state.settings).status())
+    stack = Stack(state.settings)
+    if not as_json and not stack.found():
+        raise StackNotFound(f"no FlowForge stack under FLOWFORGE_HOME={state.settings.home}")
+    statuses = run_async(stack.status())
     if as_json:
         click.echo(json.dumps([s.__dict__ | {"healthy": s.healthy} for s in statuses], indent=2))
     else:

@@ -138,6 +138,13 @@ def _clickhouse(settings: Settings, checks: list[Check]) -> None:
     migrate = "run `flowforge clickhouse migrate` (the worker's sink also does at start)"
     path = embedded_path(ch.url)
     owner = live_owner(path) if path is not None else None
+    if owner is None and path is not None and not path.is_dir():
+        from flowforge.core.errors import StackNotFound
+
+        fix = StackNotFound.HINT
+        detail = f"no embedded ClickHouse at {path} (nothing has run under this FLOWFORGE_HOME)"
+        checks.append(Check("clickhouse", False, detail, fix))
+        return
     try:
         if owner is not None and owner.get("web"):
             with urllib.request.urlopen(f"{owner['web']}/clickhouse/schema", timeout=15) as resp:  # noqa: S310

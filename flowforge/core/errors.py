@@ -12,6 +12,7 @@ The tree::
     +-- MigrationFailed            a schema statement failed (names the file)
     +-- CaptureUnavailable         an RTSP stream cannot be opened (retriable unless the URL is bad)
     +-- StackError                 the local service stack cannot do what was asked
+        +-- StackNotFound          nothing of FlowForge's has run under this FLOWFORGE_HOME
         +-- PrerequisiteMissing    java / mvn / mosquitto not installed (not retriable)
         +-- PortTaken              a port we need is held by a process that is not ours
         +-- ServiceStartFailed     a service exited or never answered (names its log file)
@@ -52,6 +53,19 @@ class SettingsError(FlowForgeError, ValueError):
 
 class StackError(FlowForgeError):
     """The local service stack (Kafka, Mosquitto) cannot do what was asked."""
+
+
+class StackNotFound(StackError):
+    """The home has no local stack or data (never started here, or another FLOWFORGE_HOME)."""
+
+    #: What to do, appended to every message.
+    HINT = (
+        "start the stack (`flowforge stack up --pipeline`, or `make run`), or set "
+        "FLOWFORGE_HOME to the home of the stack you mean"
+    )
+
+    def __init__(self, missing: str) -> None:
+        super().__init__(f"{missing}; {self.HINT}")
 
 
 class PrerequisiteMissing(StackError):
