@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
@@ -26,7 +27,8 @@ def _port(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
     epilog="""\b
 Examples:
   flowforge bridge mqtt                       images/raw and images/raw/<source> into images.raw
-  flowforge bridge mqtt --web-port 6070       a second MQTT bridge on this machine
+  flowforge bridge mqtt --web-port 6070       a second MQTT bridge on this machine (its own
+                                              client id and session, derived from the port)
   FLOWFORGE_RTSP_URLS=rtsp://127.0.0.1:8554/cam1 flowforge bridge rtsp
   flowforge bridge batch ~/photos             every image under ~/photos, once
 """
@@ -64,6 +66,9 @@ def mqtt(ctx: click.Context, web_port: int | None) -> None:
 
     settings = ctx.find_root().obj.settings
     port = _web_port(web_port, settings.bridge.mqtt_web_port)
+    # The web port also tells two bridges on one machine apart (default_client_id).
+    bridge_settings = dataclasses.replace(settings.bridge, mqtt_web_port=port)
+    settings = dataclasses.replace(settings, bridge=bridge_settings)
     code = run_bridge(MqttBridge(settings), bind=settings.bridge.web_bind, port=port)
     if code:
         raise SystemExit(code)

@@ -79,8 +79,10 @@ def worker(ctx: click.Context, faust_args: tuple[str, ...]) -> None:
         settings = dataclasses.replace(
             settings, worker=dataclasses.replace(settings.worker, agents=("process",))
         )
-    elif "sink" in settings.worker.agents and settings.sink.mode == "agent":
-        clients = _sink_clients(settings)
+    else:
+        _check_web_port(settings)
+        if "sink" in settings.worker.agents and settings.sink.mode == "agent":
+            clients = _sink_clients(settings)
     built = build_worker(settings, *clients)
     app = built.app
     app.finalize()
@@ -96,6 +98,23 @@ def worker(ctx: click.Context, faust_args: tuple[str, ...]) -> None:
     finally:  # Faust has stopped the agents by now (or never started them)
         if built.sink is not None:
             built.sink.close()
+
+
+def _check_web_port(settings: Settings) -> None:
+    """Fail in one line, before Faust starts (whose own failure is a long traceback), when the
+    web port is taken: name its holder and the command line for a second worker."""
+    from flowforge.core.ports import ensure_free
+
+    worker = settings.worker
+    command = "flowforge worker --web-port 6070"
+    if "sink" in worker.agents and settings.clickhouse.url.startswith("chdb://"):
+        command += " --agents process"  # the embedded engine has one owner
+    ensure_free(
+        "the worker's web port",
+        worker.web_bind,
+        worker.web_port,
+        f"to run another worker beside it, give it its own port: {command}",
+    )
 
 
 def _create_changelogs(flow: FlowForgeApp) -> None:

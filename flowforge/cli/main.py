@@ -112,10 +112,39 @@ def clickhouse() -> None:
 @clickhouse.command("migrate", epilog="Example:\n\n  flowforge clickhouse migrate")
 @pass_state
 def clickhouse_migrate(state: State) -> None:
-    """Apply the schema files not yet applied (idempotent), then the configured row TTL."""
-    from flowforge.core.clickhouse import connect, migrate, schema_version
+    """Apply the schema files not yet applied (idempotent), then the configured row TTL.
+
+    While a worker owns the embedded engine (a running stack), that worker has applied the
+    schema at its start: this asks it and says so (exit 0 when current)."""
+    from flowforge.core.clickhouse import (
+        connect,
+        embedded_path,
+        live_owner,
+        migrate,
+        migrations,
+        owner_schema_version,
+        schema_version,
+    )
 
     ch = state.settings.clickhouse
+    path = embedded_path(ch.url)
+    owner = live_owner(path) if path is not None else None
+    if owner is not None:
+        # The running worker holds the engine (one process per directory) and migrates at
+        # start; ask it rather than fail on the engine's lock.
+        who = f"the running worker (pid {owner['pid']}, {owner.get('web') or 'no web page'})"
+        version = owner_schema_version(owner)
+        latest = migrations()[-1].version
+        if version < latest:
+            raise FlowForgeError(
+                f"{who} owns the embedded ClickHouse at {path}; its schema is version {version}, "
+                f"latest is {latest}: restart it (a worker applies the schema at start)"
+            )
+        click.echo(
+            f"{who} owns the embedded ClickHouse at {path} and applies the schema itself: "
+            f"schema version {version} (latest), nothing to do"
+        )
+        return
     client = connect(ch)
     applied = migrate(client, ttl_days=ch.ttl_days)
     for name in applied:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.request
 from dataclasses import dataclass
 
 from flowforge.core.errors import FlowForgeError
@@ -129,6 +127,7 @@ def _clickhouse(settings: Settings, checks: list[Check]) -> None:
         embedded_path,
         live_owner,
         migrations,
+        owner_schema_version,
         schema_version,
     )
     from flowforge.core.urls import redact_url
@@ -147,8 +146,7 @@ def _clickhouse(settings: Settings, checks: list[Check]) -> None:
         return
     try:
         if owner is not None and owner.get("web"):
-            with urllib.request.urlopen(f"{owner['web']}/clickhouse/schema", timeout=15) as resp:  # noqa: S310
-                version = int(json.load(resp)["version"])
+            version = owner_schema_version(owner)
             where = f"embedded, owned by pid {owner['pid']} (asked through {owner['web']})"
         else:
             version = schema_version(connect(ch))

@@ -10,6 +10,8 @@ The tree::
     +-- ClickHouseUnavailable      ClickHouse cannot be reached or refused the request (retriable)
     +-- EngineLocked               the embedded engine's directory is held by another process
     +-- MigrationFailed            a schema statement failed (names the file)
+    +-- PortInUse                  a process's own listening port (web pages) is taken: names
+    |                              the holder and the option to choose another (not retriable)
     +-- CaptureUnavailable         an RTSP stream cannot be opened (retriable unless the URL is bad)
     +-- StackError                 the local service stack cannot do what was asked
         +-- StackNotFound          nothing of FlowForge's has run under this FLOWFORGE_HOME
@@ -49,6 +51,10 @@ class SettingsError(FlowForgeError, ValueError):
     def __init__(self, variable: str, message: str) -> None:
         super().__init__(f"{variable}: {message}")
         self.variable = variable
+
+
+class PortInUse(FlowForgeError):
+    """A port this process must listen on is taken (the message names the holder)."""
 
 
 class StackError(FlowForgeError):
