@@ -35,7 +35,7 @@ run: install
 	$(BIN)/flowforge stack status
 	@echo
 	@echo "FlowForge is running, fed by two simulated cameras. Logs: $$($(BIN)/flowforge config | sed -n 's/^FLOWFORGE_HOME=//p')/logs/"
-	@echo "Publish: mosquitto_pub -q 1 -t images/raw/my-cam -f photo.jpg"
+	@echo "Publish: mosquitto_pub -q 1 -t images/raw/my-cam -f data/sample.jpg"
 	@echo "Look:    $(BIN)/flowforge stats     $(BIN)/flowforge tail images.metadata"
 	@echo "Health:  $(BIN)/flowforge validate   http://127.0.0.1:6066/metrics"
 	@echo "Stop:    make stop"

@@ -56,10 +56,11 @@ Examples:
 )
 @click.pass_context
 def mqtt(ctx: click.Context, web_port: int | None) -> None:
-    """Subscribe FLOWFORGE_MQTT_TOPIC and FLOWFORGE_MQTT_TOPIC/# (QoS 1, persistent session) and
-    publish each image to FLOWFORGE_KAFKA_TOPIC_RAW, acknowledging it to the broker only after
-    Kafka did. The source id is the topic suffix (FLOWFORGE_MQTT_DEFAULT_SOURCE for the bare
-    topic); empty, over-limit or badly addressed images go to the DLQ with a reason.
+    """Subscribe FLOWFORGE_MQTT_TOPIC/# (QoS 1, persistent session; the one filter matches the
+    bare topic too) and publish each image to FLOWFORGE_KAFKA_TOPIC_RAW, acknowledging it to
+    the broker only after Kafka did. The source id is the topic suffix
+    (FLOWFORGE_MQTT_DEFAULT_SOURCE for the bare topic); empty, over-limit or badly addressed
+    images go to the DLQ with a reason.
     Stops cleanly on SIGTERM / Ctrl-C, finishing the images it accepted."""
     from bridges.lifecycle import run_bridge
     from bridges.mqtt import MqttBridge
@@ -180,7 +181,13 @@ def batch(
     )
     code = run_bridge(runner, bind=settings.bridge.web_bind, port=port)
     if runner.summary:
-        click.echo(f"batch {directory}: {runner.summary}")
+        tally = runner.tally
+        matched = tally.published + tally.skipped + sum(tally.rejected.values()) + tally.unfinished
+        nothing = ""
+        if not matched:
+            depth = "at any depth" if runner.recursive else "at its top level (--no-recursive)"
+            nothing = f"; no file matches {','.join(runner.patterns)} {depth}"
+        click.echo(f"batch {directory}: {runner.summary}{nothing}")
     code = code or runner.exit_code
     if code:
         raise SystemExit(code)

@@ -4,9 +4,12 @@ wiring: Faust's own options passed through, the sink's ClickHouse client, the ch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import io
 import logging
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,11 +96,41 @@ def worker(ctx: click.Context, faust_args: tuple[str, ...]) -> None:
     args = ["worker", *faust_args]
     if not any(a in ("-l", "--loglevel") or a.startswith("--loglevel=") for a in faust_args):
         args[1:1] = ["--loglevel", _FAUST_LEVELS[settings.log_level]]
+    if wants_help:
+        _faust_help(faust_cli, args, app, settings)
+        return
     try:
         faust_cli.main(args=args, prog_name="flowforge", app=app)
     finally:  # Faust has stopped the agents by now (or never started them)
         if built.sink is not None:
             built.sink.close()
+
+
+def _faust_help(faust_cli: Any, args: list[str], app: Any, settings: Settings) -> None:
+    """Faust's worker options, with the defaults FlowForge really uses: Faust's own help shows
+    its defaults (web host 0.0.0.0, log level WARN) and `-h` for --web-host, which here is help."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer), contextlib.suppress(SystemExit):
+        faust_cli.main(args=args, prog_name="flowforge", app=app)
+    text = buffer.getvalue()
+    worker = settings.worker
+    text = text.replace("-h, --web-host", "    --web-host")
+    text = re.sub(
+        r"\(default:\s+0\.0\.0\.0\)",
+        f"(default: {worker.web_bind}, FLOWFORGE_WORKER_WEB_BIND)",
+        text,
+    )
+    text = re.sub(
+        r"\(default:\s+6066\)",
+        f"(default: {worker.web_port}, FLOWFORGE_WORKER_WEB_PORT)",
+        text,
+    )
+    text = re.sub(
+        r"\[default:\s+WARN\]",
+        f"[default: {_FAUST_LEVELS[settings.log_level]}, FLOWFORGE_LOG_LEVEL]",
+        text,
+    )
+    click.echo(text, nl=False)
 
 
 def _check_web_port(settings: Settings) -> None:

@@ -325,13 +325,30 @@ for _command in (topics, tail, dlq, validate):
 # --- entry point --------------------------------------------------------------------------
 
 
+DEBUG_FLAGS = ("-v", "--verbose", "--debug")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the command; turn FlowForge errors into one clear line."""
-    debug = any(flag in (argv or sys.argv[1:]) for flag in ("-v", "--verbose", "--debug"))
+    args = hoist_debug(list(sys.argv[1:] if argv is None else argv))
+    debug = any(flag in args for flag in DEBUG_FLAGS)
     _run(
-        lambda: _exit_on_error(cli.main(args=argv, prog_name="flowforge", standalone_mode=False)),
+        lambda: _exit_on_error(cli.main(args=args, prog_name="flowforge", standalone_mode=False)),
         debug,
     )
+
+
+def hoist_debug(args: list[str]) -> list[str]:
+    """``--debug`` (``-v``, ``--verbose``) anywhere before ``--`` moves to the front, where the
+    root command takes it, so `flowforge stats --debug` works as the error lines suggest. The
+    worker's arguments are left alone: they pass through to Faust, which has its own --debug."""
+    command = next((a for a in args if not a.startswith("-")), None)
+    if command == "worker":
+        return args
+    end = args.index("--") if "--" in args else len(args)
+    flags = [a for a in args[:end] if a in DEBUG_FLAGS]
+    rest = [a for a in args[:end] if a not in DEBUG_FLAGS]
+    return [*flags, *rest, *args[end:]]
 
 
 def _exit_on_error(result: object) -> None:
