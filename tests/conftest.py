@@ -25,6 +25,13 @@ hypothesis_settings.register_profile("dev", deadline=None)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_default_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Code under test that falls back to the default FLOWFORGE_HOME ($XDG_STATE_HOME/flowforge)
+    writes under the session's temporary directory, never into the user's state directory."""
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("xdg-state"))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration/" in item.path.as_posix():
