@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from flowforge.core.settings import parse_glob_patterns, parse_port
+from flowforge.core.settings import Settings, parse_glob_patterns, parse_port
 
 
 def _web_port(value: int | None, default: int) -> int:
@@ -92,7 +92,8 @@ def _patterns(
 Exit codes:
   0  every matching file published, or already done (checkpoint); --watch stopped cleanly
   1  some files rejected: not images, empty or too large (to the DLQ), or outside the root,
-     unreadable, changing while read (reported, not checkpointed: the next run retries them)
+     unreadable, changing while read (reported, not checkpointed: the next run retries them);
+     or Kafka did not answer at start (nothing published)
   2  usage or settings error (bad DIR, a pattern with '..', a bad FLOWFORGE_* value)
   3  stopped (SIGTERM, Ctrl-C) before every file was handled: run it again to finish
 
@@ -169,6 +170,8 @@ def batch(
         source_id = source_id.strip()
         if not source_id or len(source_id) > 128:
             raise click.BadParameter("expected 1-128 characters", param_hint="--source")
+    if not watch:
+        _kafka_answers(settings)
     default_port = settings.bridge.batch_web_port if watch else 0
     port = _web_port(web_port, default_port)
     runner = BatchBridge(
@@ -191,6 +194,29 @@ def batch(
     code = code or runner.exit_code
     if code:
         raise SystemExit(code)
+
+
+def _kafka_answers(settings: Settings) -> None:
+    """A one-shot run starts only if Kafka answers one metadata round trip (it would otherwise
+    wait for Kafka without end, saying little): else one line, exit 1, nothing published."""
+    import asyncio
+    import logging
+
+    from flowforge.core.errors import FlowForgeError, ServiceUnhealthy
+    from flowforge.core.kafka_admin import describe_cluster
+
+    library = logging.getLogger("aiokafka")
+    level = library.level
+    library.setLevel(logging.CRITICAL)  # its connect errors would repeat what the line says
+    try:
+        asyncio.run(describe_cluster(settings.kafka, timeout_ms=10_000))
+    except ServiceUnhealthy as exc:
+        raise FlowForgeError(
+            f"{exc}; nothing published: start it (`flowforge stack up`) or fix "
+            "FLOWFORGE_KAFKA_BOOTSTRAP_SERVERS, then run again (--watch waits for Kafka instead)"
+        ) from exc
+    finally:
+        library.setLevel(level)
 
 
 @bridge.command(
