@@ -28,12 +28,14 @@ $(STAMP): pyproject.toml scripts/install-system-deps.sh
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# `make run` uses FlowForge's default home (FLOWFORGE_HOME, else $XDG_STATE_HOME/flowforge or
+# ~/.local/state/flowforge), the one every `flowforge` command finds from any directory.
 run: install
 	$(BIN)/flowforge stack up --demo
 	$(BIN)/flowforge stack status
 	@echo
-	@echo "FlowForge is running, fed by two simulated cameras. Logs: .flowforge/logs/"
-	@echo "Publish: mosquitto_pub -q 1 -t images/raw/my-cam -f photo.jpg"
+	@echo "FlowForge is running, fed by two simulated cameras. Logs: $$($(BIN)/flowforge config | sed -n 's/^FLOWFORGE_HOME=//p')/logs/"
+	@echo "Publish: mosquitto_pub -q 1 -t images/raw/my-cam -f data/sample.jpg"
 	@echo "Look:    $(BIN)/flowforge stats     $(BIN)/flowforge tail images.metadata"
 	@echo "Health:  $(BIN)/flowforge validate   http://127.0.0.1:6066/metrics"
 	@echo "Stop:    make stop"
@@ -78,5 +80,7 @@ docs: install
 soak: $(BENCH_STAMP)
 	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
+# Removes the test stack's home (.flowforge) and caches; `make run`'s data stays in its home.
 clean: stop
 	rm -rf .flowforge .pytest_cache .mypy_cache .ruff_cache
+	@test -x $(BIN)/flowforge && echo "kept $$($(BIN)/flowforge config | sed -n 's/^FLOWFORGE_HOME=//p') (make run's data; delete it to start afresh)" || true

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
 
-from flowforge.core.settings import parse_glob_patterns, parse_port
+from flowforge.core.settings import Settings, parse_glob_patterns, parse_port
 
 
 def _web_port(value: int | None, default: int) -> int:
@@ -26,7 +27,8 @@ def _port(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
     epilog="""\b
 Examples:
   flowforge bridge mqtt                       images/raw and images/raw/<source> into images.raw
-  flowforge bridge mqtt --web-port 6070       a second MQTT bridge on this machine
+  flowforge bridge mqtt --web-port 6070       a second MQTT bridge on this machine (its own
+                                              client id and session, derived from the port)
   FLOWFORGE_RTSP_URLS=rtsp://127.0.0.1:8554/cam1 flowforge bridge rtsp
   flowforge bridge batch ~/photos             every image under ~/photos, once
 """
@@ -54,16 +56,20 @@ Examples:
 )
 @click.pass_context
 def mqtt(ctx: click.Context, web_port: int | None) -> None:
-    """Subscribe FLOWFORGE_MQTT_TOPIC and FLOWFORGE_MQTT_TOPIC/# (QoS 1, persistent session) and
-    publish each image to FLOWFORGE_KAFKA_TOPIC_RAW, acknowledging it to the broker only after
-    Kafka did. The source id is the topic suffix (FLOWFORGE_MQTT_DEFAULT_SOURCE for the bare
-    topic); empty, over-limit or badly addressed images go to the DLQ with a reason.
+    """Subscribe FLOWFORGE_MQTT_TOPIC/# (QoS 1, persistent session; the one filter matches the
+    bare topic too) and publish each image to FLOWFORGE_KAFKA_TOPIC_RAW, acknowledging it to
+    the broker only after Kafka did. The source id is the topic suffix
+    (FLOWFORGE_MQTT_DEFAULT_SOURCE for the bare topic); empty, over-limit or badly addressed
+    images go to the DLQ with a reason.
     Stops cleanly on SIGTERM / Ctrl-C, finishing the images it accepted."""
     from bridges.lifecycle import run_bridge
     from bridges.mqtt import MqttBridge
 
     settings = ctx.find_root().obj.settings
     port = _web_port(web_port, settings.bridge.mqtt_web_port)
+    # The web port also tells two bridges on one machine apart (default_client_id).
+    bridge_settings = dataclasses.replace(settings.bridge, mqtt_web_port=port)
+    settings = dataclasses.replace(settings, bridge=bridge_settings)
     code = run_bridge(MqttBridge(settings), bind=settings.bridge.web_bind, port=port)
     if code:
         raise SystemExit(code)
@@ -86,7 +92,8 @@ def _patterns(
 Exit codes:
   0  every matching file published, or already done (checkpoint); --watch stopped cleanly
   1  some files rejected: not images, empty or too large (to the DLQ), or outside the root,
-     unreadable, changing while read (reported, not checkpointed: the next run retries them)
+     unreadable, changing while read (reported, not checkpointed: the next run retries them);
+     or Kafka did not answer at start (nothing published)
   2  usage or settings error (bad DIR, a pattern with '..', a bad FLOWFORGE_* value)
   3  stopped (SIGTERM, Ctrl-C) before every file was handled: run it again to finish
 
@@ -163,6 +170,8 @@ def batch(
         source_id = source_id.strip()
         if not source_id or len(source_id) > 128:
             raise click.BadParameter("expected 1-128 characters", param_hint="--source")
+    if not watch:
+        _kafka_answers(settings)
     default_port = settings.bridge.batch_web_port if watch else 0
     port = _web_port(web_port, default_port)
     runner = BatchBridge(
@@ -175,10 +184,39 @@ def batch(
     )
     code = run_bridge(runner, bind=settings.bridge.web_bind, port=port)
     if runner.summary:
-        click.echo(f"batch {directory}: {runner.summary}")
+        tally = runner.tally
+        matched = tally.published + tally.skipped + sum(tally.rejected.values()) + tally.unfinished
+        nothing = ""
+        if not matched:
+            depth = "at any depth" if runner.recursive else "at its top level (--no-recursive)"
+            nothing = f"; no file matches {','.join(runner.patterns)} {depth}"
+        click.echo(f"batch {directory}: {runner.summary}{nothing}")
     code = code or runner.exit_code
     if code:
         raise SystemExit(code)
+
+
+def _kafka_answers(settings: Settings) -> None:
+    """A one-shot run starts only if Kafka answers one metadata round trip (it would otherwise
+    wait for Kafka without end, saying little): else one line, exit 1, nothing published."""
+    import asyncio
+    import logging
+
+    from flowforge.core.errors import FlowForgeError, ServiceUnhealthy
+    from flowforge.core.kafka_admin import describe_cluster
+
+    library = logging.getLogger("aiokafka")
+    level = library.level
+    library.setLevel(logging.CRITICAL)  # its connect errors would repeat what the line says
+    try:
+        asyncio.run(describe_cluster(settings.kafka, timeout_ms=10_000))
+    except ServiceUnhealthy as exc:
+        raise FlowForgeError(
+            f"{exc}; nothing published: start it (`flowforge stack up`) or fix "
+            "FLOWFORGE_KAFKA_BOOTSTRAP_SERVERS, then run again (--watch waits for Kafka instead)"
+        ) from exc
+    finally:
+        library.setLevel(level)
 
 
 @bridge.command(

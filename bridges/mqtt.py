@@ -23,7 +23,7 @@ from bridges.publisher import ImageMessage, KafkaPublisher
 from flowforge.core.errors import Stopped
 from flowforge.core.formats import sniff_format
 from flowforge.core.mqtt import mqtt_client
-from flowforge.core.settings import Settings
+from flowforge.core.settings import BridgeSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ STALL_SECONDS = 30.0
 # How long a stopping bridge waits for the images it handed to Kafka.
 DRAIN_SECONDS = 30.0
 MAX_SOURCE_ID = 128
+SESSION_TAKEN_OVER = 142  # MQTT 5 DISCONNECT reason: another client connected with our id
 _LEVEL = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 _SOURCE_ID = re.compile(rf"{_LEVEL}(?:/{_LEVEL}){{0,3}}")
 
@@ -57,10 +58,15 @@ def source_id_for(topic: str, base: str, default: str) -> str:
 
 
 def default_client_id(settings: Settings) -> str:
-    """A client id unique to this host and FlowForge home, and stable across restarts (the
-    persistent session is keyed by it)."""
+    """A client id unique to this host, FlowForge home and web port, and stable across restarts
+    (the persistent session is keyed by it): a second bridge on its own --web-port gets its own
+    session instead of taking the first one's. The default port adds nothing to the seed, so
+    the default bridge keeps the id (and session) it always had."""
     host = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname())[:32] or "host"
     seed = f"{socket.gethostname()}\0{settings.home.resolve()}\0{settings.mqtt.topic}"
+    port = settings.bridge.mqtt_web_port
+    if port != BridgeSettings().mqtt_web_port:
+        seed += f"\0{port}"
     return f"flowforge-mqtt-{host}-{hashlib.sha256(seed.encode()).hexdigest()[:8]}"
 
 
@@ -96,6 +102,7 @@ class MqttBridge(Bridge):
             settings.kafka, settings.bridge, bridge_name=NAME
         )
         self.client_id = self.mqtt.client_id or default_client_id(settings)
+        self._taken_over = False
         self.availability_topic = (
             self.mqtt.availability_topic or f"flowforge/bridges/{self.client_id}/availability"
         )
@@ -304,7 +311,19 @@ class MqttBridge(Bridge):
         was = self.connected
         self.connected = False
         metrics.CONNECTED.labels(NAME).set(0)
-        if was and not self._closing:
+        if getattr(reason, "value", None) == SESSION_TAKEN_OVER and not self._closing:
+            # Said once at error level; the tug of war that follows is logged at debug.
+            level = logging.DEBUG if self._taken_over else logging.ERROR
+            self._taken_over = True
+            log.log(
+                level,
+                "MQTT session taken over: another client connected to %s:%d with this bridge's "
+                "client id %s (a second bridge with the same FLOWFORGE_MQTT_CLIENT_ID?); give "
+                "each bridge its own FLOWFORGE_MQTT_CLIENT_ID (or its own --web-port and no "
+                "client id: each then derives its own)",
+                self.mqtt.host, self.mqtt.port, self.client_id,
+            )  # fmt: skip
+        elif was and not self._closing:
             log.warning("disconnected from MQTT (%s); reconnecting", reason)
 
     def _take_slot(self, qos: int) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Callable, Iterable
 
@@ -9,6 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bridges import metrics
+from flowforge.core.ports import port_in_use
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,18 @@ async def start_web(
     runner = web.AppRunner(make_app(readiness, routes), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, bind, port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise port_in_use(
+            "this bridge's web port",
+            bind,
+            port,
+            "to run another bridge beside it, give it its own port: --web-port PORT",
+        ) from exc
     bound = port
     for address in runner.addresses:  # the real port when ``port`` is 0 (any free port)
         if isinstance(address, tuple) and len(address) >= 2:

@@ -5,9 +5,12 @@ over an embedded engine), the changelog topics."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import io
 import logging
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,9 +84,11 @@ def worker(ctx: click.Context, faust_args: tuple[str, ...]) -> None:
         settings = dataclasses.replace(
             settings, worker=dataclasses.replace(settings.worker, agents=("process",))
         )
-    elif "sink" in settings.worker.agents and settings.sink.mode == "agent":
-        clients = _sink_clients(settings)
-        http = _serve_http(settings)
+    else:
+        _check_web_port(settings)
+        if "sink" in settings.worker.agents and settings.sink.mode == "agent":
+            clients = _sink_clients(settings)
+            http = _serve_http(settings)
     built = build_worker(settings, *clients)
     app = built.app
     app.finalize()
@@ -94,6 +99,9 @@ def worker(ctx: click.Context, faust_args: tuple[str, ...]) -> None:
     args = ["worker", *faust_args]
     if not any(a in ("-l", "--loglevel") or a.startswith("--loglevel=") for a in faust_args):
         args[1:1] = ["--loglevel", _FAUST_LEVELS[settings.log_level]]
+    if wants_help:
+        _faust_help(faust_cli, args, app, settings)
+        return
     try:
         faust_cli.main(args=args, prog_name="flowforge", app=app)
     finally:  # Faust has stopped the agents by now (or never started them)
@@ -101,6 +109,50 @@ def worker(ctx: click.Context, faust_args: tuple[str, ...]) -> None:
             http.close()
         if built.sink is not None:
             built.sink.close()
+
+
+def _faust_help(faust_cli: Any, args: list[str], app: Any, settings: Settings) -> None:
+    """Faust's worker options, with the defaults FlowForge really uses: Faust's own help shows
+    its defaults (web host 0.0.0.0, log level WARN) and `-h` for --web-host, which here is help."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer), contextlib.suppress(SystemExit):
+        faust_cli.main(args=args, prog_name="flowforge", app=app)
+    text = buffer.getvalue()
+    worker = settings.worker
+    text = text.replace("-h, --web-host", "    --web-host")
+    text = re.sub(
+        r"\(default:\s+0\.0\.0\.0\)",
+        f"(default: {worker.web_bind}, FLOWFORGE_WORKER_WEB_BIND)",
+        text,
+    )
+    text = re.sub(
+        r"\(default:\s+6066\)",
+        f"(default: {worker.web_port}, FLOWFORGE_WORKER_WEB_PORT)",
+        text,
+    )
+    text = re.sub(
+        r"\[default:\s+WARN\]",
+        f"[default: {_FAUST_LEVELS[settings.log_level]}, FLOWFORGE_LOG_LEVEL]",
+        text,
+    )
+    click.echo(text, nl=False)
+
+
+def _check_web_port(settings: Settings) -> None:
+    """Fail in one line, before Faust starts (whose own failure is a long traceback), when the
+    web port is taken: name its holder and the command line for a second worker."""
+    from flowforge.core.ports import ensure_free
+
+    worker = settings.worker
+    command = "flowforge worker --web-port 6070"
+    if "sink" in worker.agents and settings.clickhouse.url.startswith("chdb://"):
+        command += " --agents process"  # the embedded engine has one owner
+    ensure_free(
+        "the worker's web port",
+        worker.web_bind,
+        worker.web_port,
+        f"to run another worker beside it, give it its own port: {command}",
+    )
 
 
 def _create_changelogs(flow: FlowForgeApp) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack
 
@@ -23,6 +25,21 @@ from tests.support.unique import unique_name
 hypothesis_settings.register_profile("ci", derandomize=True, deadline=None)
 hypothesis_settings.register_profile("dev", deadline=None)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+_STATE_DIR = tempfile.mkdtemp(prefix="flowforge-test-state-")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Code under test that falls back to the default FLOWFORGE_HOME ($XDG_STATE_HOME/flowforge)
+    writes under a temporary directory, never into the user's state directory. Set before
+    collection, so environments that test modules copy at import have it too."""
+    os.environ["XDG_STATE_HOME"] = _STATE_DIR
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove that temporary directory (only it)."""
+    shutil.rmtree(_STATE_DIR, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from flowforge.cli.tail import Record, read_topic
+from flowforge.core.dead_letter import NOT_REPLAYABLE
 from flowforge.core.envelope import ERROR_REASON, ERROR_STAGE, ORIGINAL_TOPIC, SOURCE_ID
 from flowforge.core.errors import ServiceUnhealthy
 from flowforge.core.settings import KafkaSettings
@@ -55,12 +56,16 @@ class ReplayReport:
 
 
 def why_not_replayable(record: Record, raw_topic: str) -> str | None:
-    """None for an image from images.raw; else why not: a sink's metadata record, or a dead
-    letter without its bytes (a bridge keeps none for a payload over the size limit)."""
+    """None for an image from images.raw; else why not: a sink's metadata record, an image
+    whose source id the bridge refused (``NOT_REPLAYABLE``: a replay would make it a row), or
+    a dead letter without its bytes (a bridge keeps none for a payload over the size limit)."""
     stage = record.headers.get(ERROR_STAGE, "")
     origin = record.headers.get(ORIGINAL_TOPIC, raw_topic)
     if stage not in IMAGE_STAGES or origin != raw_topic:
         return "not an image"
+    refused = NOT_REPLAYABLE.get(record.headers.get(ERROR_REASON, ""))
+    if refused is not None:
+        return refused
     return None if record.value else "no bytes kept"
 
 

@@ -3,8 +3,8 @@
 The tree::
 
     FlowForgeError (flowforge.core.errors)
-    +-- TopicMissing               `flowforge tail` or `dlq replay` names a topic the cluster
-                                   does not have (not retriable)
+    +-- TopicMissing               `flowforge topics`, `tail` or `dlq replay` names a topic the
+                                   cluster does not have (not retriable)
 
 Every other error a command meets comes from the layers below; `flowforge` prints any
 FlowForgeError as one line and exits 1.

@@ -112,10 +112,39 @@ def clickhouse() -> None:
 @clickhouse.command("migrate", epilog="Example:\n\n  flowforge clickhouse migrate")
 @pass_state
 def clickhouse_migrate(state: State) -> None:
-    """Apply the schema files not yet applied (idempotent), then the configured row TTL."""
-    from flowforge.core.clickhouse import connect, migrate, schema_version
+    """Apply the schema files not yet applied (idempotent), then the configured row TTL.
+
+    While a worker owns the embedded engine (a running stack), that worker has applied the
+    schema at its start: this asks it and says so (exit 0 when current)."""
+    from flowforge.core.clickhouse import (
+        connect,
+        embedded_path,
+        live_owner,
+        migrate,
+        migrations,
+        owner_schema_version,
+        schema_version,
+    )
 
     ch = state.settings.clickhouse
+    path = embedded_path(ch.url)
+    owner = live_owner(path) if path is not None else None
+    if owner is not None:
+        # The running worker holds the engine (one process per directory) and migrates at
+        # start; ask it rather than fail on the engine's lock.
+        who = f"the running worker (pid {owner['pid']}, {owner.get('web') or 'no web page'})"
+        version = owner_schema_version(owner)
+        latest = migrations()[-1].version
+        if version < latest:
+            raise FlowForgeError(
+                f"{who} owns the embedded ClickHouse at {path}; its schema is version {version}, "
+                f"latest is {latest}: restart it (a worker applies the schema at start)"
+            )
+        click.echo(
+            f"{who} owns the embedded ClickHouse at {path} and applies the schema itself: "
+            f"schema version {version} (latest), nothing to do"
+        )
+        return
     client = connect(ch)
     applied = migrate(client, ttl_days=ch.ttl_days)
     for name in applied:
@@ -198,7 +227,8 @@ Examples:
 def stack() -> None:
     """The local services (Kafka, Mosquitto; ClickHouse is embedded), without Docker.
 
-    Data, logs (logs/*.log) and PID files live under FLOWFORGE_HOME (default .flowforge).
+    Data, logs (logs/*.log) and PID files live under FLOWFORGE_HOME (default
+    $XDG_STATE_HOME/flowforge or ~/.local/state/flowforge, whatever the current directory).
     """
 
 
@@ -233,7 +263,13 @@ def stack_down(state: State) -> None:
     """Stop what this home's stack started (by PID), pipeline included; leave others alone."""
     from flowforge.stack import Stack
 
-    Stack(state.settings).down(report=_echo_nonempty)
+    stack = Stack(state.settings)
+    if not stack.found():
+        click.echo(
+            f"no FlowForge stack under FLOWFORGE_HOME={state.settings.home}: nothing to stop"
+        )
+        return
+    stack.down(report=_echo_nonempty)
 
 
 @stack.command("status", epilog="Example:\n\n  flowforge stack status --json")
@@ -241,9 +277,13 @@ def stack_down(state: State) -> None:
 @pass_state
 def stack_status(state: State, as_json: bool) -> None:
     """Show each service's state, PID, address and health; exit 1 if any is unhealthy."""
+    from flowforge.core.errors import StackNotFound
     from flowforge.stack import Stack
 
-    statuses = run_async(Stack(state.settings).status())
+    stack = Stack(state.settings)
+    if not as_json and not stack.found():
+        raise StackNotFound(f"no FlowForge stack under FLOWFORGE_HOME={state.settings.home}")
+    statuses = run_async(stack.status())
     if as_json:
         click.echo(json.dumps([s.__dict__ | {"healthy": s.healthy} for s in statuses], indent=2))
     else:
@@ -285,13 +325,30 @@ for _command in (topics, tail, dlq, validate):
 # --- entry point --------------------------------------------------------------------------
 
 
+DEBUG_FLAGS = ("-v", "--verbose", "--debug")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the command; turn FlowForge errors into one clear line."""
-    debug = any(flag in (argv or sys.argv[1:]) for flag in ("-v", "--verbose", "--debug"))
+    args = hoist_debug(list(sys.argv[1:] if argv is None else argv))
+    debug = any(flag in args for flag in DEBUG_FLAGS)
     _run(
-        lambda: _exit_on_error(cli.main(args=argv, prog_name="flowforge", standalone_mode=False)),
+        lambda: _exit_on_error(cli.main(args=args, prog_name="flowforge", standalone_mode=False)),
         debug,
     )
+
+
+def hoist_debug(args: list[str]) -> list[str]:
+    """``--debug`` (``-v``, ``--verbose``) anywhere before ``--`` moves to the front, where the
+    root command takes it, so `flowforge stats --debug` works as the error lines suggest. The
+    worker's arguments are left alone: they pass through to Faust, which has its own --debug."""
+    command = next((a for a in args if not a.startswith("-")), None)
+    if command == "worker":
+        return args
+    end = args.index("--") if "--" in args else len(args)
+    flags = [a for a in args[:end] if a in DEBUG_FLAGS]
+    rest = [a for a in args[:end] if a not in DEBUG_FLAGS]
+    return [*flags, *rest, *args[end:]]
 
 
 def _exit_on_error(result: object) -> None:

@@ -40,7 +40,9 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @click.argument("names", nargs=-1)
 def topics(group: str | None, as_json: bool, names: tuple[str, ...]) -> None:
-    """Each FlowForge topic (or NAMES): partitions, replication, retention, size limit, offsets."""
+    """Each FlowForge topic (or NAMES): partitions, replication, retention, size limit, offsets.
+
+    Exits 1 if a topic does not exist."""
     from flowforge.cli.topics import format_topics, inspect_topics
 
     settings = _settings()
@@ -51,6 +53,14 @@ def topics(group: str | None, as_json: bool, names: tuple[str, ...]) -> None:
         click.echo(json.dumps([s.to_json() for s in states], indent=2))
     else:
         click.echo(format_topics(states, group=group))
+    missing = [s.name for s in states if not s.exists]
+    if missing:
+        from flowforge.cli.errors import TopicMissing
+
+        raise TopicMissing(
+            f"no topic {', '.join(missing)} on {settings.kafka.bootstrap_servers} "
+            "(`flowforge topics` with no names lists FlowForge's)"
+        )
 
 
 @click.command(
@@ -83,6 +93,13 @@ def tail(
 
     settings = _settings()
     image = topic != settings.kafka.topic_metadata
+    if save_dir is not None and not image:
+        raise click.BadParameter(
+            f"{topic} holds JSON metadata records, not images: nothing to save; --save "
+            f"works with {settings.kafka.topic_raw}, {settings.kafka.topic_processed} or "
+            f"{settings.kafka.topic_dlq}",
+            param_hint="--save",
+        )
 
     async def run() -> None:
         async for record in read_topic(
@@ -155,10 +172,13 @@ def dlq_replay(
     """Re-publish dead-lettered images to images.raw with their original envelope.
 
     Only images are replayed (stages bridge, envelope and process); the sink's dead letters are
-    metadata records and are counted apart. The worker processes a replayed image again.
+    metadata records, and images whose source id the bridge refused (bad_source_id) would become
+    rows under that id: both are counted apart, never replayed. The worker processes a replayed
+    image again.
     """
     from flowforge.cli.dlq import ReplayFilter, replay
 
+    _check_reasons(reasons)
     settings = _settings()
     wanted = ReplayFilter(
         reasons=frozenset(reasons),
@@ -190,6 +210,24 @@ def dlq_replay(
         + f"; filtered out {report.filtered_out}"
         + "".join(f"; {why}: {n}" for why, n in sorted(report.not_replayable.items()))
     )
+
+
+def _check_reasons(reasons: tuple[str, ...]) -> None:
+    """Refuse an unknown ``--reason`` (listing the known codes) and a reason never replayed."""
+    from flowforge.core.dead_letter import KNOWN_REASONS, NOT_REPLAYABLE
+
+    for reason in reasons:
+        if reason in NOT_REPLAYABLE:
+            raise click.BadParameter(
+                f"{reason} dead letters are not replayed: the bridge refused their source id, "
+                "and a replay would make rows of them; fix the publisher's topic instead",
+                param_hint="--reason",
+            )
+        if reason not in KNOWN_REASONS:
+            known = ", ".join(sorted(KNOWN_REASONS - NOT_REPLAYABLE.keys()))
+            raise click.BadParameter(
+                f"unknown reason code {reason!r}; known: {known}", param_hint="--reason"
+            )
 
 
 @click.command(

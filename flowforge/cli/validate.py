@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.request
 from dataclasses import dataclass
 
 from flowforge.core.errors import FlowForgeError
@@ -129,6 +127,7 @@ def _clickhouse(settings: Settings, checks: list[Check]) -> None:
         embedded_path,
         live_owner,
         migrations,
+        owner_schema_version,
         schema_version,
     )
     from flowforge.core.urls import redact_url
@@ -138,10 +137,16 @@ def _clickhouse(settings: Settings, checks: list[Check]) -> None:
     migrate = "run `flowforge clickhouse migrate` (the worker's sink also does at start)"
     path = embedded_path(ch.url)
     owner = live_owner(path) if path is not None else None
+    if owner is None and path is not None and not path.is_dir():
+        from flowforge.core.errors import StackNotFound
+
+        fix = StackNotFound.HINT
+        detail = f"no embedded ClickHouse at {path} (nothing has run under this FLOWFORGE_HOME)"
+        checks.append(Check("clickhouse", False, detail, fix))
+        return
     try:
         if owner is not None and owner.get("web"):
-            with urllib.request.urlopen(f"{owner['web']}/clickhouse/schema", timeout=15) as resp:  # noqa: S310
-                version = int(json.load(resp)["version"])
+            version = owner_schema_version(owner)
             where = f"embedded, owned by pid {owner['pid']} (asked through {owner['web']})"
         else:
             version = schema_version(connect(ch))

@@ -14,6 +14,7 @@ import re
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +137,24 @@ def live_owner(path: Path) -> dict[str, Any] | None:
     if pid == os.getpid() or not psutil.pid_exists(pid):
         return None
     return dict(record)
+
+
+def owner_schema_version(owner: Mapping[str, Any], timeout: float = 15.0) -> int:
+    """The schema version the live owner of an embedded engine reports on its web page
+    (``/clickhouse/schema``); ClickHouseUnavailable if it does not answer."""
+    web = owner.get("web")
+    if not web:
+        raise ClickHouseUnavailable(
+            f"the embedded ClickHouse is owned by pid {owner.get('pid')}, which serves no web page"
+        )
+    try:
+        with urllib.request.urlopen(f"{web}/clickhouse/schema", timeout=timeout) as resp:  # noqa: S310 - our own http URL
+            return int(json.load(resp)["version"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ClickHouseUnavailable(
+            f"the embedded ClickHouse is owned by pid {owner.get('pid')}, whose page "
+            f"{web}/clickhouse/schema did not answer ({exc})"
+        ) from exc
 
 
 def _other_owner_alive(path: Path) -> bool:

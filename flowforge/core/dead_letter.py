@@ -7,11 +7,37 @@ emptied, the headers are kept, and the detail says how many bytes were dropped.
 
 from __future__ import annotations
 
+from typing import Final
+
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from flowforge.core.envelope import ERROR_DETAIL, ERROR_REASON, ERROR_STAGE
 
 Headers = list[tuple[str, bytes]]
+
+#: Every dead-letter reason code (``ff-error-reason``), by the stage that writes it; a test
+#: keeps it complete against the bridges' and the worker's codes.
+REASONS_BY_STAGE: Final[dict[str, tuple[str, ...]]] = {
+    "bridge": ("empty", "too_large", "bad_source_id", "not_an_image"),
+    "envelope": ("bad_envelope",),
+    "process": (
+        "empty",
+        "too_large",
+        "unknown_format",
+        "bad_header",
+        "too_many_pixels",
+        "truncated",
+        "undecodable",
+        "unsupported",
+        "internal_error",
+    ),
+    "sink": ("clickhouse_rejected",),
+}
+KNOWN_REASONS: Final = frozenset(r for codes in REASONS_BY_STAGE.values() for r in codes)
+
+#: Reasons whose images are never replayed, and why: the bridge refused the source id (the
+#: MQTT topic), so a replay would turn it into rows under that refused id.
+NOT_REPLAYABLE: Final[dict[str, str]] = {"bad_source_id": "refused source id"}
 
 # Longest ff-error-detail, in characters.
 MAX_DETAIL = 300

@@ -10,8 +10,11 @@ The tree::
     +-- ClickHouseUnavailable      ClickHouse cannot be reached or refused the request (retriable)
     +-- EngineLocked               the embedded engine's directory is held by another process
     +-- MigrationFailed            a schema statement failed (names the file)
+    +-- PortInUse                  a process's own listening port (web pages) is taken: names
+    |                              the holder and the option to choose another (not retriable)
     +-- CaptureUnavailable         an RTSP stream cannot be opened (retriable unless the URL is bad)
     +-- StackError                 the local service stack cannot do what was asked
+        +-- StackNotFound          nothing of FlowForge's has run under this FLOWFORGE_HOME
         +-- PrerequisiteMissing    java / mvn / mosquitto not installed (not retriable)
         +-- PortTaken              a port we need is held by a process that is not ours
         +-- ServiceStartFailed     a service exited or never answered (names its log file)
@@ -50,8 +53,25 @@ class SettingsError(FlowForgeError, ValueError):
         self.variable = variable
 
 
+class PortInUse(FlowForgeError):
+    """A port this process must listen on is taken (the message names the holder)."""
+
+
 class StackError(FlowForgeError):
     """The local service stack (Kafka, Mosquitto) cannot do what was asked."""
+
+
+class StackNotFound(StackError):
+    """The home has no local stack or data (never started here, or another FLOWFORGE_HOME)."""
+
+    #: What to do, appended to every message.
+    HINT = (
+        "start the stack (`flowforge stack up --pipeline`, or `make run`), or set "
+        "FLOWFORGE_HOME to the home of the stack you mean"
+    )
+
+    def __init__(self, missing: str) -> None:
+        super().__init__(f"{missing}; {self.HINT}")
 
 
 class PrerequisiteMissing(StackError):

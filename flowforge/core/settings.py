@@ -768,7 +768,10 @@ class Settings:
     """All of FlowForge's settings."""
 
     home: Path = setting(
-        Path(".flowforge"), "Directory for local data, logs, PIDs and caches.", parse_path
+        Path(""),
+        "Directory for local data, logs, PIDs and caches (made absolute at start).",
+        parse_path,
+        shown_default="$XDG_STATE_HOME/flowforge or ~/.local/state/flowforge",
     )
     log_level: str = setting("info", "Log level: debug, info, warning, error.", parse_log_level)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
@@ -942,8 +945,23 @@ def _load(env: Mapping[str, str]) -> Settings:
     return _resolve_derived(settings, env)
 
 
+def default_home(env: Mapping[str, str]) -> Path:
+    """The per-user state directory: ``$XDG_STATE_HOME/flowforge`` if that is an absolute path
+    (the XDG base directory rule), else ``$HOME/.local/state/flowforge``. Absolute, so every
+    command finds the same stack whatever directory it runs in."""
+    xdg = env.get("XDG_STATE_HOME", "").strip()
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "flowforge"
+    user_home = env.get("HOME", "").strip()
+    base = Path(user_home) if user_home and Path(user_home).is_absolute() else Path.home()
+    return base / ".local" / "state" / "flowforge"
+
+
 def _resolve_derived(settings: Settings, env: Mapping[str, str]) -> Settings:
-    """Fill defaults that derive from other settings: the stack cache and the ClickHouse URL."""
+    """Fill defaults that derive from other settings: the home (absolute), the stack cache,
+    the worker's data directory and the ClickHouse URL."""
+    home = default_home(env) if settings.home == Path("") else settings.home
+    settings = dataclasses.replace(settings, home=Path(os.path.abspath(home)))
     if settings.stack.cache_dir == Path(""):
         stack = dataclasses.replace(settings.stack, cache_dir=settings.home / "cache")
         settings = dataclasses.replace(settings, stack=stack)

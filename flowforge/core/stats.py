@@ -9,9 +9,12 @@ import urllib.request
 from datetime import datetime
 from typing import Any
 
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
 from flowforge.core.clickhouse import connect, embedded_path, live_owner
-from flowforge.core.errors import FlowForgeError
+from flowforge.core.errors import ClickHouseUnavailable, FlowForgeError, StackNotFound
 from flowforge.core.settings import ClickHouseSettings
+from flowforge.core.urls import redact_url
 
 #: Columns of a statistics row, in order.
 COLUMNS = (
@@ -76,7 +79,12 @@ def fetch(settings: ClickHouseSettings, since_s: int = ALL_TIME_S) -> list[dict[
     path = embedded_path(settings.url)
     owner = live_owner(path) if path is not None else None
     if owner is None or not owner.get("web"):
-        return query(connect(settings), since_s)
+        if path is not None and not path.is_dir():
+            raise StackNotFound(f"no ClickHouse data at {path} (nothing has run there)")
+        try:
+            return query(connect(settings), since_s)
+        except ClickHouseError as exc:
+            raise _query_failed(settings, exc) from exc
     url = f"{owner['web']}/clickhouse/stats?since_s={since_s}"
     try:
         with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - our own http URL
@@ -91,6 +99,19 @@ def fetch(settings: ClickHouseSettings, since_s: int = ALL_TIME_S) -> list[dict[
             f"the embedded ClickHouse is owned by pid {owner['pid']}, whose web page "
             f"{owner['web']} did not answer ({exc}); try again, or stop that worker"
         ) from exc
+
+
+def _query_failed(settings: ClickHouseSettings, exc: ClickHouseError) -> FlowForgeError:
+    """One line for a failed statistics query: a missing table says how the schema is made."""
+    where = redact_url(settings.url)
+    if "UNKNOWN_TABLE" in str(exc) or "Code: 60." in str(exc):
+        return FlowForgeError(
+            f"ClickHouse at {where} has no images_metadata table yet (database "
+            f"{settings.database}): a worker applies the schema at start, or run "
+            "`flowforge clickhouse migrate`"
+        )
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ClickHouseUnavailable(f"ClickHouse at {where}: {first}")
 
 
 def format_table(stats: list[dict[str, Any]]) -> str:

@@ -51,6 +51,10 @@ class Stack:
         wanted |= {"worker", "bridge-mqtt", "rtsp-simulator", "bridge-rtsp"} if demo else set()
         self.wanted = wanted
 
+    def found(self) -> bool:
+        """Whether a stack was ever started under this home (its PID directory exists)."""
+        return (self.settings.home / "run").is_dir()
+
     async def up(self, report: Callable[[str], None] = log.info) -> None:
         """Start every service not yet running, in order, and wait for each to answer."""
         self.settings.home.mkdir(parents=True, exist_ok=True)

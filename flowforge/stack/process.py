@@ -14,7 +14,11 @@ from pathlib import Path
 
 import psutil
 
+from flowforge.core.ports import PortHolder, port_holder
+
 log = logging.getLogger(__name__)
+
+__all__ = ["ManagedProcess", "PortHolder", "port_holder"]
 
 # Children started by this process, so they are reaped (no zombies in a long-lived parent such
 # as the test session). A CLI that exits hands its children to init, which reaps them.
@@ -25,38 +29,6 @@ def _reap(pid: int) -> None:
     child = _children.get(pid)
     if child is not None and child.poll() is not None:
         del _children[pid]
-
-
-@dataclass(frozen=True)
-class PortHolder:
-    """A process listening on a TCP port."""
-
-    pid: int
-    cmdline: tuple[str, ...]
-
-    def describe(self) -> str:
-        return f"pid {self.pid} ({' '.join(self.cmdline)[:160] or 'unknown command'})"
-
-
-def port_holder(port: int) -> PortHolder | None:
-    """Return the process listening on ``port`` (any address), or None if the port is free."""
-    try:
-        conns = psutil.net_connections(kind="tcp")
-    except psutil.AccessDenied:  # pragma: no cover - non-root on some kernels
-        conns = []
-    for conn in conns:
-        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
-            if conn.pid is None:
-                return PortHolder(pid=-1, cmdline=())
-            return PortHolder(pid=conn.pid, cmdline=tuple(_cmdline(conn.pid)))
-    return None
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        return list(psutil.Process(pid).cmdline())
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return []
 
 
 @dataclass

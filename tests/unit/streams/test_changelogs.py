@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from faust.transport.drivers.aiokafka import Transport
@@ -22,11 +23,15 @@ def faust_declaration(topic: Any) -> dict[str, str]:
     return {k: str(v) for k, v in config.items()}
 
 
-def test_changelog_specs_match_what_faust_would_declare() -> None:
+def test_changelog_specs_match_what_faust_would_declare(tmp_path: Path) -> None:
     """One spec per table: Faust's changelog name, the configured partitions and Faust's
     cleanup policy, retention and extra configs (seen-images: compact,delete with the TTL)."""
     settings = Settings.from_env(
-        {"FLOWFORGE_WORKER_AGENTS": "process", "FLOWFORGE_KAFKA_PARTITIONS": "5"}
+        {
+            "FLOWFORGE_HOME": str(tmp_path),
+            "FLOWFORGE_WORKER_AGENTS": "process",
+            "FLOWFORGE_KAFKA_PARTITIONS": "5",
+        }
     )
     flow = build_worker(settings, None)
     specs = {s.name: s for s in changelog_specs(flow.app, settings)}

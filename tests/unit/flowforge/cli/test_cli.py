@@ -110,3 +110,19 @@ def test_config_markdown_is_the_settings_table(capsys: pytest.CaptureFixture[str
     out = capsys.readouterr().out
     assert out.startswith("| variable | default | description |")
     assert "`FLOWFORGE_MQTT_PORT` (or `MQTT_PORT`)" in out
+
+
+@pytest.mark.parametrize("flag", ["--debug", "-v", "--verbose"])
+def test_debug_flag_works_after_the_subcommand(
+    flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`flowforge config --debug` (the flag after the subcommand, where the "run with --debug"
+    hint leads users to put it) runs the command instead of failing as an unknown option."""
+    code: object = 0
+    try:
+        main(["config", flag])
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    assert code in (0, None), err
+    assert "FLOWFORGE_HOME=" in out

@@ -27,8 +27,38 @@ def test_defaults_match_the_architecture() -> None:
     assert s.kafka.partitions == 6
     assert s.kafka.max_message_bytes == 16 * MIB
     assert (s.mqtt.host, s.mqtt.port, s.mqtt.topic) == ("127.0.0.1", 1883, "images/raw")
-    assert s.clickhouse.url == f"chdb://{Path('.flowforge/clickhouse').resolve()}"
-    assert s.stack.cache_dir == Path(".flowforge/cache")
+    home = Path.home() / ".local" / "state" / "flowforge"
+    assert s.home == home
+    assert s.clickhouse.url == f"chdb://{(home / 'clickhouse').resolve()}"
+    assert s.stack.cache_dir == home / "cache"
+
+
+def test_home_defaults_to_the_users_state_directory_whatever_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without FLOWFORGE_HOME the home is $XDG_STATE_HOME/flowforge (an absolute XDG_STATE_HOME
+    only), else $HOME/.local/state/flowforge: the same absolute path from any directory."""
+    monkeypatch.chdir(tmp_path)
+    env = {"HOME": "/home/ann"}
+    assert Settings.from_env(env).home == Path("/home/ann/.local/state/flowforge")
+    xdg = {**env, "XDG_STATE_HOME": "/var/state/ann"}
+    assert Settings.from_env(xdg).home == Path("/var/state/ann/flowforge")
+    relative_xdg = {**env, "XDG_STATE_HOME": "state"}
+    assert Settings.from_env(relative_xdg).home == Path("/home/ann/.local/state/flowforge")
+    s = Settings.from_env(env)
+    assert s.worker.data_dir == Path("/home/ann/.local/state/flowforge/worker-6066")
+    assert s.clickhouse.url.startswith("chdb:///home/ann/.local/state/flowforge/clickhouse")
+
+
+def test_a_relative_home_is_made_absolute_at_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An explicit relative FLOWFORGE_HOME is anchored at the directory the command starts in,
+    so every path derived from it (data, logs, checkpoints) stays put for that process."""
+    monkeypatch.chdir(tmp_path)
+    s = Settings.from_env({"FLOWFORGE_HOME": "ff"})
+    assert s.home == tmp_path / "ff"
+    assert s.stack.cache_dir == tmp_path / "ff" / "cache"
 
 
 def test_every_http_server_binds_to_loopback_by_default() -> None:
