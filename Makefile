@@ -38,6 +38,7 @@ run: install
 	@echo "Publish: mosquitto_pub -q 1 -t images/raw/my-cam -f data/sample.jpg"
 	@echo "Look:    $(BIN)/flowforge stats     $(BIN)/flowforge tail images.metadata"
 	@echo "Health:  $(BIN)/flowforge validate   http://127.0.0.1:6066/metrics"
+	@echo "SQL:     curl http://localhost:8123/ -d 'SELECT COUNT(*) FROM images_metadata'"
 	@echo "Stop:    make stop"
 
 stop:
