@@ -104,7 +104,7 @@ class ImageProcessor:
         first_seen = self.tables.seen.get(image_id)
         fresh = first_seen is not None and now_ms - int(first_seen) < self.ttl_ms
         if fresh or image_id in self._in_flight:
-            self._duplicate(envelope)
+            self._duplicate(envelope, None if first_seen is None else int(first_seen))
             return
         self._in_flight.add(image_id)
         metrics.IN_FLIGHT.inc()
@@ -279,7 +279,22 @@ class ImageProcessor:
         """Forget expected offsets (after a rebalance the next offsets are Faust's to choose)."""
         self._next_offset.clear()
 
-    def _duplicate(self, envelope: Envelope) -> None:
+    def _duplicate(self, envelope: Envelope, first_seen_ms: int | None) -> None:
+        """Count an image seen again within the dedup window (no outcome: it has one), and say
+        so in the log, so a re-sent photo is not mistaken for a lost one."""
+        when = (
+            "is being processed now"
+            if first_seen_ms is None
+            else "was first seen "
+            + datetime.fromtimestamp(first_seen_ms / 1000, tz=UTC).isoformat(timespec="seconds")
+        )
+        log.info(
+            "duplicate image %s from source %s: it %s; no new row (dedup window %.0f h)",
+            envelope.image_id,
+            envelope.source_id,
+            when,
+            self.ttl_ms / 3_600_000,
+        )
         self._count(envelope.source_id, "duplicate")
         stats = self.tables.stats[envelope.source_id]
         self.tables.stats[envelope.source_id] = stats.derive(duplicates=stats.duplicates + 1)

@@ -99,7 +99,8 @@ def test_metadata_record_matches_the_contract(pipeline: Pipeline) -> None:
 
 
 def test_same_image_twice_is_processed_once(pipeline: Pipeline) -> None:
-    """A redelivered image (same image id) yields one outcome, counted as a duplicate."""
+    """A redelivered image (same image id) yields one outcome, counted as a duplicate, and the
+    worker logs each duplicate naming the image and when it was first seen."""
     payload = jpeg(scene(1280, 720, seed=31))
     other = jpeg(scene(1280, 720, seed=32))
     pipeline.produce([("a", payload), ("a-again", payload), ("b", other), ("a-third", payload)])
@@ -110,6 +111,14 @@ def test_same_image_twice_is_processed_once(pipeline: Pipeline) -> None:
     status, body = _wait_http(port, "/stats")
     assert status == 200
     assert json.loads(body)["cam-01"]["duplicates"] == 2
+    image_id = next(m["image_id"] for m in out.metadata if m["bytes"] == len(payload))
+    lines = [
+        line
+        for line in pipeline.worker_log(port).splitlines()
+        if f"duplicate image {image_id} from source cam-01" in line
+    ]
+    assert len(lines) == 2, pipeline.worker_log(port)[-3000:]
+    assert all("first seen 20" in line or "being processed now" in line for line in lines)
 
 
 def test_worker_serves_health_metrics_and_stats(pipeline: Pipeline) -> None:
