@@ -175,7 +175,7 @@ def read_file(found: Found, real_root: str, limit: int, source_id: str) -> bytes
         if (before.st_size, before.st_mtime_ns) != found.signature:
             raise FileRefused(CHANGING, "the file changed since the scan")
         if before.st_size > limit:
-            raise FileTooLarge(before.st_size, *_streamed_hashes(handle, source_id))
+            raise FileTooLarge(before.st_size, _streamed_digest(handle, source_id))
         try:
             data = handle.read(limit + 1)
         except OSError as exc:
@@ -196,14 +196,12 @@ def _opened_path(fd: int, fallback: str) -> str:
         return fallback
 
 
-def _streamed_hashes(handle: BinaryIO, source_id: str) -> tuple[str, str]:
-    """(flowforge.core.envelope.content_image_id, SHA-256) of a file, computed in chunks."""
-    image_id = hashlib.sha256(source_id.encode("utf-8", errors="replace") + b"\0")
-    content = hashlib.sha256()
+def _streamed_digest(handle: BinaryIO, source_id: str) -> str:
+    """flowforge.core.envelope.content_digest of a file, computed in chunks."""
+    digest = hashlib.sha256(source_id.encode("utf-8", errors="replace") + b"\0")
     while chunk := handle.read(_CHUNK):
-        image_id.update(chunk)
-        content.update(chunk)
-    return image_id.hexdigest()[:32], content.hexdigest()
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _why(exc: OSError) -> str:
