@@ -75,7 +75,8 @@ def scan(root: Path, patterns: tuple[str, ...], *, recursive: bool) -> Iterator[
     """Walk ``root`` (hidden entries left out) and yield the matching regular files and the
     paths refused. A symlink (to a file or a directory) is followed only when its target
     resolves inside the root; a directory is entered once, by its real path when it has one
-    under the root, so link cycles end."""
+    under the root, so link cycles end. A file or directory deleted while the scan runs is left
+    out (gone, not refused)."""
     real_root = os.path.realpath(root)
     visited = {real_root}
     pending: list[tuple[str, str]] = [(real_root, "")]
@@ -91,6 +92,11 @@ def scan(root: Path, patterns: tuple[str, ...], *, recursive: bool) -> Iterator[
         try:
             with os.scandir(directory) as entries:
                 listed = sorted(entries, key=lambda e: e.name)
+        except FileNotFoundError as exc:
+            if prefix:  # a directory deleted since its parent was listed: gone, not refused
+                continue
+            yield Refused(".", UNREADABLE, _why(exc))
+            continue
         except OSError as exc:
             yield Refused(prefix.rstrip("/") or ".", UNREADABLE, _why(exc))
             continue
@@ -147,6 +153,8 @@ def _look_at(
     else:
         try:
             target = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            return  # deleted since the directory was listed: gone, not refused
         except OSError as exc:
             yield Refused(rel, UNREADABLE, _why(exc))
             return
