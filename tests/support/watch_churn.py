@@ -1,7 +1,7 @@
-"""A `flowforge bridge batch DIR --watch` process under churn: small files created in waves, each
-wave waited for until published, then deleted; the bridge's RSS after each wave and the answer
-time of its /livez (served by its event loop) measured all along. Shared by the integration test
-and bench/batch_watch.py."""
+"""A `flowforge bridge batch DIR --watch` process under churn: small files created in waves (a
+directory per wave, nested), each wave waited for until published, then deleted; the bridge's
+RSS after each wave and the answer time of its /livez (served by its event loop) measured all
+along. Shared by the integration test and bench/batch_watch.py."""
 
 from __future__ import annotations
 
@@ -80,7 +80,10 @@ def churn(
     started = time.monotonic()
     try:
         for number in range(files // wave):
-            paths = [root / f"w{number:05d}-{i:04d}.jpg" for i in range(wave)]
+            # nested, camera-like paths: what the bridge keeps per file grows with their length
+            folder = root / "camera-north-entrance-gate-07" / f"2026-12-02/wave-{number:05d}"
+            folder.mkdir(parents=True)
+            paths = [folder / f"frame-{number:05d}-{i:04d}-1280x720-q85.jpg" for i in range(wave)]
             for i, path in enumerate(paths):
                 path.write_bytes(payload(number * wave + i, 1_000))
             published += wave
@@ -92,6 +95,7 @@ def churn(
                 time.sleep(0.05)
             for path in paths:
                 path.unlink()
+            folder.rmdir()
             result.rss_mib.append(process.memory_info().rss / MIB)
     finally:
         result.seconds = time.monotonic() - started
