@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bridges import metrics
-from bridges.checkpoint import BatchCheckpoint, checkpoint_path, content_hash
+from bridges.checkpoint import CheckpointThread, checkpoint_path
 from bridges.errors import FileRefused, FileTooLarge
 from bridges.lifecycle import Bridge
 from bridges.progress import Progress
 from bridges.publisher import ImageMessage, KafkaPublisher
 from bridges.scan import Found, Refused, read_file, scan, source_id_for_root
-from flowforge.core.envelope import Envelope
+from flowforge.core.envelope import content_digest
 from flowforge.core.errors import Stopped
 from flowforge.core.formats import sniff_format
 from flowforge.core.settings import Settings
@@ -39,16 +39,9 @@ STALL_SECONDS = 30.0
 # In --watch mode, a file that could not be read is tried again after this long (or once it
 # changes), so a fixed permission is picked up without flooding the log.
 RETRY_REFUSED_S = 60.0
-
-
-@dataclass(frozen=True)
-class _OversizedFile(ImageMessage):
-    """A file over the record limit: no bytes held, the image id hashed from the file."""
-
-    image_id: str = ""
-
-    def envelope(self) -> Envelope:
-        return dataclasses.replace(super().envelope(), image_id=self.image_id)
+# A scan's files are gone through on the event loop this many at a time, then it takes a turn
+# for the rest (web pages, acknowledgements), so a directory of 100,000 files does not stall it.
+PACE = 1000
 
 
 @dataclass
@@ -117,11 +110,13 @@ class BatchBridge(Bridge):
         self.tally = Tally()
         self.exit_code = EXIT_OK if watch else EXIT_INCOMPLETE
         self.summary = ""
-        self.checkpoint: BatchCheckpoint | None = None
+        self.checkpoint: CheckpointThread | None = None
         self._started = False
         self._root_ok = True
         self._last_scan = 0.0
         self._in_flight: set[str] = set()
+        # What the bridge remembers per file, forgotten in --watch mode once a scan no longer
+        # finds the file, so memory follows the files present, not all that came and went.
         self._refused: dict[str, tuple[str, tuple[int, int] | None, float]] = {}
         self._seen: dict[str, tuple[int, int]] = {}  # file versions counted as seen
         self._decided: dict[str, tuple[int, int]] = {}  # watch: versions skipped or taken
@@ -132,11 +127,11 @@ class BatchBridge(Bridge):
     # --- lifecycle ---------------------------------------------------------------------
 
     async def setup(self, stop: asyncio.Event) -> None:
-        """Open (and lock) the checkpoint of this root, then connect to Kafka."""
+        """Open (and lock) the checkpoint of this root on its thread, then connect to Kafka."""
         path = checkpoint_path(
             self.settings.home, self.real_root, self.source_id, self.settings.kafka.topic_raw
         )
-        self.checkpoint = BatchCheckpoint(path)
+        self.checkpoint = await CheckpointThread.open(path)
         await self.publisher.start(stop)
         self._started = True
         log.info(
@@ -160,7 +155,7 @@ class BatchBridge(Bridge):
             self._progress.close()
         await self.publisher.stop()
         if self.checkpoint is not None:
-            self.checkpoint.close()
+            await self.checkpoint.close()
 
     def readiness(self) -> tuple[bool, str]:
         """Ready: connected to Kafka, Kafka acknowledging, and (watch) the root scanned lately."""
@@ -182,13 +177,18 @@ class BatchBridge(Bridge):
     async def _once(self, stop: asyncio.Event) -> None:
         assert self.checkpoint is not None
         items = await asyncio.to_thread(self._scan)
-        todo: list[Found] = []
-        for item in items:
+        matched: list[Found] = []
+        for index, item in enumerate(items):
+            await _take_turn(index)
             if isinstance(item, Refused):
                 self._refuse(item.rel, item.reason, item.detail)
                 continue
             self._count_seen(item)
-            if self.checkpoint.unchanged(item.rel, item.signature):
+            matched.append(item)
+        done = await self.checkpoint.unchanged_among([(f.rel, f.signature) for f in matched])
+        todo: list[Found] = []
+        for item in matched:
+            if item.rel in done:
                 self._skip()
             else:
                 todo.append(item)
@@ -224,15 +224,25 @@ class BatchBridge(Bridge):
             self._last_scan = time.monotonic()
             now = time.time()
             current: dict[str, tuple[int, int]] = {}
-            for item in items:
+            refused: set[str] = set()
+            candidates: list[Found] = []
+            for index, item in enumerate(items):
+                await _take_turn(index)
                 if isinstance(item, Refused):
+                    refused.add(item.rel)
                     self._refuse_once(item.rel, item.reason, item.detail, None)
                     continue
                 current[item.rel] = item.signature
                 self._count_seen(item)
                 if item.rel in self._in_flight or self._decided.get(item.rel) == item.signature:
                     continue
-                if self.checkpoint.unchanged(item.rel, item.signature):
+                candidates.append(item)
+            del items
+            self._forget_gone(current, refused)
+            done = await self.checkpoint.unchanged_among([(c.rel, c.signature) for c in candidates])
+            for index, item in enumerate(candidates):
+                await _take_turn(index)
+                if item.rel in done:
                     self._decided[item.rel] = item.signature
                     self._skip()
                     continue
@@ -277,6 +287,19 @@ class BatchBridge(Bridge):
         if self._failures:
             raise self._failures[0]
 
+    def _forget_gone(self, present: dict[str, tuple[int, int]], refused: set[str]) -> None:
+        """Forget the files this scan did not find (deleted, moved away), keeping those under a
+        directory it could not read; a scan that could not read the root forgets nothing."""
+        if not self._root_ok:
+            return
+        under = tuple(rel + "/" for rel in refused)
+        memories: tuple[dict[str, Any], ...] = (self._seen, self._decided, self._refused)
+        for memory in memories:
+            gone = memory.keys() - present.keys() - refused
+            for rel in gone:
+                if not (under and rel.startswith(under)):
+                    del memory[rel]
+
     def _refused_recently(self, rel: str, signature: tuple[int, int]) -> bool:
         entry = self._refused.get(rel)
         if entry is None:
@@ -320,13 +343,13 @@ class BatchBridge(Bridge):
         limit = self.settings.kafka.max_message_bytes
         captured_at_ms = found.mtime_ns // 1_000_000
         try:
-            data = await asyncio.to_thread(read_file, found, self.real_root, limit, self.source_id)
+            data, digest = await asyncio.to_thread(self._read, found, limit)
         except FileRefused as exc:
             self._decided.pop(found.rel, None)  # watch: tried again later (RETRY_REFUSED_S)
             self._refuse_once(found.rel, exc.reason, exc.detail, found.signature)
             return
         except FileTooLarge as exc:
-            oversized = _OversizedFile(
+            oversized = ImageMessage(
                 NAME, self.source_id, found.rel, b"", captured_at_ms, image_id=exc.image_id
             )
             detail = (
@@ -334,14 +357,13 @@ class BatchBridge(Bridge):
                 "(FLOWFORGE_KAFKA_MAX_MESSAGE_BYTES)"
             )
             await self.publisher.reject(oversized, "too_large", detail, stop, size=exc.size)
-            self._rejected_to_dlq(found, exc.sha256, exc.image_id, "too_large")
+            await self._rejected_to_dlq(found, exc.digest, exc.image_id, "too_large")
             return
         metrics.RECEIVED.labels(NAME).inc()
         self._refused.pop(found.rel, None)
-        sha256 = content_hash(data)
-        if self.checkpoint.same_content(found.rel, sha256):
-            self.checkpoint.touch(found.rel, found.signature)  # touched, not changed
-            self._skip()
+        image_id = digest[:32]  # content_image_id: the one hash of the file, made off the loop
+        if await self.checkpoint.touch_if_same(found.rel, found.signature, image_id):
+            self._skip()  # touched, not changed
             return
         fmt = sniff_format(data)
         message = ImageMessage(
@@ -351,6 +373,7 @@ class BatchBridge(Bridge):
             data=data,
             captured_at_ms=captured_at_ms,
             content_type=f"image/{fmt}" if fmt else "application/octet-stream",
+            image_id=image_id,
         )
         if data and fmt is None:
             detail = "no JPEG, PNG, GIF, BMP, TIFF or WebP signature in the first bytes"
@@ -358,18 +381,24 @@ class BatchBridge(Bridge):
         else:
             outcome = await self.publisher.deliver(message, stop)
         if outcome.status == "published":
-            self.checkpoint.record(
-                found.rel, found.signature, sha256, outcome.image_id, "published"
+            await self.checkpoint.record(
+                found.rel, found.signature, digest, outcome.image_id, "published"
             )
             self.tally.published += 1
             self.tally.published_bytes += len(data)
             metrics.PUBLISHED_BYTES.labels(NAME).inc(len(data))
         else:
-            self._rejected_to_dlq(found, sha256, outcome.image_id, outcome.reason)
+            await self._rejected_to_dlq(found, digest, outcome.image_id, outcome.reason)
 
-    def _rejected_to_dlq(self, found: Found, sha256: str, image_id: str, reason: str) -> None:
+    def _read(self, found: Found, limit: int) -> tuple[bytes, str]:
+        """(bytes, content digest) of ``found``, in a worker thread: read and hashed once."""
+        data = read_file(found, self.real_root, limit, self.source_id)
+        return data, content_digest(self.source_id, data)
+
+    async def _rejected_to_dlq(self, found: Found, digest: str, image_id: str, reason: str) -> None:
         assert self.checkpoint is not None
-        self.checkpoint.record(found.rel, found.signature, sha256, image_id, f"rejected:{reason}")
+        outcome = f"rejected:{reason}"
+        await self.checkpoint.record(found.rel, found.signature, digest, image_id, outcome)
         self.tally.dead_lettered.add(reason)
         self._count_rejected(reason)
 
@@ -422,3 +451,9 @@ async def _acquire_or_stop(slots: asyncio.Semaphore, stop: asyncio.Event) -> Non
         acquire.cancel()
     elif stop.is_set():
         slots.release()
+
+
+async def _take_turn(index: int) -> None:
+    """Hand the event loop a turn every PACE files of a scan."""
+    if index and index % PACE == 0:
+        await asyncio.sleep(0)

@@ -1,7 +1,9 @@
-"""BatchCheckpoint: the SQLite record of the files Kafka acknowledged, per batch root."""
+"""BatchCheckpoint: the SQLite record of the files Kafka acknowledged, per batch root; and
+CheckpointThread, the same on a thread of its own for the event loop."""
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import hashlib
 import logging
@@ -9,33 +11,31 @@ import os
 import re
 import sqlite3
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from bridges.errors import CheckpointLocked
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# Paths looked up per query (SQLite allows 32,766 parameters; smaller keeps each query short).
+LOOKUP_CHUNK = 500
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY,       -- relative to the root, POSIX
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,        -- of the content
-    image_id TEXT NOT NULL,
+    sha256 TEXT NOT NULL,        -- content_digest: of the source id and content (older rows:
+                                 -- of the content alone)
+    image_id TEXT NOT NULL,      -- the digest's first 32 digits: what a content check compares
     outcome TEXT NOT NULL,       -- published, or rejected:<reason> (in the DLQ)
     done_at_ms INTEGER NOT NULL
 )
 """
-
-
-@dataclass(frozen=True)
-class Done:
-    """What the checkpoint holds about one file."""
-
-    size: int
-    mtime_ns: int
-    sha256: str
 
 
 def checkpoint_path(home: Path, real_root: str, source_id: str, topic: str) -> Path:
@@ -46,15 +46,12 @@ def checkpoint_path(home: Path, real_root: str, source_id: str, topic: str) -> P
     return home / "batch" / f"{name}-{hashlib.sha256(seed).hexdigest()[:16]}.sqlite"
 
 
-def content_hash(data: bytes) -> str:
-    """The content hash stored per file (SHA-256, hex)."""
-    return hashlib.sha256(data).hexdigest()
-
-
 class BatchCheckpoint:
     """Files recorded once Kafka acknowledged them (or their dead letter), so a re-run skips
     them; a file whose size or mtime changed is read again, and published again only if its
-    content hash changed. One process at a time: a lock file next to the database."""
+    content changed. Looked up per file or in chunks of paths through the primary key, never
+    loaded whole. One process at a time: a lock file next to the database. A connection is
+    bound to the thread that opened it: the bridge uses it through CheckpointThread."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -71,52 +68,110 @@ class BatchCheckpoint:
             ) from None
         os.ftruncate(self._lock, 0)
         os.pwrite(self._lock, f"{os.getpid()}\n".encode(), 0)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
-        self._cache: dict[str, Done] = {
-            rel: Done(size, mtime, sha)
-            for rel, size, mtime, sha in self._db.execute(
-                "SELECT path, size, mtime_ns, sha256 FROM files"
-            )
-        }
-        log.info("checkpoint %s: %d files done", path, len(self._cache))
+        log.info("checkpoint %s: %d files done", path, len(self))
 
     def __len__(self) -> int:
-        return len(self._cache)
+        return int(self._db.execute("SELECT count(*) FROM files").fetchone()[0])
 
     def unchanged(self, rel: str, signature: tuple[int, int]) -> bool:
         """Whether ``rel`` is recorded with this (size, mtime): done, no need to read it."""
-        done = self._cache.get(rel)
-        return done is not None and (done.size, done.mtime_ns) == signature
+        row = self._db.execute("SELECT size, mtime_ns FROM files WHERE path = ?", (rel,)).fetchone()
+        return row is not None and tuple(row) == signature
 
-    def same_content(self, rel: str, sha256: str) -> bool:
-        """Whether ``rel`` is recorded with this content hash (touched, not changed)."""
-        done = self._cache.get(rel)
-        return done is not None and done.sha256 == sha256
+    def unchanged_among(self, files: Iterable[tuple[str, tuple[int, int]]]) -> set[str]:
+        """The paths of ``files`` ((path, (size, mtime)) pairs) recorded with that signature,
+        looked up LOOKUP_CHUNK paths per query."""
+        wanted = dict(files)
+        paths = list(wanted)
+        done: set[str] = set()
+        for start in range(0, len(paths), LOOKUP_CHUNK):
+            chunk = paths[start : start + LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT path, size, mtime_ns FROM files WHERE path IN ({marks})"  # noqa: S608 - only placeholders
+            for rel, size, mtime_ns in self._db.execute(query, chunk):
+                if wanted[rel] == (size, mtime_ns):
+                    done.add(rel)
+        return done
+
+    def same_content(self, rel: str, image_id: str) -> bool:
+        """Whether ``rel`` is recorded with this content (its image id, a content hash)."""
+        row = self._db.execute("SELECT image_id FROM files WHERE path = ?", (rel,)).fetchone()
+        return row is not None and row[0] == image_id
+
+    def touch_if_same(self, rel: str, signature: tuple[int, int], image_id: str) -> bool:
+        """If ``rel`` is recorded with this content, record its new (size, mtime) and return
+        True (touched, not changed); else change nothing and return False (a read only: a new
+        file takes no write lock)."""
+        if not self.same_content(rel, image_id):
+            return False
+        size, mtime_ns = signature
+        cursor = self._db.execute(
+            "UPDATE files SET size = ?, mtime_ns = ? WHERE path = ? AND image_id = ?",
+            (size, mtime_ns, rel, image_id),
+        )
+        return cursor.rowcount > 0
 
     def record(
-        self, rel: str, signature: tuple[int, int], sha256: str, image_id: str, outcome: str
+        self, rel: str, signature: tuple[int, int], digest: str, image_id: str, outcome: str
     ) -> None:
         """Record ``rel`` as done (call only after Kafka acknowledged it)."""
         size, mtime_ns = signature
         self._db.execute(
             "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (rel, size, mtime_ns, sha256, image_id, outcome, int(time.time() * 1000)),
+            (rel, size, mtime_ns, digest, image_id, outcome, int(time.time() * 1000)),
         )
-        self._cache[rel] = Done(size, mtime_ns, sha256)
-
-    def touch(self, rel: str, signature: tuple[int, int]) -> None:
-        """Record a new (size, mtime) for ``rel`` whose content is unchanged."""
-        size, mtime_ns = signature
-        self._db.execute(
-            "UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?", (size, mtime_ns, rel)
-        )
-        done = self._cache[rel]
-        self._cache[rel] = Done(size, mtime_ns, done.sha256)
 
     def close(self) -> None:
         """Close the database and release the lock."""
         self._db.close()
         os.close(self._lock)
+
+
+class CheckpointThread:
+    """A BatchCheckpoint opened and used on one thread of its own, so the event loop never
+    waits for SQLite (a write that waits for the disk or a lock, a lookup of many paths)."""
+
+    def __init__(self, executor: ThreadPoolExecutor, checkpoint: BatchCheckpoint) -> None:
+        self._executor = executor
+        self._checkpoint = checkpoint
+        self.path = checkpoint.path
+
+    @classmethod
+    async def open(cls, path: Path) -> CheckpointThread:
+        """Open (and lock) the checkpoint at ``path`` on a new thread."""
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        try:
+            loop = asyncio.get_running_loop()
+            checkpoint = await loop.run_in_executor(executor, BatchCheckpoint, path)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(executor, checkpoint)
+
+    async def _call(self, call: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def unchanged_among(self, files: list[tuple[str, tuple[int, int]]]) -> set[str]:
+        """BatchCheckpoint.unchanged_among, on the checkpoint's thread."""
+        return await self._call(lambda: self._checkpoint.unchanged_among(files))
+
+    async def touch_if_same(self, rel: str, signature: tuple[int, int], image_id: str) -> bool:
+        """BatchCheckpoint.touch_if_same, on the checkpoint's thread."""
+        return await self._call(lambda: self._checkpoint.touch_if_same(rel, signature, image_id))
+
+    async def record(
+        self, rel: str, signature: tuple[int, int], digest: str, image_id: str, outcome: str
+    ) -> None:
+        """BatchCheckpoint.record, on the checkpoint's thread."""
+        await self._call(lambda: self._checkpoint.record(rel, signature, digest, image_id, outcome))
+
+    async def close(self) -> None:
+        """Close the checkpoint (after the calls handed over before) and end the thread."""
+        try:
+            await self._call(self._checkpoint.close)
+        finally:
+            self._executor.shutdown(wait=False)

@@ -13,7 +13,7 @@ The tree::
         +-- CheckpointLocked       another batch bridge works on the same root, source and topic
         +-- FileRefused            a file the batch bridge will not read (outside the root,
         |                          unreadable, still changing); ``reason`` says which
-        +-- FileTooLarge           a file over the record limit, with its image id and hash
+        +-- FileTooLarge           a file over the record limit, with its content digest
         +-- IllegalTransition      a stream state change the RTSP watchdog does not allow (a bug)
         +-- ApiError               the RTSP stream API answers ``status`` with a one-line message
             +-- UnknownStream      no stream has that source id (404)
@@ -98,10 +98,10 @@ class FileRefused(BridgeError):
 
 
 class FileTooLarge(BridgeError):
-    """A file over the record limit, hashed in chunks: its image id and content hash."""
+    """A file over the record limit, hashed in chunks: its content digest and image id."""
 
-    def __init__(self, size: int, image_id: str, sha256: str) -> None:
+    def __init__(self, size: int, digest: str) -> None:
         super().__init__(f"file of {size} bytes")
         self.size = size
-        self.image_id = image_id
-        self.sha256 = sha256
+        self.digest = digest  # flowforge.core.envelope.content_digest
+        self.image_id = digest[:32]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 import time
@@ -41,11 +42,14 @@ class ImageMessage:
     content_type: str = "application/octet-stream"
     # When the bridge took the image in: retention and latency count from here.
     ingested_at_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    # content_image_id(source_id, data) when the caller hashed it already (off the event loop,
+    # or from a file too large to hold): the envelope then hashes nothing
+    image_id: str = ""
 
     def envelope(self) -> Envelope:
         """The envelope headers; the image id is the content hash, so redeliveries keep it."""
         return Envelope(
-            image_id=content_image_id(self.source_id, self.data),
+            image_id=self.image_id or content_image_id(self.source_id, self.data),
             source_type=self.source_type,
             source_id=self.source_id,
             captured_at_ms=self.captured_at_ms,
@@ -228,11 +232,13 @@ class KafkaPublisher:
                 self.reachable = True
                 self.unreachable_reason = ""
 
-    def check(self, message: ImageMessage) -> None:
-        """Raise PayloadRejected if ``message`` can never be published (empty, too large)."""
+    def check(self, message: ImageMessage, envelope: Envelope | None = None) -> None:
+        """Raise PayloadRejected if ``message`` (with ``envelope``, its envelope if known) can
+        never be published (empty, too large)."""
         if not message.data:
             raise PayloadRejected("empty", "the payload is empty")
-        size = record_size(message.source_id.encode(), message.data, message.envelope().headers())
+        headers = (envelope or message.envelope()).headers()
+        size = record_size(message.source_id.encode(), message.data, headers)
         if size > self.kafka.max_message_bytes:
             raise PayloadRejected(
                 "too_large",
@@ -243,14 +249,15 @@ class KafkaPublisher:
     async def deliver(self, message: ImageMessage, stop: asyncio.Event | None = None) -> Outcome:
         """Publish ``message`` and wait for Kafka's acknowledgement; reject it to the DLQ if it
         can never be published. Retriable failures are retried with backoff until ``stop``."""
-        envelope = message.envelope()
+        envelope = message.envelope()  # hashed once: the image id
         try:
-            self.check(message)
+            self.check(message, envelope)
             await self._send_with_retry(
                 self.kafka.topic_raw, message.source_id.encode(), message.data,
                 envelope.headers(), stop,
             )  # fmt: skip
         except PayloadRejected as rejected:
+            message = dataclasses.replace(message, image_id=envelope.image_id)
             return await self.reject(message, rejected.reason, rejected.detail, stop)
         metrics.PUBLISHED.labels(self.bridge_name).inc()
         return Outcome("published", envelope.image_id)

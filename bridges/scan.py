@@ -75,7 +75,8 @@ def scan(root: Path, patterns: tuple[str, ...], *, recursive: bool) -> Iterator[
     """Walk ``root`` (hidden entries left out) and yield the matching regular files and the
     paths refused. A symlink (to a file or a directory) is followed only when its target
     resolves inside the root; a directory is entered once, by its real path when it has one
-    under the root, so link cycles end."""
+    under the root, so link cycles end. A file or directory deleted while the scan runs is left
+    out (gone, not refused)."""
     real_root = os.path.realpath(root)
     visited = {real_root}
     pending: list[tuple[str, str]] = [(real_root, "")]
@@ -91,6 +92,11 @@ def scan(root: Path, patterns: tuple[str, ...], *, recursive: bool) -> Iterator[
         try:
             with os.scandir(directory) as entries:
                 listed = sorted(entries, key=lambda e: e.name)
+        except FileNotFoundError as exc:
+            if prefix:  # a directory deleted since its parent was listed: gone, not refused
+                continue
+            yield Refused(".", UNREADABLE, _why(exc))
+            continue
         except OSError as exc:
             yield Refused(prefix.rstrip("/") or ".", UNREADABLE, _why(exc))
             continue
@@ -147,6 +153,8 @@ def _look_at(
     else:
         try:
             target = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            return  # deleted since the directory was listed: gone, not refused
         except OSError as exc:
             yield Refused(rel, UNREADABLE, _why(exc))
             return
@@ -175,7 +183,7 @@ def read_file(found: Found, real_root: str, limit: int, source_id: str) -> bytes
         if (before.st_size, before.st_mtime_ns) != found.signature:
             raise FileRefused(CHANGING, "the file changed since the scan")
         if before.st_size > limit:
-            raise FileTooLarge(before.st_size, *_streamed_hashes(handle, source_id))
+            raise FileTooLarge(before.st_size, _streamed_digest(handle, source_id))
         try:
             data = handle.read(limit + 1)
         except OSError as exc:
@@ -196,14 +204,12 @@ def _opened_path(fd: int, fallback: str) -> str:
         return fallback
 
 
-def _streamed_hashes(handle: BinaryIO, source_id: str) -> tuple[str, str]:
-    """(flowforge.core.envelope.content_image_id, SHA-256) of a file, computed in chunks."""
-    image_id = hashlib.sha256(source_id.encode("utf-8", errors="replace") + b"\0")
-    content = hashlib.sha256()
+def _streamed_digest(handle: BinaryIO, source_id: str) -> str:
+    """flowforge.core.envelope.content_digest of a file, computed in chunks."""
+    digest = hashlib.sha256(source_id.encode("utf-8", errors="replace") + b"\0")
     while chunk := handle.read(_CHUNK):
-        image_id.update(chunk)
-        content.update(chunk)
-    return image_id.hexdigest()[:32], content.hexdigest()
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _why(exc: OSError) -> str:

@@ -77,9 +77,15 @@ def header_map(headers: Iterable[tuple[str, bytes]] | Mapping[str, bytes] | None
 
 def content_image_id(source_id: str, data: bytes) -> str:
     """The stable id of an image: a hash of its source id and content (redeliveries keep it)."""
+    return content_digest(source_id, data)[:32]
+
+
+def content_digest(source_id: str, data: bytes) -> str:
+    """SHA-256 (hex) of the source id, a NUL and the content: the image id is its first 32
+    digits, so one hash gives both (the batch bridge keeps the whole in its checkpoint)."""
     digest = hashlib.sha256(source_id.encode("utf-8", errors="replace") + b"\0")
     digest.update(data)
-    return digest.hexdigest()[:32]
+    return digest.hexdigest()
 
 
 def frame_image_id(stream_id: str, timestamp_ms: int) -> str:

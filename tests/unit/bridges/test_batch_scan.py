@@ -193,3 +193,22 @@ def test_an_oversized_file_is_hashed_to_the_same_image_id(tmp_path: Path) -> Non
         read_file(only(tmp_path, "big.jpg"), str(tmp_path.resolve()), 1000, "cam")
     assert info.value.size == len(data)
     assert info.value.image_id == content_image_id("cam", data)
+
+
+def test_a_file_or_directory_deleted_during_a_scan_is_gone_not_refused(tmp_path: Path) -> None:
+    """A file listed but deleted before the scan looked at it, and a directory deleted before
+    the scan entered it, are simply not there: no `unreadable` refusal (a dangling link still
+    is one)."""
+    (tmp_path / "a.jpg").write_bytes(JPEG)
+    (tmp_path / "b.jpg").write_bytes(JPEG)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.jpg").write_bytes(JPEG)
+    os.symlink("missing.jpg", tmp_path / "d.jpg")
+    found = scan(tmp_path, ("*.jpg",), recursive=True)
+    first = next(found)
+    assert first.rel == "a.jpg"
+    (tmp_path / "b.jpg").unlink()
+    (tmp_path / "sub" / "c.jpg").unlink()
+    (tmp_path / "sub").rmdir()
+    rest = list(found)
+    assert [(i.rel, getattr(i, "reason", None)) for i in rest] == [("d.jpg", UNREADABLE)]
