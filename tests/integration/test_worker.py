@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import time
@@ -14,12 +15,15 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from flowforge.core.kafka_admin import admin_client
 from flowforge.core.settings import Settings
 from flowforge.stack import Stack
 from tests.support.images import jpeg, mixed_set, numbered, scene
 from tests.support.pipeline import Pipeline, make_pipeline
-from tests.support.stack import stack_env
+from tests.support.stack import running_stack, stack_env
 from tests.support.unique import unique_name
 
 SEEN_TABLE = "seen-images"  # the processed-image cache (streams/tables.py)
@@ -303,3 +307,57 @@ def test_a_dead_letter_over_the_topic_limit_keeps_its_headers_and_the_image_its_
     status, body = _wait_http(port, "/readyz")
     assert status == 200, body
     assert "Crashed" not in pipeline.worker_log(port)
+
+
+def test_a_transient_group_join_error_is_survived_by_joining_again(
+    request: pytest.FixtureRequest, settings: Settings, tmp_path: Path
+) -> None:
+    """A worker whose group join fails on the real broker (SyncGroup UnknownError: the broker
+    cannot write the group's metadata, here because __consumer_offsets takes 64-byte records)
+    stays up, joins again, and once the broker can write gives every image its outcome."""
+    with running_stack(tmp_path / "stack", kafka_heap="256m") as (_stack, env):
+        pipeline = make_pipeline(unique_name(request, "w"), settings, env, tmp_path)
+        request.addfinalizer(pipeline.stop_all)
+        ids = _produce_frames(pipeline, _camera_frames(12, sources=3))
+        asyncio.run(_group_metadata_limit(pipeline, 64))
+        port = pipeline.start_worker()
+        pipeline.wait_until(
+            lambda: pipeline.metric(port, "flowforge_worker_group_join_errors_total") >= 1,
+            "a failed group join",
+            300,
+        )
+        assert pipeline.alive(port), pipeline.worker_log(port)
+        assert "Unexpected error from SyncGroup" in pipeline.worker_log(port)
+        asyncio.run(_group_metadata_limit(pipeline, None))
+        out = pipeline.collect(len(ids), timeout=300, settle=1)
+        assert set(out.ids()) == set(ids), pipeline.worker_log(port)
+        assert pipeline.alive(port), pipeline.worker_log(port)
+        assert "Crashed" not in pipeline.worker_log(port)
+
+
+async def _group_metadata_limit(pipeline: Pipeline, limit: int | None) -> None:
+    """Set (or with None, reset) max.message.bytes of the broker's __consumer_offsets topic,
+    which holds the groups' metadata (created by the broker at the first group join)."""
+    kafka = pipeline.settings.kafka
+    # AlterConfigs replaces the topic's whole configuration: keep it compacted.
+    size = limit if limit is not None else kafka.max_message_bytes
+    configs = {"cleanup.policy": "compact", "max.message.bytes": str(size)}
+    resource = ConfigResource(ConfigResourceType.TOPIC, "__consumer_offsets", configs=configs)
+    admin = admin_client(kafka)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            [response] = await admin.alter_configs([resource])
+            [answer] = response.resources
+            if answer[0] == 0:
+                return
+            assert time.monotonic() < deadline, f"__consumer_offsets not altered: {answer}"
+            # Not there yet: a group join makes the broker create it.
+            consumer = AIOKafkaConsumer(
+                kafka.topic_raw, bootstrap_servers=kafka.bootstrap_servers, group_id="warm-up"
+            )
+            await consumer.start()
+            await consumer.stop()
+    finally:
+        await admin.close()
