@@ -309,6 +309,9 @@ def test_a_dead_letter_over_the_topic_limit_keeps_its_headers_and_the_image_its_
     assert "Crashed" not in pipeline.worker_log(port)
 
 
+# The broker leaves a failing JoinGroup unanswered until the worker's request timeout (90 s),
+# twice before the SyncGroup error comes: this test takes about 5 minutes.
+@pytest.mark.timeout(900)
 def test_a_transient_group_join_error_is_survived_by_joining_again(
     request: pytest.FixtureRequest, settings: Settings, tmp_path: Path
 ) -> None:
