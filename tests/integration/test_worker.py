@@ -182,8 +182,9 @@ def test_sigkill_mid_stream_loses_nothing_and_the_cache_skips_redeliveries(
     pipeline: Pipeline,
 ) -> None:
     """A worker killed mid-stream and restarted gives every image an outcome, and its table
-    cache skips exactly the redelivered images whose cache entry Kafka had acked before the
-    kill (commits are off, so everything is redelivered): at least every image seen done."""
+    cache skips every redelivered image whose cache entry Kafka had acked before the kill
+    (commits are off, so everything is redelivered), at least every image seen done; only
+    finished images whose entry was not acked yet are emitted twice."""
     pipeline.env["FLOWFORGE_WORKER_COMMIT_INTERVAL_S"] = "600"  # everything is redelivered
     frames = _camera_frames(300, sources=6)
     ids = _produce_frames(pipeline, frames)
@@ -217,8 +218,10 @@ def test_sigkill_mid_stream_loses_nothing_and_the_cache_skips_redeliveries(
         f"twice {len(duplicates)}"
     )
     assert done_before <= durable <= done_at_kill, figures
-    assert skipped == len(durable), figures
-    assert duplicates <= done_at_kill - durable, figures
+    # (More could be skipped: a rebalance of the restarted worker redelivers what it finished.)
+    assert skipped >= len(durable), figures
+    assert not duplicates & durable, figures
+    assert done_at_kill - durable <= duplicates, figures
 
 
 def test_restart_recovers_tables_from_sqlite_or_rebuilds_them_from_the_changelog(
