@@ -103,7 +103,8 @@ def create_app(settings: Settings) -> FlowForgeApp:
         consumer_group(settings),
         env={},  # Faust must not read BROKER_URL, WEB_PORT, ... from the environment
         autodiscover=False,
-        broker=[f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")],
+        # Faust's Kafka transport, surviving a transient group-join error (streams/transport.py).
+        broker=[f"flowforge://{server}" for server in settings.kafka.bootstrap_servers.split(",")],
         store="sqlite://",
         Table=SQLiteTable,  # pairs each table write with its own changelog message
         datadir=str(worker.data_dir.resolve()),

@@ -101,6 +101,12 @@ OFFSET_GAPS = Counter(
     "images.raw offsets skipped before reaching the agent (should stay 0).",
     registry=REGISTRY,
 )
+GROUP_JOIN_ERRORS = Counter(
+    "flowforge_worker_group_join_errors",
+    "Transient errors joining the consumer group (such as a SyncGroup UnknownError from a loaded "
+    "broker), each followed by a new join.",
+    registry=REGISTRY,
+)
 LAG = Gauge(
     "flowforge_worker_lag",
     "Messages on assigned images.raw partitions not yet read.",

@@ -8,7 +8,7 @@ import asyncio
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import ExitStack
 
 import pytest
@@ -17,7 +17,7 @@ from hypothesis import settings as hypothesis_settings
 from flowforge.core.kafka_admin import ensure_topics, topic_spec
 from flowforge.core.settings import Settings
 from flowforge.stack import Stack
-from tests.support.stack import running_stack, stack_env
+from tests.support.stack import running_stack, shared_ports_lock, stack_env
 from tests.support.unique import unique_name
 
 # CI (HYPOTHESIS_PROFILE=ci, set by .ci/run) draws the same examples every run, so a landing is
@@ -46,6 +46,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration/" in item.path.as_posix():
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, object]:
+    """A session with integration tests takes the shared stack's ports lock before its first
+    test: waiting there for another session (another clone's `make test`) is not charged to
+    the first test's time limit, which once failed every test of a waiting session."""
+    integration = any(item.get_closest_marker("integration") for item in session.items)
+    if not integration or session.config.option.collectonly:
+        return (yield)
+    with shared_ports_lock():
+        return (yield)
 
 
 @pytest.fixture(scope="session")

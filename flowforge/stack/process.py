@@ -166,6 +166,7 @@ def _wait_gone(pid: int, timeout: float) -> bool:
         try:
             proc = psutil.Process(pid)
             if proc.status() == psutil.STATUS_ZOMBIE:
+                _reap(pid)  # it ended since the call above: collect it now, leave no zombie
                 return True
         except psutil.NoSuchProcess:
             return True

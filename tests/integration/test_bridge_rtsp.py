@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import statistics
 import time
@@ -18,9 +19,11 @@ import pytest
 from flowforge.core.envelope import frame_image_id
 from flowforge.stack import Stack
 from tests.support.bridges import (
+    Record,
     RtspBridgeProcess,
     bridge_env,
     read_records,
+    read_written,
     rtsp_bridge_vars,
     wait_until,
 )
@@ -30,6 +33,7 @@ from tests.support.unique import free_port, unique_name
 
 FPS = 5
 STALL_S = 2
+RATE_WINDOW_S = 12.0  # fps counted over this long: a busy machine's hiccups even out
 API_TOKEN = "bridge-test-token"
 PASSWORD = "Pa55-w0rd-never-shown"
 # The restart test: a private simulator's two paths and the bound on the reconnect time.
@@ -97,12 +101,13 @@ def test_streams_publish_keyed_jpeg_frames_at_the_target_fps(
     rtsp_sim: Sim, paths: Callable[[], str], rtsp_bridge: Callable[..., RtspBridgeProcess]
 ) -> None:
     """Two streams captured in parallel publish 320x240 JPEGs keyed by source id, with the RTSP
-    envelope, at the target fps (within 25%), and the bridge stops cleanly on SIGTERM."""
+    envelope, at the target fps (within 25%, counted over 12 s), and the bridge stops cleanly
+    on SIGTERM."""
     cam_a, cam_b = paths(), paths()
     bridge = rtsp_bridge([rtsp_sim.url(cam_a), f"yard={rtsp_sim.url(cam_b)}"])
     before = {sid: bridge.published(sid) for sid in (cam_a, "yard")}
     began = time.monotonic()
-    time.sleep(4.0)
+    time.sleep(RATE_WINDOW_S)  # a window, not a wait for something: the rate is counted over it
     elapsed = time.monotonic() - began
     for sid in (cam_a, "yard"):
         rate = (bridge.published(sid) - before[sid]) / elapsed
@@ -137,15 +142,17 @@ def test_frozen_stream_is_stalled_reconnected_and_resumes(
     cam = paths()
     bridge = rtsp_bridge([rtsp_sim.url(cam)])
     assert rtsp_sim.request("POST", f"/v1/paths/{cam}/freeze")[0] == 200
-    took = wait_until(lambda: bridge.stream(cam)["reconnects"] >= 1, 10, bridge.log)
-    assert took < STALL_S + 2
-    assert "stalled (no frame for" in bridge.log()
+    wait_until(lambda: bridge.stream(cam)["reconnects"] >= 1, 30, bridge.log)
+    # The watchdog's own figure: how long the stream had been without a frame when it acted.
+    silent = re.findall(r"stalled \(no frame for ([0-9.]+)s\)", bridge.log())[0]
+    assert float(silent) < STALL_S + 2
     assert bridge.stream(cam)["state"] in ("connecting", "backoff")
     status, why = bridge.get("/readyz")
     assert status == 503
     assert cam in why
     frozen_count = bridge.published(cam)
-    time.sleep(1.0)
+    # A further reconnect shows the bridge kept trying the frozen path all along meanwhile.
+    wait_until(lambda: bridge.stream(cam)["reconnects"] >= 2, 60, bridge.log)
     assert bridge.published(cam) == frozen_count
     assert rtsp_sim.request("POST", f"/v1/paths/{cam}/unfreeze")[0] == 200
     wait_until(lambda: bridge.published(cam) > frozen_count + 2, 15, bridge.log)
@@ -178,13 +185,15 @@ def test_streams_are_added_reconnected_and_removed_through_the_api(
     body = {"url": rtsp_sim.url(extra), "name": "added"}
     assert bridge.api("POST", "/v1/streams", body)[0] == 401
     assert bridge.api("POST", "/v1/streams", body, token="wrong")[0] == 401
-    began = time.monotonic()
+    began_ms = time.time() * 1000
     status, answer = bridge.api("POST", "/v1/streams", body, token=API_TOKEN)
     assert (status, answer["source_id"]) == (201, "added")
     assert bridge.api("POST", "/v1/streams", body, token=API_TOKEN)[0] == 409
-    wait_until(lambda: bridge.published("added") > 0, 5, bridge.log)
-    assert time.monotonic() - began < 5
-    bridge.wait_ready(10)
+    wait_until(lambda: bridge.published("added") > 0, 30, bridge.log)
+    added = [r for r in _all_published(bridge) if r.key == "added"]
+    first = min(r.timestamp_ms for r in added)
+    assert first - began_ms < 5000  # the first frame's Kafka timestamp, not the test's polling
+    bridge.wait_ready(30)
 
     status, _ = bridge.api("POST", f"/v1/streams/{cam}/reconnect", token=API_TOKEN)
     assert status == 202
@@ -194,14 +203,26 @@ def test_streams_are_added_reconnected_and_removed_through_the_api(
     assert bridge.api("DELETE", "/v1/streams/added", token=API_TOKEN)[0] == 200
     assert bridge.api("GET", "/v1/streams/added")[0] == 404
     assert [s["source_id"] for s in bridge.api("GET", "/v1/streams")[1]["streams"]] == [cam]
-    time.sleep(1.0)  # the last frame handed over before the removal may still be published
-    topic = bridge.settings.kafka.topic_raw
-    count = len([r for r in read_records(bridge.settings, [topic], 1) if r.key == "added"])
-    time.sleep(2.0)
-    records = read_records(bridge.settings, [topic], 1, settle=1)
-    assert len([r for r in records if r.key == "added"]) == count
+    # The remaining stream's frames mark the bridge's progress: once it published a few more,
+    # a frame of the removed stream handed over before the removal is through too; after
+    # a few more again, the removed stream must have published nothing since.
+    _await_frames(bridge, cam, FPS)
+    count = len([r for r in _all_published(bridge) if r.key == "added"])
+    _await_frames(bridge, cam, 2 * FPS)
+    assert len([r for r in _all_published(bridge) if r.key == "added"]) == count
     assert 'source="added"' not in bridge.get("/metrics")[1]
     assert rtsp_sim.path(extra)["clients"] == 0
+
+
+def _all_published(bridge: RtspBridgeProcess) -> list[Record]:
+    """Every record the bridge had published to Kafka when called."""
+    return read_written(bridge.settings, [bridge.settings.kafka.topic_raw])
+
+
+def _await_frames(bridge: RtspBridgeProcess, source: str, frames: int) -> None:
+    """Wait until ``source`` published ``frames`` more frames."""
+    mark = bridge.published(source)
+    wait_until(lambda: bridge.published(source) >= mark + frames, 30, bridge.log)
 
 
 def test_credentials_never_appear_in_logs_metrics_headers_or_api(

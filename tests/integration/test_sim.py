@@ -69,14 +69,15 @@ def new_path(sim: Sim, request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 def test_three_streams_read_in_parallel_at_configured_size_and_fps(sim: Sim) -> None:
-    """Three streams (one a looped 1 s file) read at once show their size and fps within 20%."""
+    """Three streams (one a looped 1 s file) read at once show their size and fps within 20%
+    (frames counted over 10 s, so a reader delayed by a busy machine evens out)."""
     with ThreadPoolExecutor(len(STREAMS)) as pool:
-        results = list(pool.map(lambda s: check_stream(sim.url(s[0]), seconds=3.0), STREAMS))
+        results = list(pool.map(lambda s: check_stream(sim.url(s[0]), seconds=10.0), STREAMS))
     for (name, width, height, fps), result in zip(STREAMS, results, strict=True):
         assert (result.width, result.height) == (width, height), name
         assert result.fps == pytest.approx(fps, rel=0.2), name
     paths = {p["name"]: p for p in sim.request("GET", "/v1/paths")[1]["paths"]}
-    assert all(paths[name]["frames_served"] > 3 * fps for name, _w, _h, fps in STREAMS)
+    assert all(paths[name]["frames_served"] > 10 * fps for name, _w, _h, fps in STREAMS)
 
 
 def test_added_stream_is_readable_within_2s(sim: Sim) -> None:

@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -183,7 +182,13 @@ def test_spool_at_its_bound_pauses_consumption_and_drops_nothing(
     )
     held = pipeline.metric(port, "flowforge_sink_spool_rows")
     size = pipeline.metric(port, "flowforge_sink_spool_bytes")
-    time.sleep(3)
+    # Three more failed inserts (retried at most 1 s apart) show the sink kept running paused.
+    failures = pipeline.metric(port, "flowforge_sink_insert_failures_total")
+    pipeline.wait_until(
+        lambda: pipeline.metric(port, "flowforge_sink_insert_failures_total") >= failures + 3,
+        "three more failed inserts",
+        60,
+    )
     assert pipeline.metric(port, "flowforge_sink_spool_rows") == held, "spool grew while paused"
     assert 0 < held < count
     assert 1024 * 1024 <= size < 1024 * 1024 + 200 * 1024, size  # the bound, plus one batch

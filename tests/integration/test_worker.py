@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import time
@@ -9,17 +10,23 @@ import urllib.request
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from flowforge.core.kafka_admin import admin_client
 from flowforge.core.settings import Settings
 from flowforge.stack import Stack
 from tests.support.images import jpeg, mixed_set, numbered, scene
 from tests.support.pipeline import Pipeline, make_pipeline
-from tests.support.stack import stack_env
+from tests.support.stack import running_stack, stack_env
 from tests.support.unique import unique_name
+
+SEEN_TABLE = "seen-images"  # the processed-image cache (streams/tables.py)
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
@@ -185,31 +192,46 @@ def test_sigkill_mid_stream_loses_nothing_and_the_cache_skips_redeliveries(
     pipeline: Pipeline,
 ) -> None:
     """A worker killed mid-stream and restarted gives every image an outcome, and its table
-    cache skips most of the images it had finished but not committed (commits are off)."""
+    cache skips every redelivered image whose cache entry Kafka had acked before the kill
+    (commits are off, so everything is redelivered), at least every image seen done; only
+    finished images whose entry was not acked yet are emitted twice."""
     pipeline.env["FLOWFORGE_WORKER_COMMIT_INTERVAL_S"] = "600"  # everything is redelivered
-    frames = _camera_frames(150, sources=6)
+    frames = _camera_frames(300, sources=6)
     ids = _produce_frames(pipeline, frames)
     port = pipeline.start_worker()
     before = pipeline.collect(50, timeout=120)
-    pipeline.kill_worker(port, signal.SIGKILL)
     done_before = set(before.ids())
+    # A finished image's cache entry reaches Kafka shortly after its outputs (the table's
+    # changelog is sent in the background); wait until those of the images seen done are
+    # there, so the kill lands after they are durable, whatever the machine's load.
+    pipeline.wait_until(
+        lambda: done_before <= pipeline.changelog_keys(SEEN_TABLE), "the seen entries", 60
+    )
+    pipeline.kill_worker(port, signal.SIGKILL)
+    durable = pipeline.changelog_keys(SEEN_TABLE)  # the dead worker adds nothing more
+    done_at_kill = set(pipeline.collect_written().ids())
+    assert done_at_kill < set(ids), "the worker finished every image before the kill"
 
     pipeline.env["FLOWFORGE_WORKER_COMMIT_INTERVAL_S"] = "2.8"
     port = pipeline.start_worker(port)  # same port: same data directory and SQLite files
     out = pipeline.collect(len(ids), timeout=180, settle=3)
     counts = Counter(out.ids())
     assert set(counts) == set(ids), f"lost: {set(ids) - set(counts)}"
-    # Every image finished before the kill came back (no commit happened) and was skipped by the
-    # cache, except those whose outputs were acked but whose table entry's changelog message was
-    # still in Faust's producer buffer: those are emitted twice (collapsed by ClickHouse). With
-    # 16 images in flight on a loaded machine that was up to 22 of 50; most are skipped.
     assert pipeline.metric(port, "flowforge_worker_offset_gaps_total") == 0
-    duplicates = [i for i, n in counts.items() if n > 1]
+    # Images whose outputs were acked but whose cache entry was still in the worker's producer
+    # buffer at the kill are emitted twice (collapsed by ClickHouse); every durable one is
+    # skipped, from the SQLite files or from the changelog's tail.
+    duplicates = {i for i, n in counts.items() if n > 1}
     skipped = pipeline.metric(port, "flowforge_worker_images_total", status="duplicate")
-    figures = f"done before kill {len(done_before)}, skipped {skipped}, twice {len(duplicates)}"
-    assert len(done_before) >= 50
-    assert skipped + len(duplicates) >= len(done_before), figures
-    assert skipped >= len(done_before) / 2, figures
+    figures = (
+        f"done at kill {len(done_at_kill)}, durable {len(durable)}, skipped {skipped}, "
+        f"twice {len(duplicates)}"
+    )
+    assert done_before <= durable <= done_at_kill, figures
+    # (More could be skipped: a rebalance of the restarted worker redelivers what it finished.)
+    assert skipped >= len(durable), figures
+    assert not duplicates & durable, figures
+    assert done_at_kill - durable <= duplicates, figures
 
 
 def test_restart_recovers_tables_from_sqlite_or_rebuilds_them_from_the_changelog(
@@ -220,12 +242,11 @@ def test_restart_recovers_tables_from_sqlite_or_rebuilds_them_from_the_changelog
     ids = _produce_frames(pipeline, _camera_frames(30, sources=3))
     port = pipeline.start_worker()
     pipeline.collect(len(ids))
-    deadline = time.monotonic() + 30
-    stats = pipeline.get_json(port, "/stats")
-    while sum(s["images"] for s in stats.values()) < 30:
-        assert time.monotonic() < deadline, stats
-        time.sleep(0.5)
-        stats = pipeline.get_json(port, "/stats")
+    # The table holds every image once the worker is past any rebalance (on a loaded machine
+    # the group may rebalance, and /stats is empty while the tables recover).
+    stats = pipeline.wait_until(
+        lambda: _stats_with(pipeline, port, images=30), "30 images in /stats", 180
+    )
     pipeline.kill_worker(port, signal.SIGTERM)
 
     port = pipeline.start_worker(port)
@@ -247,21 +268,25 @@ def test_restart_recovers_tables_from_sqlite_or_rebuilds_them_from_the_changelog
     assert replayed >= 60, f"only {replayed} changelog events replayed into empty files"
 
 
-def _recovered(pipeline: Pipeline, port: int, timeout: float = 60.0) -> dict[str, object]:
-    """The worker's /stats once recovery finished (it answers ready)."""
-    deadline = time.monotonic() + timeout
-    while _get_or_none(port, "/readyz") != 200 or not pipeline.get_json(port, "/stats"):
-        assert time.monotonic() < deadline, "worker did not recover in time"
-        time.sleep(0.5)
-    stats: dict[str, object] = pipeline.get_json(port, "/stats")
-    return stats
+def _stats_with(pipeline: Pipeline, port: int, images: int) -> dict[str, Any] | None:
+    """The worker's /stats if its sources count ``images`` images in all, else None."""
+    stats: dict[str, Any] = pipeline.get_json(port, "/stats")
+    return stats if sum(s["images"] for s in stats.values()) >= images else None
 
 
-def _get_or_none(port: int, path: str) -> int | None:
-    try:
-        return _get(port, path)[0]
-    except OSError:
-        return None
+def _recovered(pipeline: Pipeline, port: int, timeout: float = 180.0) -> dict[str, Any]:
+    """The worker's /stats once it holds partitions and finished recovering its tables (it
+    answers ready with partitions assigned, and its stats table is not empty)."""
+
+    def recovered() -> dict[str, Any] | None:
+        status, why = _get(port, "/readyz")
+        if status != 200 or "no partitions assigned" in why:
+            return None
+        stats: dict[str, Any] = pipeline.get_json(port, "/stats")
+        return stats or None
+
+    result: dict[str, Any] = pipeline.wait_until(recovered, "table recovery", timeout)
+    return result
 
 
 def test_a_dead_letter_over_the_topic_limit_keeps_its_headers_and_the_image_its_row(
@@ -295,3 +320,60 @@ def test_a_dead_letter_over_the_topic_limit_keeps_its_headers_and_the_image_its_
     status, body = _wait_http(port, "/readyz")
     assert status == 200, body
     assert "Crashed" not in pipeline.worker_log(port)
+
+
+# The broker leaves a failing JoinGroup unanswered until the worker's request timeout (90 s),
+# twice before the SyncGroup error comes: this test takes about 5 minutes.
+@pytest.mark.timeout(900)
+def test_a_transient_group_join_error_is_survived_by_joining_again(
+    request: pytest.FixtureRequest, settings: Settings, tmp_path: Path
+) -> None:
+    """A worker whose group join fails on the real broker (SyncGroup UnknownError: the broker
+    cannot write the group's metadata, here because __consumer_offsets takes 64-byte records)
+    stays up, joins again, and once the broker can write gives every image its outcome."""
+    with running_stack(tmp_path / "stack", kafka_heap="256m") as (_stack, env):
+        pipeline = make_pipeline(unique_name(request, "w"), settings, env, tmp_path)
+        request.addfinalizer(pipeline.stop_all)
+        ids = _produce_frames(pipeline, _camera_frames(12, sources=3))
+        asyncio.run(_group_metadata_limit(pipeline, 64))
+        port = pipeline.start_worker()
+        pipeline.wait_until(
+            lambda: pipeline.metric(port, "flowforge_worker_group_join_errors_total") >= 1,
+            "a failed group join",
+            300,
+        )
+        assert pipeline.alive(port), pipeline.worker_log(port)
+        assert "Unexpected error from SyncGroup" in pipeline.worker_log(port)
+        asyncio.run(_group_metadata_limit(pipeline, None))
+        out = pipeline.collect(len(ids), timeout=300, settle=1)
+        assert set(out.ids()) == set(ids), pipeline.worker_log(port)
+        assert pipeline.alive(port), pipeline.worker_log(port)
+        assert "Crashed" not in pipeline.worker_log(port)
+
+
+async def _group_metadata_limit(pipeline: Pipeline, limit: int | None) -> None:
+    """Set (or with None, reset) max.message.bytes of the broker's __consumer_offsets topic,
+    which holds the groups' metadata (created by the broker at the first group join)."""
+    kafka = pipeline.settings.kafka
+    # AlterConfigs replaces the topic's whole configuration: keep it compacted.
+    size = limit if limit is not None else kafka.max_message_bytes
+    configs = {"cleanup.policy": "compact", "max.message.bytes": str(size)}
+    resource = ConfigResource(ConfigResourceType.TOPIC, "__consumer_offsets", configs=configs)
+    admin = admin_client(kafka)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            [response] = await admin.alter_configs([resource])
+            [answer] = response.resources
+            if answer[0] == 0:
+                return
+            assert time.monotonic() < deadline, f"__consumer_offsets not altered: {answer}"
+            # Not there yet: a group join makes the broker create it.
+            consumer = AIOKafkaConsumer(
+                kafka.topic_raw, bootstrap_servers=kafka.bootstrap_servers, group_id="warm-up"
+            )
+            await consumer.start()
+            await consumer.stop()
+    finally:
+        await admin.close()

@@ -34,6 +34,7 @@ class Record:
     key: str
     value: bytes
     headers: dict[str, str]
+    timestamp_ms: int = 0  # the record's Kafka timestamp (the producer's create time)
 
 
 @dataclass
@@ -210,7 +211,13 @@ async def _read(
             batch = await consumer.getmany(timeout_ms=300)
             for tp, items in batch.items():
                 records += [
-                    Record(tp.topic, (r.key or b"").decode(), r.value or b"", header_map(r.headers))
+                    Record(
+                        tp.topic,
+                        (r.key or b"").decode(),
+                        r.value or b"",
+                        header_map(r.headers),
+                        r.timestamp,
+                    )
                     for r in items
                 ]
             count = (
@@ -220,6 +227,41 @@ async def _read(
                 settle_until = time.monotonic() + settle
             if settle_until is not None and time.monotonic() >= settle_until:
                 break
+    finally:
+        await consumer.stop()
+    return records
+
+
+def read_written(settings: Settings, topics: list[str], timeout: float = 60.0) -> list[Record]:
+    """Every record of ``topics`` up to their end offsets when called (all written so far)."""
+    return asyncio.run(_read_written(settings, topics, timeout))
+
+
+async def _read_written(settings: Settings, topics: list[str], timeout: float) -> list[Record]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=settings.kafka.request_bytes,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    await consumer.start()
+    records: list[Record] = []
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in range(settings.kafka.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        deadline = time.monotonic() + timeout
+        for tp in tps:
+            while await consumer.position(tp) < ends[tp]:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{topics} not read to their end in {timeout:.0f}s")
+                batch = await consumer.getmany(tp, timeout_ms=500)
+                records += [
+                    Record(tp.topic, (r.key or b"").decode(), r.value or b"",
+                           header_map(r.headers), r.timestamp)
+                    for r in batch.get(tp, [])
+                ]  # fmt: skip
     finally:
         await consumer.stop()
     return records

@@ -129,6 +129,34 @@ class Pipeline:
             await admin.close()
         raise AssertionError(f"consumer group not Stable with {members} members: {state}")
 
+    def changelog_keys(self, table: str) -> set[str]:
+        """Keys (JSON-decoded) holding a value in table ``table``'s changelog topic now (what
+        Kafka acked: what a restarted worker recovers, from its SQLite files or the changelog)."""
+        return asyncio.run(self._changelog_keys(table))
+
+    async def _changelog_keys(self, table: str) -> set[str]:
+        topic = f"{self.settings.worker.app_id}-{table}-changelog"
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka.bootstrap_servers, enable_auto_commit=False
+        )
+        await consumer.start()
+        values: dict[str, bool] = {}
+        try:
+            # A changelog has the partitions of the app's topics (Faust's topic_partitions).
+            tps = [TopicPartition(topic, p) for p in range(self.settings.kafka.partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            for tp in tps:
+                while await consumer.position(tp) < ends[tp]:
+                    batch = await consumer.getmany(tp, timeout_ms=1000)
+                    for record in batch.get(tp, []):
+                        key = json.loads(record.key or b"null")  # Faust: JSON for str keys
+                        values[str(key)] = record.value is not None
+        finally:
+            await consumer.stop()
+        return {key for key, present in values.items() if present}
+
     def metric(self, port: int, name: str, **labels: str) -> float:
         """Sum of the samples of metric ``name`` on the worker's /metrics matching ``labels``."""
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
@@ -264,7 +292,12 @@ class Pipeline:
         outcome, then ``settle`` seconds more (to catch any extra outcome)."""
         return asyncio.run(self._collect(expected, timeout, settle))
 
-    async def _collect(self, expected: int, timeout: float, settle: float) -> Outcomes:
+    def collect_written(self, timeout: float = 60.0) -> Outcomes:
+        """Read the output topics from the start up to their end offsets now: every outcome
+        written so far (with no worker running, every outcome there will be)."""
+        return asyncio.run(self._collect(None, timeout, 0.0))
+
+    async def _collect(self, expected: int | None, timeout: float, settle: float) -> Outcomes:
         kafka = self.kafka
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka.bootstrap_servers,
@@ -281,10 +314,15 @@ class Pipeline:
             ]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps) if expected is None else {}
             deadline = time.monotonic() + timeout
             settle_until: float | None = None
             while time.monotonic() < deadline:
-                if self.workers and all(p.poll() is not None for p in self.workers.values()):
+                if expected is None:
+                    positions = {tp: await consumer.position(tp) for tp in tps}
+                    if all(positions[tp] >= end for tp, end in ends.items()):
+                        break
+                elif self.workers and all(p.poll() is not None for p in self.workers.values()):
                     break  # every worker died: the test fails on the counts, with the logs
                 batch = await consumer.getmany(timeout_ms=500)
                 for tp, records in batch.items():
@@ -302,11 +340,16 @@ class Pipeline:
                             outcomes.processed.append((headers, r.value))
                         else:
                             outcomes.dlq.append((headers, r.value))
+                if expected is None:
+                    continue
                 done = len(set(outcomes.ids())) >= expected  # distinct: replays do not count
                 if done and settle_until is None:
                     settle_until = time.monotonic() + settle
                 if settle_until is not None and time.monotonic() >= settle_until:
                     break
+            else:
+                if expected is None:
+                    raise AssertionError(f"output topics not read to their end in {timeout:.0f}s")
         finally:
             await consumer.stop()
         return outcomes

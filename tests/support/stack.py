@@ -8,7 +8,7 @@ import fcntl
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 
 from flowforge.core.settings import Settings
@@ -73,20 +73,37 @@ def running_stack(
                 service.down()
 
 
+# Lock files this process holds (a second flock of the same file here would wait for itself).
+_held: set[Path] = set()
+
+
+def shared_ports_lock() -> AbstractContextManager[None]:
+    """The machine-wide lock of the shared test stack's ports (see :func:`_ports_lock`), for a
+    test session to take before its tests run: waiting for another session then counts
+    against no test's time limit."""
+    return _ports_lock(stack_env()["FLOWFORGE_KAFKA_BOOTSTRAP_SERVERS"])
+
+
 @contextmanager
 def _ports_lock(bootstrap: str) -> Iterator[None]:
     """Hold the machine-wide lock of the shared test stack's fixed ports for the ``with`` block,
     so a second test session or benchmark (another clone, say) waits for this one instead of
-    failing on ports in use. The kernel drops the lock when the process dies."""
+    failing on ports in use. The kernel drops the lock when the process dies. Re-entrant within
+    a process."""
     port = bootstrap.rpartition(":")[2]
     path = Path(tempfile.gettempdir()) / f"flowforge-test-stack-{port}.lock"
+    if path in _held:
+        yield
+        return
     with path.open("a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             print(f"waiting for another test session on port {port} ({path})", file=sys.stderr)
             fcntl.flock(handle, fcntl.LOCK_EX)
+        _held.add(path)
         try:
             yield
         finally:
+            _held.discard(path)
             fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,113 @@
+"""Faust's Kafka transport with a consumer that survives a transient error joining its group.
+
+aiokafka hands an unexpected JoinGroup or SyncGroup error code to the consumer's user (a plain
+``KafkaError``, such as ``UnknownError()`` from SyncGroup when a loaded broker failed to write
+the group's metadata) and its coordinator then waits, without joining again, until the user
+has seen the error. Faust never looks: a worker waiting for its first assignment hung there
+for good, and a fetch failed by the error crashed the worker. Here the consumer thread hands
+such an error back as soon as it is pending (the coordinator then joins again), logs and
+counts it, and a fetch it failed returns nothing for that round.
+
+Selected by the broker URL scheme ``flowforge://`` (entry point ``faust.transports``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from aiokafka.errors import KafkaError
+from faust.transport.drivers import aiokafka as driver
+
+from streams import metrics
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two looks for a group-join error waiting to be seen.
+WATCH_INTERVAL_S = 0.5
+
+
+def is_transient_join_error(exc: BaseException) -> bool:
+    """Whether a group-join error is worth a new join: a retriable error, or an unexpected
+    error code, which aiokafka wraps in a plain ``KafkaError`` (the fatal ones, such as
+    ``GroupAuthorizationFailedError`` or ``InconsistentGroupProtocolError``, have their type)."""
+    return isinstance(exc, KafkaError) and (type(exc) is KafkaError or bool(exc.retriable))
+
+
+def _coordinating(consumer: Any) -> Any:
+    """The consumer's group coordinator while its routine runs (it can join again), else None."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    task = getattr(coordinator, "_coordination_task", None)
+    return coordinator if task is not None and not task.done() else None
+
+
+def hand_back_join_error(consumer: Any) -> bool:
+    """If the consumer's coordinator waits for a transient group-join error to be seen, see
+    it (the coordinator then joins again), log and count it; return whether it did."""
+    coordinator = _coordinating(consumer)
+    pending = getattr(coordinator, "_pending_exception", None)
+    if pending is None or not is_transient_join_error(pending):
+        return False
+    with contextlib.suppress(KafkaError):
+        coordinator.check_errors()
+    metrics.GROUP_JOIN_ERRORS.inc()
+    log.warning("joining the consumer group failed (%r); joining again", pending)
+    return True
+
+
+class ConsumerThread(driver.AIOKafkaConsumerThread):
+    """Faust's aiokafka consumer thread, handing transient group-join errors back to the
+    coordinator (a watcher in the thread's loop) instead of hanging or crashing on them."""
+
+    _join_watcher: asyncio.Task[None] | None = None
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        self._join_watcher = asyncio.ensure_future(self._watch_join_errors())
+
+    async def on_thread_stop(self) -> None:
+        if self._join_watcher is not None:
+            self._join_watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._join_watcher
+        await super().on_thread_stop()
+
+    async def _watch_join_errors(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            if self._consumer is not None:
+                hand_back_join_error(self._consumer)
+
+    async def _fetch_records(
+        self,
+        consumer: Any,
+        active_partitions: Any,
+        timeout: float | None = None,
+        max_records: int | None = None,
+    ) -> Any:
+        try:
+            return await super()._fetch_records(
+                consumer, active_partitions, timeout=timeout, max_records=max_records
+            )
+        except KafkaError as exc:
+            # The error failed this fetch too: seen here or by the watcher, it is not fatal.
+            if not is_transient_join_error(exc) or _coordinating(consumer) is None:
+                raise
+            hand_back_join_error(consumer)
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            return {}
+
+
+class Consumer(driver.Consumer):
+    """Faust's aiokafka consumer, on :class:`ConsumerThread`."""
+
+    def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
+        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class Transport(driver.Transport):
+    """Faust's aiokafka transport, with :class:`Consumer`."""
+
+    Consumer = Consumer
