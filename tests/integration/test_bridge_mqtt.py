@@ -363,10 +363,10 @@ BUDGET = 16 * MIB  # FLOWFORGE_BRIDGE_IN_FLIGHT_BYTES for the burst test
 # What the bridge may hold over its idle RSS: the payloads in the budget and up to three copies
 # of each in the Kafka producer (record batch, encoded request, socket write buffer): 4 x the
 # budget; the message paho has read and waits with (packet buffer and payload): 2 images; and
-# what the allocator keeps of freed 8 MiB buffers. Measured with this burst: +96 to +104 MiB
-# (+80 with MALLOC_MMAP_THRESHOLD_=131072, i.e. without that slack); a bridge that takes every
-# message the broker sends held +310 MiB (the burst is 192 MiB).
-ALLOWANCE = 4 * BUDGET + 2 * BIG + 48 * MIB
+# what the allocator keeps of freed 8 MiB buffers (seen up to 40 MiB). Measured with this burst:
+# +96 to +104 MiB (+80 with MALLOC_MMAP_THRESHOLD_=131072, i.e. without that slack); a bridge
+# that takes every message the broker sends held +308 to +310 MiB (the burst is 192 MiB).
+ALLOWANCE = 4 * BUDGET + 2 * BIG + 64 * MIB
 
 
 class UnboundedMosquitto(MosquittoService):
@@ -396,7 +396,7 @@ def test_a_burst_of_large_images_while_kafka_stalls_stays_in_the_byte_budget(
 ) -> None:
     """A broker that bounds nothing in flight sends 24 images of 8 MiB at QoS 1 while Kafka is
     stopped (SIGSTOP): the bridge's peak RSS stays under its idle RSS + 4 x the 16 MiB byte
-    budget + 2 images + 48 MiB (it takes room in the budget before it holds a payload, and
+    budget + 2 images + 64 MiB (it takes room in the budget before it holds a payload, and
     stops reading the broker until there is room), and once Kafka runs again every image
     arrives exactly once with its bytes intact and acknowledged to the broker."""
     stack, stack_vars = private_stack
