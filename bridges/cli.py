@@ -60,7 +60,9 @@ def mqtt(ctx: click.Context, web_port: int | None) -> None:
     bare topic too) and publish each image to FLOWFORGE_KAFKA_TOPIC_RAW, acknowledging it to
     the broker only after Kafka did. The source id is the topic suffix
     (FLOWFORGE_MQTT_DEFAULT_SOURCE for the bare topic); empty, over-limit or badly addressed
-    images go to the DLQ with a reason.
+    images go to the DLQ with a reason. With FLOWFORGE_MQTT_RECEIVE_MAXIMUM images or
+    FLOWFORGE_BRIDGE_IN_FLIGHT_BYTES of payload waiting for Kafka it stops reading MQTT (the
+    broker keeps the rest in the session).
     Stops cleanly on SIGTERM / Ctrl-C, finishing the images it accepted."""
     from bridges.lifecycle import run_bridge
     from bridges.mqtt import MqttBridge

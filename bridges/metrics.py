@@ -61,6 +61,18 @@ PUBLISH_RETRIES = Counter(
     ["bridge"],
     registry=REGISTRY,
 )
+HELD_BYTES = Gauge(
+    "flowforge_bridge_held_bytes",
+    "Payload bytes received from the source and not yet acknowledged by Kafka (MQTT bridge).",
+    ["bridge"],
+    registry=REGISTRY,
+)
+HELD_BACK = Gauge(
+    "flowforge_bridge_source_held_back",
+    "1 while the source's library thread waits for room (the MQTT bridge stops reading MQTT).",
+    ["bridge"],
+    registry=REGISTRY,
+)
 QUEUE_DEPTH = Gauge(
     "flowforge_bridge_queue_depth",
     "Messages handed over by the source's library thread, not yet taken by the event loop.",

@@ -20,6 +20,7 @@ from bridges import metrics
 from bridges.errors import LibraryThreadDied, PayloadRejected
 from bridges.lifecycle import Bridge
 from bridges.publisher import ImageMessage, KafkaPublisher
+from bridges.window import Window
 from flowforge.core.errors import Stopped
 from flowforge.core.formats import sniff_format
 from flowforge.core.mqtt import mqtt_client
@@ -107,13 +108,20 @@ class MqttBridge(Bridge):
             self.mqtt.availability_topic or f"flowforge/bridges/{self.client_id}/availability"
         )
         self.subscription = f"{self.mqtt.topic}/#"
-        # At most receive_maximum messages are between paho's thread and their acknowledgement.
-        # Mosquitto 2.0.11 was seen sending 800+ unacknowledged QoS 1 messages to a client
-        # with Receive Maximum 100, so the bridge bounds this itself: a QoS 1 message waits in
-        # paho's thread for a slot (TCP back-pressure; the broker keeps the rest in the
-        # session), because a dropped unacknowledged message would only come back in the next
-        # session. A QoS 0 message finding no slot is dropped and counted (queue_full).
-        self.slots = threading.BoundedSemaphore(self.mqtt.receive_maximum)
+        # At most receive_maximum messages and in_flight_bytes of payload are between paho's
+        # thread and their acknowledgement. Mosquitto 2.0.11 was seen sending 800+
+        # unacknowledged QoS 1 messages to a client with Receive Maximum 100, and a broker
+        # without max_inflight_bytes sends them whatever their size, so the bridge bounds this
+        # itself: in on_message, before the payload is handed on, a QoS 1 message waits in
+        # paho's thread for room. paho then reads nothing more (TCP back-pressure; the broker
+        # keeps the rest in the session), so the bridge holds at most the window plus the one
+        # message paho has read. Dropping an unacknowledged message instead would only get it
+        # back in the next session. A QoS 0 message finding no room is dropped and counted
+        # (queue_full). The room is given back from the event loop, which never waits for
+        # paho's thread (its PUBACKs are queued and written once on_message returns).
+        self.window = Window(
+            self.mqtt.receive_maximum, settings.bridge.in_flight_bytes, on_change=_held
+        )
         self.queue: asyncio.Queue[Received] = asyncio.Queue()
         self.peak_queue = 0
         self.connected = False
@@ -224,7 +232,7 @@ class MqttBridge(Bridge):
         try:
             await self._publish(item, stop)
         finally:
-            self.slots.release()
+            self.window.give(len(item.payload))
 
     async def _publish(self, item: Received, stop: asyncio.Event) -> None:
         metrics.RECEIVED.labels(NAME).inc()
@@ -326,9 +334,10 @@ class MqttBridge(Bridge):
         elif was and not self._closing:
             log.warning("disconnected from MQTT (%s); reconnecting", reason)
 
-    def _take_slot(self, qos: int) -> bool:
-        """Wait (QoS 1) or not (QoS 0) for a free slot; False means drop the message."""
-        if self.slots.acquire(blocking=False):
+    def _take_room(self, qos: int, size: int) -> bool:
+        """Wait (QoS 1) or not (QoS 0) for room for ``size`` payload bytes in the window; False
+        means drop the message."""
+        if self.window.take(size):
             if self._overflowing:
                 log.info("Kafka caught up: MQTT flows again")
                 self._overflowing = False
@@ -337,15 +346,22 @@ class MqttBridge(Bridge):
             metrics.DROPPED.labels(NAME, "queue_full").inc()
             return False
         if not self._overflowing:
-            log.warning("%d images wait for Kafka: holding MQTT back", self.mqtt.receive_maximum)
+            log.warning(
+                "%d images (%.1f MiB) wait for Kafka: holding MQTT back",
+                self.window.items, self.window.bytes / 2**20,
+            )  # fmt: skip
             self._overflowing = True
-        while not self._closing:
-            if self.slots.acquire(timeout=1.0):
-                return True
+        metrics.HELD_BACK.labels(NAME).set(1)
+        try:
+            while not self._closing:
+                if self.window.take(size, timeout=1.0):
+                    return True
+        finally:
+            metrics.HELD_BACK.labels(NAME).set(0)
         return False  # stopping: left unacknowledged, so the next session gets it again
 
     def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
-        if not self._take_slot(msg.qos):
+        if not self._take_room(msg.qos, len(msg.payload)):
             return
         item = Received(
             topic=msg.topic,
@@ -357,3 +373,7 @@ class MqttBridge(Bridge):
         )
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._enqueue, item)
+
+
+def _held(_items: int, size: int) -> None:
+    metrics.HELD_BYTES.labels(NAME).set(size)

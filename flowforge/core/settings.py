@@ -586,7 +586,8 @@ class BridgeSettings:
     batch_web_port: int = setting(6069, "Web port of the batch bridge.", parse_port)
     in_flight_bytes: int = setting(
         64 * MIB,
-        "Payload bytes handed to Kafka and not yet acknowledged, at most (then wait).",
+        "Payload bytes handed to Kafka and not yet acknowledged, at most (then wait); for the MQTT "
+        "bridge, all it holds from receipt to Kafka's ack (then it stops reading MQTT).",
         parse_size,
         shown_default="64MiB",
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -17,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from flowforge.core.envelope import content_image_id, header_map
 from flowforge.core.settings import Settings
 from flowforge.stack import KafkaService, Stack
+from flowforge.stack.mosquitto import MosquittoService
 from tests.support.bridges import (
     BridgeProcess,
     Record,
@@ -25,10 +27,11 @@ from tests.support.bridges import (
     mqtt_publish,
     payload,
     read_records,
+    wait_until,
 )
 from tests.support.images import jpeg, scene
 from tests.support.stack import running_stack, stack_env
-from tests.support.unique import unique_name
+from tests.support.unique import free_port, unique_name
 
 
 @pytest.fixture
@@ -357,3 +360,127 @@ def test_kafka_restarted_under_a_running_bridge_loses_nothing(
         )
     finally:
         bridge.stop()
+
+
+MIB = 1024 * 1024
+BIG = 8 * MIB
+BURST = 32  # 256 MiB of 8 MiB images
+BUDGET = 16 * MIB  # FLOWFORGE_BRIDGE_IN_FLIGHT_BYTES for the burst test
+# What the bridge may hold over its idle RSS: the payloads in the budget and up to three copies
+# of each in the Kafka producer (record batch, encoded request, socket write buffer): 4 x the
+# budget; the message paho has read and waits with (packet buffer and payload): 2 images; and
+# what glibc keeps of freed 8 MiB buffers. Measured with 24 images: +96 to +140 MiB over six
+# runs; +80 twice with MALLOC_MMAP_THRESHOLD_=131072 (no such slack), so the slack was up to
+# 60 MiB. A bridge that takes every message the broker sends held +308 to +310 MiB of 24 images
+# (the burst alone is over the allowance).
+ALLOWANCE = 4 * BUDGET + 2 * BIG + 96 * MIB
+
+
+class UnboundedMosquitto(MosquittoService):
+    """The local stack's Mosquitto without its in-flight byte bound (max_inflight_bytes 0, as
+    Mosquitto ships and as other brokers behave): it sends the bridge as many unacknowledged
+    messages as the bridge's Receive Maximum allows, whatever their size."""
+
+    def render_config(self) -> str:
+        text = super().render_config()
+        bounded = re.search(r"^max_inflight_bytes \d+$", text, re.MULTILINE)
+        assert bounded, "infra/mosquitto/local.conf has no max_inflight_bytes line to lift"
+        return text.replace(bounded.group(0), "max_inflight_bytes 0")
+
+
+def memory(pid: int) -> tuple[int, int]:
+    """(current, peak) resident memory of process ``pid`` (VmRSS, VmHWM), in bytes."""
+    status = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
+    found = {k: re.search(rf"^{k}:\s+(\d+) kB", status, re.MULTILINE) for k in ("VmRSS", "VmHWM")}
+    rss, hwm = (int(m.group(1)) * 1024 if m else None for m in found.values())
+    assert rss is not None, status
+    assert hwm is not None, status
+    return rss, hwm
+
+
+def test_a_burst_of_large_images_while_kafka_stalls_stays_in_the_byte_budget(
+    private_stack: tuple[Stack, dict[str, str]], tmp_path: Path
+) -> None:
+    """A broker that bounds nothing in flight sends 32 images of 8 MiB at QoS 1 while Kafka is
+    stopped (SIGSTOP): the bridge's peak RSS stays under its idle RSS + 4 x the 16 MiB byte
+    budget + 2 images + 96 MiB (it takes room in the budget for at most 2 images before it
+    holds a payload, and stops reading the broker until there is room), and once Kafka runs
+    again every image arrives exactly once with its bytes intact and acknowledged to the broker."""
+    stack, stack_vars = private_stack
+    [kafka] = [s for s in stack.services if isinstance(s, KafkaService)]
+    broker_vars = {
+        **stack_vars,
+        "FLOWFORGE_HOME": str(tmp_path / "unbounded"),
+        "FLOWFORGE_MQTT_PORT": str(free_port()),
+    }
+    broker = UnboundedMosquitto(Settings.from_env(broker_vars))
+    asyncio.run(broker.up())
+    env = bridge_env("budget", broker_vars, tmp_path)
+    env["FLOWFORGE_HOME"] = str(tmp_path / "home")
+    env["FLOWFORGE_BRIDGE_IN_FLIGHT_BYTES"] = str(BUDGET)
+    bridge = BridgeProcess(["bridge", "mqtt"], env, tmp_path)
+    kafka_pid = kafka.process.pid()
+    assert kafka_pid is not None
+    stopped = False
+    try:
+        bridge.start()
+        assert bridge.proc is not None
+        settings = bridge.settings
+        assert settings.bridge.in_flight_bytes == BUDGET
+        idle, _ = memory(bridge.proc.pid)
+        items = [(f"{settings.mqtt.topic}/cam-{i % 3}", payload(i, BIG)) for i in range(BURST)]
+        sent = by_image_id(items)
+        assert len(sent) == BURST
+
+        os.killpg(kafka_pid, signal.SIGSTOP)  # Kafka stalls: nothing is acknowledged
+        stopped = True
+        mqtt_publish(settings, items)  # the broker has every image
+        # The bridge took all it will take while Kafka stalls: every image, or it holds back.
+        wait_until(
+            lambda: (
+                bridge.metric("flowforge_bridge_received_total") == BURST
+                or bridge.metric("flowforge_bridge_source_held_back") == 1
+            ),
+            60,
+            bridge.log,
+        )
+        taken = bridge.metric("flowforge_bridge_received_total")
+        os.killpg(kafka_pid, signal.SIGCONT)
+        stopped = False
+
+        records = read_records(
+            settings, [settings.kafka.topic_raw], BURST, timeout=120, settle=2, distinct=True
+        )
+        _, peak = memory(bridge.proc.pid)
+        print(
+            f"\nburst of {BURST} x {BIG // MIB} MiB, budget {BUDGET // MIB} MiB: idle RSS "
+            f"{idle / MIB:.0f} MiB, peak {peak / MIB:.0f} MiB (+{(peak - idle) / MIB:.0f} MiB, "
+            f"allowed +{ALLOWANCE // MIB} MiB); {taken:.0f} taken while Kafka stalled"
+        )
+        assert peak - idle < ALLOWANCE, (
+            f"peak RSS {peak / MIB:.0f} MiB is {(peak - idle) / MIB:.0f} MiB over the idle "
+            f"{idle / MIB:.0f} MiB; allowed {ALLOWANCE // MIB} MiB"
+        )
+        assert taken <= BUDGET // BIG, f"{taken:.0f} images taken while Kafka stalled"
+        assert len(records) == BURST, f"{len(records)} records for {BURST} images"
+        assert {r.headers["ff-image-id"] for r in records} == set(sent)
+        for r in records:
+            assert r.value == sent[r.headers["ff-image-id"]][1]
+        assert bridge.metric("flowforge_bridge_received_total") == BURST
+        assert bridge.metric("flowforge_bridge_reconnects_total") == 0
+        assert bridge.metric("flowforge_bridge_held_bytes") == 0
+
+        # Every image was acknowledged to the broker (paho wrote the PUBACKs queued while its
+        # thread waited): a restarted bridge on the same session gets only a new marker, which
+        # the broker sends after any redelivery.
+        assert bridge.signal(signal.SIGTERM) == 0
+        bridge.start()
+        mqtt_publish(settings, [(f"{settings.mqtt.topic}/marker", payload(BURST, 1000))])
+        read_records(settings, [settings.kafka.topic_raw], BURST + 1, timeout=60, distinct=True)
+        wait_until(lambda: bridge.metric("flowforge_bridge_published_total") >= 1, 30, bridge.log)
+        assert bridge.metric("flowforge_bridge_received_total") == 1
+    finally:
+        if stopped:
+            os.killpg(kafka_pid, signal.SIGCONT)
+        bridge.stop()
+        broker.down()
