@@ -144,8 +144,10 @@ def owner_schema_version(owner: Mapping[str, Any], timeout: float = 15.0) -> int
     (``/clickhouse/schema``); ClickHouseUnavailable if it does not answer."""
     web = owner.get("web")
     if not web:
-        raise ClickHouseUnavailable(
-            f"the embedded ClickHouse is owned by pid {owner.get('pid')}, which serves no web page"
+        argv = " ".join(str(a) for a in owner.get("argv", []))
+        raise EngineLocked(
+            f"the embedded ClickHouse is in use by pid {owner.get('pid')} ({argv}), which is not "
+            "a worker; only one process can own it: stop that one and run this again"
         )
     try:
         with urllib.request.urlopen(f"{web}/clickhouse/schema", timeout=timeout) as resp:  # noqa: S310 - our own http URL
