@@ -126,6 +126,7 @@ def create_app(settings: Settings) -> FlowForgeApp:
         # recovery after a crash. aiokafka heartbeats from its own task while images are
         # processed in the pool, so a long image does not starve them.
         broker_session_timeout=worker.session_timeout_s,
+        broker_request_timeout=worker.request_timeout_s,
         broker_heartbeat_interval=min(3.0, worker.session_timeout_s / 3),
         table_standby_replicas=0,
         web_enabled=True,

@@ -680,6 +680,12 @@ class WorkerSettings:
         "after a SIGKILL (Faust's default, 60 s, made it a minute).",
         _float_in(6, 90),  # Kafka's group.min.session.timeout.ms; Faust's request timeout
     )
+    request_timeout_s: float = setting(
+        90.0,
+        "Seconds a Kafka request of the worker may take (Faust's broker_request_timeout); at "
+        "least the session timeout. A group join the broker leaves unanswered waits this long.",
+        _float_in(6, 600),
+    )
     agents: tuple[str, ...] = setting(
         ("process", "sink"),
         "Roles of this worker: process (images.raw) and/or sink (images.metadata).",
@@ -943,6 +949,12 @@ def _load(env: Mapping[str, str]) -> Settings:
     top = values.pop(None, {})
     sections = {name: cls(**values.get(name, {})) for name, cls in _sections().items()}
     settings = Settings(**top, **sections)
+    if settings.worker.session_timeout_s > settings.worker.request_timeout_s:
+        raise SettingsError(
+            f"FLOWFORGE_WORKER_REQUEST_TIMEOUT_S={settings.worker.request_timeout_s:g}",
+            f"must be at least FLOWFORGE_WORKER_SESSION_TIMEOUT_S "
+            f"({settings.worker.session_timeout_s:g}): Faust refuses a longer session",
+        )
     return _resolve_derived(settings, env)
 
 

@@ -4,6 +4,7 @@ private pipeline (topics, app id, home) per test."""
 from __future__ import annotations
 
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,3 +47,7 @@ def pipeline(
     p.env.update(getattr(request.module, "PIPELINE_ENV", {}))
     yield p
     p.stop_all()
+    try:  # the shared broker would otherwise hold every test's topics to the end
+        p.delete_topics()
+    except Exception as exc:  # noqa: BLE001 - cleanup; the test's own outcome stands
+        warnings.warn(f"topics of {p.settings.worker.app_id} not deleted: {exc!r}", stacklevel=1)

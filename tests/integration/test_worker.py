@@ -322,9 +322,9 @@ def test_a_dead_letter_over_the_topic_limit_keeps_its_headers_and_the_image_its_
     assert "Crashed" not in pipeline.worker_log(port)
 
 
-# The broker leaves a failing JoinGroup unanswered until the worker's request timeout (90 s),
-# twice before the SyncGroup error comes: this test takes about 5 minutes.
-@pytest.mark.timeout(900)
+# The broker leaves a failing JoinGroup unanswered until the worker's request timeout, twice
+# before the SyncGroup error comes: the test sets it to 20 s (the default 90 s took 5 minutes).
+@pytest.mark.timeout(600)
 def test_a_transient_group_join_error_is_survived_by_joining_again(
     request: pytest.FixtureRequest, settings: Settings, tmp_path: Path
 ) -> None:
@@ -333,6 +333,7 @@ def test_a_transient_group_join_error_is_survived_by_joining_again(
     stays up, joins again, and once the broker can write gives every image its outcome."""
     with running_stack(tmp_path / "stack", kafka_heap="256m") as (_stack, env):
         pipeline = make_pipeline(unique_name(request, "w"), settings, env, tmp_path)
+        pipeline.env["FLOWFORGE_WORKER_REQUEST_TIMEOUT_S"] = "20"
         request.addfinalizer(pipeline.stop_all)
         ids = _produce_frames(pipeline, _camera_frames(12, sources=3))
         asyncio.run(_group_metadata_limit(pipeline, 64))

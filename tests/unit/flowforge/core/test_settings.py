@@ -456,3 +456,17 @@ def test_bad_durations_are_refused(raw: str) -> None:
     """Anything but a positive whole number with an optional unit is refused with the format."""
     with pytest.raises(ValueError, match="30s, 15m, 2h or 7d"):
         parse_duration(raw)
+
+
+def test_a_request_timeout_under_the_session_timeout_is_refused_naming_both() -> None:
+    """Faust refuses a session longer than its request timeout at start; the settings say so
+    first, naming both variables."""
+    env = {"FLOWFORGE_WORKER_REQUEST_TIMEOUT_S": "10", "FLOWFORGE_WORKER_SESSION_TIMEOUT_S": "15"}
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(env)
+    assert "FLOWFORGE_WORKER_REQUEST_TIMEOUT_S=10" in str(info.value)
+    assert "FLOWFORGE_WORKER_SESSION_TIMEOUT_S (15)" in str(info.value)
+    assert (
+        Settings.from_env({"FLOWFORGE_WORKER_REQUEST_TIMEOUT_S": "20"}).worker.request_timeout_s
+        == 20
+    )
