@@ -193,33 +193,15 @@ async def _read(
     settle: float,
     distinct: bool,
 ) -> list[Record]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=settings.kafka.request_bytes,
-        fetch_max_bytes=64 * 1024 * 1024,
-    )
-    await consumer.start()
+    consumer, _ = await _from_the_start(settings, topics)
     records: list[Record] = []
     try:
-        tps = [TopicPartition(t, p) for t in topics for p in range(settings.kafka.partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
         deadline = time.monotonic() + timeout
         settle_until: float | None = None
         while time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=300)
             for tp, items in batch.items():
-                records += [
-                    Record(
-                        tp.topic,
-                        (r.key or b"").decode(),
-                        r.value or b"",
-                        header_map(r.headers),
-                        r.timestamp,
-                    )
-                    for r in items
-                ]
+                records += [_record(tp.topic, r) for r in items]
             count = (
                 len({r.headers.get("ff-image-id") for r in records}) if distinct else len(records)
             )
@@ -232,12 +214,10 @@ async def _read(
     return records
 
 
-def read_written(settings: Settings, topics: list[str], timeout: float = 60.0) -> list[Record]:
-    """Every record of ``topics`` up to their end offsets when called (all written so far)."""
-    return asyncio.run(_read_written(settings, topics, timeout))
-
-
-async def _read_written(settings: Settings, topics: list[str], timeout: float) -> list[Record]:
+async def _from_the_start(
+    settings: Settings, topics: list[str]
+) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
+    """A started consumer assigned every partition of ``topics``, at their beginning."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka.bootstrap_servers,
         enable_auto_commit=False,
@@ -245,11 +225,31 @@ async def _read_written(settings: Settings, topics: list[str], timeout: float) -
         fetch_max_bytes=64 * 1024 * 1024,
     )
     await consumer.start()
+    tps = [TopicPartition(t, p) for t in topics for p in range(settings.kafka.partitions)]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    return consumer, tps
+
+
+def _record(topic: str, message: Any) -> Record:
+    return Record(
+        topic,
+        (message.key or b"").decode(),
+        message.value or b"",
+        header_map(message.headers),
+        message.timestamp,
+    )
+
+
+def read_written(settings: Settings, topics: list[str], timeout: float = 60.0) -> list[Record]:
+    """Every record of ``topics`` up to their end offsets when called (all written so far)."""
+    return asyncio.run(_read_written(settings, topics, timeout))
+
+
+async def _read_written(settings: Settings, topics: list[str], timeout: float) -> list[Record]:
+    consumer, tps = await _from_the_start(settings, topics)
     records: list[Record] = []
     try:
-        tps = [TopicPartition(t, p) for t in topics for p in range(settings.kafka.partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         deadline = time.monotonic() + timeout
         for tp in tps:
@@ -257,11 +257,7 @@ async def _read_written(settings: Settings, topics: list[str], timeout: float) -
                 if time.monotonic() > deadline:
                     raise AssertionError(f"{topics} not read to their end in {timeout:.0f}s")
                 batch = await consumer.getmany(tp, timeout_ms=500)
-                records += [
-                    Record(tp.topic, (r.key or b"").decode(), r.value or b"",
-                           header_map(r.headers), r.timestamp)
-                    for r in batch.get(tp, [])
-                ]  # fmt: skip
+                records += [_record(tp.topic, r) for r in batch.get(tp, [])]
     finally:
         await consumer.stop()
     return records

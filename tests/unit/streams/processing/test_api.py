@@ -68,3 +68,11 @@ def test_image_rejected_survives_pickling() -> None:
     error = pickle.loads(pickle.dumps(ImageRejected("empty", "no bytes")))  # noqa: S301
     assert isinstance(error, ImageRejected)
     assert (error.reason, error.detail) == ("empty", "no bytes")
+
+
+def test_the_dead_letter_codes_of_the_process_stage_are_the_workers_reasons() -> None:
+    """`flowforge dlq replay --reason` knows the process stage's codes from the shared core
+    (which cannot import the worker); they are exactly the worker's reasons plus internal_error."""
+    from flowforge.core.dead_letter import REASONS_BY_STAGE
+
+    assert set(REASONS_BY_STAGE["process"]) == REJECT_REASONS | {"internal_error"}
