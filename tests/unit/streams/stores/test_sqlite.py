@@ -893,20 +893,33 @@ async def test_a_late_ack_after_reassignment_commits_nothing(
     assert on_disk.persisted_offset(ctp(table, 1)) == 3
 
 
-async def _longest_stall(work: Awaitable[int]) -> tuple[int, float]:
-    """Run ``work`` beside a task that yields to the loop again and again; return its result
-    and the longest time (seconds) that task waited for its turn, i.e. the loop's longest stall."""
-    longest = 0.0
+def _waited_for_a_cpu_s() -> float:
+    """Seconds this thread has spent runnable but waiting for a CPU (Linux's schedstat)."""
+    with open("/proc/thread-self/schedstat", encoding="ascii") as stats:
+        return int(stats.read().split()[1]) / 1e9
+
+
+async def _longest_stall(work: Awaitable[int]) -> tuple[int, float, float]:
+    """Run ``work`` beside a task that yields to the loop again and again; return its result,
+    the longest time (seconds) that task waited for its turn, i.e. the loop's longest stall,
+    and the longest stall less the time the loop's thread spent waiting for a CPU.
+
+    The second is the loop's own stall (work or blocking I/O on the loop), which a busy
+    machine does not lengthen: on 2 cores beside a CPU hog the wall-clock stall of a few ms
+    of work grew to 50 ms, nearly all of it spent in the run queue.
+    """
+    longest = own = 0.0
     done = asyncio.Event()
 
     async def watch() -> None:
-        nonlocal longest
-        last = time.perf_counter()
+        nonlocal longest, own
+        last, last_waited = time.perf_counter(), _waited_for_a_cpu_s()
         while not done.is_set():
             await asyncio.sleep(0)
-            now = time.perf_counter()
+            now, waited = time.perf_counter(), _waited_for_a_cpu_s()
             longest = max(longest, now - last)
-            last = now
+            own = max(own, (now - last) - (waited - last_waited))
+            last, last_waited = now, waited
 
     watcher = asyncio.create_task(watch())
     await asyncio.sleep(0)
@@ -915,14 +928,15 @@ async def _longest_stall(work: Awaitable[int]) -> tuple[int, float]:
     finally:
         done.set()
         await watcher
-    return result, longest
+    return result, longest, own
 
 
 async def test_purging_six_hours_of_ids_never_stalls_the_loop_20_ms(
     table: Any, make_store: MakeStore
 ) -> None:
     """With 2 million ids written over 6 h in one partition, the minute-by-minute purge keeps
-    every event-loop stall under 20 ms (the figure with -s)."""
+    every event-loop stall under 20 ms, not counting time spent waiting for a CPU on a busy
+    machine (both figures with -s)."""
     ttl = 6 * 3600
     n = 2_000_000
     now = time.time()
@@ -943,7 +957,10 @@ async def test_purging_six_hours_of_ids_never_stalls_the_loop_20_ms(
     await rebalance(table.app, store, table, actives=[0])
     await store.checkpoint()
 
-    removed, stall = await _longest_stall(store.purge_expired(now=now))
-    print(f"\npurge of {removed} of {n} rows: longest loop stall {stall * 1000:.1f} ms")
+    removed, stall, own = await _longest_stall(store.purge_expired(now=now))
+    print(
+        f"\npurge of {removed} of {n} rows: longest loop stall {stall * 1000:.1f} ms,"
+        f" {own * 1000:.1f} ms of it not waiting for a CPU"
+    )
     assert 4_000 < removed < 7_500  # about a minute of the 6 h
-    assert stall < 0.020
+    assert own < 0.020
