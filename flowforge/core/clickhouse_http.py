@@ -38,6 +38,7 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import itertools
 import json
 import logging
 import os
@@ -283,7 +284,9 @@ def top_level_words(sql: str) -> Iterator[tuple[str, int, int]]:
 def split_statement(text: bytes, default_format: str) -> _Statement:
     """Split a request's query text (``?query=`` + body) into the engine's statement: for
     ``INSERT ... FORMAT f`` the data after the format name is cut off, to be read from a file.
-    Refuses ``INFILE``/``OUTFILE``, which would read or write the server's own files."""
+    Refuses ``INFILE``/``OUTFILE``, which would read or write the server's own files, and Kafka
+    engine tables, after which the embedded engine cannot reopen its directory (the worker
+    creates them, with a workaround, in kafka-engine sink mode)."""
     head = text[:1_048_576].decode("utf-8", errors="replace")
     words = list(top_level_words(head))
     names = [w for w, _, _ in words]
@@ -297,6 +300,15 @@ def split_statement(text: bytes, default_format: str) -> _Statement:
                 "(INSERT INTO t FORMAT f, then the rows) and read results from the response. "
                 "(NOT_IMPLEMENTED)",
             )
+    if names[0] in ("CREATE", "ATTACH", "REPLACE") and any(
+        a == "ENGINE" and b == "KAFKA" for a, b in itertools.pairwise(names)
+    ):
+        raise QueryError(
+            NOT_IMPLEMENTED,
+            "Kafka engine tables are not created over the embedded engine's HTTP interface: "
+            "the engine could not open its directory again after one; with "
+            "FLOWFORGE_SINK_MODE=kafka-engine the worker creates them itself. (NOT_IMPLEMENTED)",
+        )
     is_insert = names[0] == "INSERT"
     format_at = next((k for k, w in enumerate(names) if w == "FORMAT"), None)
     if format_at is not None and format_at + 1 < len(words):

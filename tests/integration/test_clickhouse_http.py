@@ -206,9 +206,13 @@ def test_query_parameters_database_and_default_format(
          501, 48),
         (b"SELECT 1", "max_threads=notanumber", {}, 400, 27),
         (b"SELECT 1", "bad%20name=1", {}, 400, 36),
+        (b"CREATE TABLE k (a String) ENGINE = Kafka SETTINGS kafka_broker_list = '127.0.0.1:1',"
+         b" kafka_topic_list = 't', kafka_group_name = 'g', kafka_format = 'JSONEachRow'", "", {},
+         501, 48),
     ],
     ids=["bad-sql", "unknown-encoding", "corrupt-lz4", "not-utf8", "unknown-format",
-         "unknown-table", "empty", "infile", "bad-setting-value", "bad-setting-name"],
+         "unknown-table", "empty", "infile", "bad-setting-value", "bad-setting-name",
+         "kafka-engine-table"],
 )  # fmt: skip
 def test_malformed_requests_get_clickhouse_errors(
     served: tuple[ClickHouseHttpServer, Any],
@@ -218,8 +222,9 @@ def test_malformed_requests_get_clickhouse_errors(
     status: int,
     code: int,
 ) -> None:
-    """A malformed request gets ClickHouse's error (status, X-ClickHouse-Exception-Code, body
-    ``Code: N. DB::Exception: ...``) and the server keeps answering queries."""
+    """A malformed request (or a Kafka engine table, which would leave the embedded engine
+    unable to open its directory) gets ClickHouse's error (status, X-ClickHouse-Exception-Code,
+    body ``Code: N. DB::Exception: ...``) and the server keeps answering queries."""
     server, _ = served
     got_status, got_headers, got_body = _post(server, body, query, headers)
     assert (got_status, got_headers.get("X-ClickHouse-Exception-Code")) == (status, str(code)), (
