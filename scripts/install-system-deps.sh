@@ -11,6 +11,7 @@ checks=(
   "mosquitto:mosquitto"
   "mosquitto_pub:mosquitto-clients"
   "kcat:kcat"
+  "wget:wget"
   "ffmpeg:ffmpeg"
   "gst-launch-1.0:gstreamer1.0-tools"
   "chromium:chromium"
