@@ -39,6 +39,7 @@ run: install
 	@echo "Look:    $(BIN)/flowforge stats     $(BIN)/flowforge tail images.metadata"
 	@echo "Health:  $(BIN)/flowforge validate   http://127.0.0.1:6066/metrics"
 	@echo "SQL:     curl http://localhost:8123/ -d 'SELECT COUNT(*) FROM images_metadata'"
+	@echo "         or in a browser: http://localhost:8123/play"
 	@echo "Stop:    make stop"
 
 stop:

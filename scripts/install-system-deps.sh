@@ -11,8 +11,11 @@ checks=(
   "mosquitto:mosquitto"
   "mosquitto_pub:mosquitto-clients"
   "kcat:kcat"
+  "wget:wget"
   "ffmpeg:ffmpeg"
   "gst-launch-1.0:gstreamer1.0-tools"
+  "chromium:chromium"
+  "chromedriver:chromium-driver"
 )
 # GStreamer RTSP server for the simulator: introspection data + plugins, used by /usr/bin/python3.
 gst_packages=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base

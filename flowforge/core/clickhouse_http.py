@@ -4,7 +4,7 @@ The embedded engine cannot listen itself, and only one process may open its dire
 owner serves ClickHouse's HTTP protocol over it, and every other client (curl,
 clickhouse-connect's ``get_client(host=, port=)``, SQL tools) talks to it as to a server:
 
-- ``POST /`` (and ``/play``): the SQL in the body, or in ``?query=`` with the body appended
+- ``POST /`` (and ``POST /play``): the SQL in the body, or in ``?query=`` with the body appended
   (for an ``INSERT ... FORMAT f`` the rest of the body is the data, fed through
   ``FROM INFILE`` since the engine takes no input stream); ``GET /?query=`` runs read-only.
 - URL parameters: ``database``, ``default_format`` (TabSeparated when the SQL has no
@@ -12,6 +12,9 @@ clickhouse-connect's ``get_client(host=, port=)``, SQL tools) talks to it as to 
   settings (``max_threads=2``); the transport's own parameters are accepted and ignored.
 - Request bodies compressed per ``Content-Encoding``: lz4 (frame), zstd, gzip, deflate.
 - ``GET /ping`` and a bare ``GET /`` answer ``Ok.``.
+- ``GET /play``: a query page (play.html: SQL box, result table, error line, the tables of
+  the database), self-contained and under a Content-Security-Policy that allows only its own
+  script and requests back to this server; its script queries ``POST /`` like any client.
 - Errors as ClickHouse words them: a non-2xx status, ``X-ClickHouse-Exception-Code`` and the
   body ``Code: N. DB::Exception: ...``; ``X-ClickHouse-Summary`` (JSON) on every answer.
 
@@ -32,8 +35,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import hmac
 import ipaddress
+import itertools
 import json
 import logging
 import os
@@ -47,6 +52,7 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
@@ -157,6 +163,25 @@ _CONTENT_TYPES = {
 }
 
 
+def _play_page() -> tuple[bytes, str]:
+    """play.html and its Content-Security-Policy: nothing loads from elsewhere, only the page's
+    own inline script (by its hash) runs, and it may only send requests back to this server."""
+    html = resources.files("flowforge.core").joinpath("play.html").read_text(encoding="utf-8")
+    scripts = re.findall(r"<script>(.*?)</script>", html, flags=re.DOTALL)
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(s.encode()).digest()).decode() + "'"
+        for s in scripts
+    )
+    policy = (
+        f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+    return html.encode(), policy
+
+
+PLAY_PAGE, PLAY_POLICY = _play_page()
+
+
 class QueryError(Exception):
     """A request the server refuses, with ClickHouse's error code (and so its HTTP status)."""
 
@@ -259,7 +284,9 @@ def top_level_words(sql: str) -> Iterator[tuple[str, int, int]]:
 def split_statement(text: bytes, default_format: str) -> _Statement:
     """Split a request's query text (``?query=`` + body) into the engine's statement: for
     ``INSERT ... FORMAT f`` the data after the format name is cut off, to be read from a file.
-    Refuses ``INFILE``/``OUTFILE``, which would read or write the server's own files."""
+    Refuses ``INFILE``/``OUTFILE``, which would read or write the server's own files, and Kafka
+    engine tables, after which the embedded engine cannot reopen its directory (the worker
+    creates them, with a workaround, in kafka-engine sink mode)."""
     head = text[:1_048_576].decode("utf-8", errors="replace")
     words = list(top_level_words(head))
     names = [w for w, _, _ in words]
@@ -273,6 +300,15 @@ def split_statement(text: bytes, default_format: str) -> _Statement:
                 "(INSERT INTO t FORMAT f, then the rows) and read results from the response. "
                 "(NOT_IMPLEMENTED)",
             )
+    if names[0] in ("CREATE", "ATTACH", "REPLACE") and any(
+        a == "ENGINE" and b == "KAFKA" for a, b in itertools.pairwise(names)
+    ):
+        raise QueryError(
+            NOT_IMPLEMENTED,
+            "Kafka engine tables are not created over the embedded engine's HTTP interface: "
+            "the engine could not open its directory again after one; with "
+            "FLOWFORGE_SINK_MODE=kafka-engine the worker creates them itself. (NOT_IMPLEMENTED)",
+        )
     is_insert = names[0] == "INSERT"
     format_at = next((k for k, w in enumerate(names) if w == "FORMAT"), None)
     if format_at is not None and format_at + 1 < len(words):
@@ -475,6 +511,11 @@ class ClickHouseHttpServer:
                 "X-ClickHouse-Timezone": self._timezone,
             }
         )
+        if request.path.rstrip("/") == "/play" and request.method in ("GET", "HEAD"):
+            headers["Content-Type"] = "text/html; charset=UTF-8"
+            headers["Content-Security-Policy"] = PLAY_POLICY
+            headers["X-Content-Type-Options"] = "nosniff"
+            return web.Response(status=200, body=PLAY_PAGE, headers=headers)
         try:
             result = await self._answer(request)
         except Exception as exc:  # noqa: BLE001 - whatever a request does, the server answers

@@ -19,9 +19,13 @@ from typing import Any
 
 import lz4.frame
 import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
 
 from flowforge.core.clickhouse import OWNER_FILE, embedded_path, migrate
 from flowforge.core.clickhouse_http import ClickHouseHttpServer, HttpServeError, HttpUser
+from tests.support.browser import headless_chromium
 from tests.support.pipeline import Pipeline, metadata_record
 from tests.support.unique import free_port
 
@@ -202,9 +206,13 @@ def test_query_parameters_database_and_default_format(
          501, 48),
         (b"SELECT 1", "max_threads=notanumber", {}, 400, 27),
         (b"SELECT 1", "bad%20name=1", {}, 400, 36),
+        (b"CREATE TABLE k (a String) ENGINE = Kafka SETTINGS kafka_broker_list = '127.0.0.1:1',"
+         b" kafka_topic_list = 't', kafka_group_name = 'g', kafka_format = 'JSONEachRow'", "", {},
+         501, 48),
     ],
     ids=["bad-sql", "unknown-encoding", "corrupt-lz4", "not-utf8", "unknown-format",
-         "unknown-table", "empty", "infile", "bad-setting-value", "bad-setting-name"],
+         "unknown-table", "empty", "infile", "bad-setting-value", "bad-setting-name",
+         "kafka-engine-table"],
 )  # fmt: skip
 def test_malformed_requests_get_clickhouse_errors(
     served: tuple[ClickHouseHttpServer, Any],
@@ -214,8 +222,9 @@ def test_malformed_requests_get_clickhouse_errors(
     status: int,
     code: int,
 ) -> None:
-    """A malformed request gets ClickHouse's error (status, X-ClickHouse-Exception-Code, body
-    ``Code: N. DB::Exception: ...``) and the server keeps answering queries."""
+    """A malformed request (or a Kafka engine table, which would leave the embedded engine
+    unable to open its directory) gets ClickHouse's error (status, X-ClickHouse-Exception-Code,
+    body ``Code: N. DB::Exception: ...``) and the server keeps answering queries."""
     server, _ = served
     got_status, got_headers, got_body = _post(server, body, query, headers)
     assert (got_status, got_headers.get("X-ClickHouse-Exception-Code")) == (status, str(code)), (
@@ -408,3 +417,110 @@ def test_off_loopback_needs_passwords(engine_url: str, database: Any) -> None:
         assert _post(server, b"SELECT 1", headers=app)[::2] == (200, b"1\n")
     finally:
         server.close()
+
+
+def test_play_page_is_self_contained(served: tuple[ClickHouseHttpServer, Any]) -> None:
+    """GET /play answers an HTML page that loads nothing from elsewhere (no src, href, url() or
+    @import) under a Content-Security-Policy that allows only its own script and requests to
+    this server; POST /play still runs the SQL in its body."""
+    server, _ = served
+    with urllib.request.urlopen(f"{server.url}/play", timeout=60) as reply:  # noqa: S310
+        status, headers, page = reply.status, reply.headers, reply.read().decode()
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/html")
+    policy = headers["Content-Security-Policy"]
+    assert "default-src 'none'" in policy
+    assert "connect-src 'self'" in policy
+    assert "script-src 'sha256-" in policy
+    assert "<textarea" in page
+    for reference in ("src=", "href=", "url(", "@import", "http:", "https:"):
+        assert reference not in page, reference
+    posted = _curl(f"{server.url}/play", "-d", "SELECT count() FROM images_metadata")
+    assert posted.stdout == "3\n"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    """One headless Chromium for this module's page tests."""
+    with headless_chromium() as driver:
+        yield driver
+
+
+def _texts(browser: WebDriver, selector: str) -> list[str]:
+    return [e.text for e in browser.find_elements(By.CSS_SELECTOR, selector)]
+
+
+def _run_sql(browser: WebDriver, sql: str) -> None:
+    """Type ``sql`` into the page's SQL box (replacing what it held) and press Run."""
+    box = browser.find_element(By.ID, "sql")
+    box.clear()
+    box.send_keys(sql)
+    browser.find_element(By.ID, "run").click()
+
+
+def test_play_page_in_a_browser(
+    served: tuple[ClickHouseHttpServer, Any], browser: WebDriver, tmp_path: Path
+) -> None:
+    """In headless Chromium, /play lists the schema's tables; a query typed into the SQL box
+    shows its rows in the result table, a source id holding HTML shown as text; a bad query
+    shows ClickHouse's error in the error line, its HTML as text too, and no rows."""
+    server, database = served
+    hostile = '<img id="injected" src="x" onerror="document.title=1">cam-<b>2</b>'
+    now = datetime.now(tz=UTC)
+    database.insert("images_metadata", [("img-x", hostile, now, now, "processed", 7.5)],
+                    column_names=["image_id", "source_id", "captured_at", "processed_at",
+                                  "status", "brightness"])  # fmt: skip
+    wait = WebDriverWait(browser, 30)
+    browser.get(f"{server.url}/play")
+    wait.until(lambda b: "images_metadata" in _texts(b, "#tables li"))
+    tables = set(_texts(browser, "#tables li"))
+    assert {"images_per_minute", "flowforge_schema_migrations"} <= tables
+
+    _run_sql(browser, "SELECT image_id, source_id, brightness FROM images_metadata ORDER BY 1")
+    wait.until(lambda b: len(_texts(b, "#result tbody tr")) == 4)
+    assert [t.splitlines()[0] for t in _texts(browser, "#result thead th")] == [
+        "image_id",
+        "source_id",
+        "brightness",
+    ]
+    rows = [
+        [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+        for tr in browser.find_elements(By.CSS_SELECTOR, "#result tbody tr")
+    ]
+    assert rows == [["img-0", "cam-1", "40"], ["img-1", "cam-1", "41"], ["img-2", "cam-1", "42"],
+                    ["img-x", hostile, "7.5"]]  # fmt: skip
+    assert browser.find_elements(By.ID, "injected") == []
+    assert browser.find_elements(By.CSS_SELECTOR, "#result b") == []
+    assert _texts(browser, "#status")[0].startswith("4 rows in ")
+    assert _texts(browser, "#error") == [""]
+    browser.save_screenshot(str(tmp_path / "play-rows.png"))
+
+    _run_sql(browser, 'SELECT * FROM `<b id="bold">nope</b>`')
+    wait.until(lambda b: b.find_element(By.ID, "error").text)
+    error = browser.find_element(By.ID, "error").text
+    assert error.startswith("Code: 60. DB::Exception: "), error
+    assert '<b id="bold">nope</b>' in error
+    assert browser.find_elements(By.ID, "bold") == []
+    assert _texts(browser, "#result tbody tr") == []
+    assert browser.title == "FlowForge ClickHouse"
+    browser.save_screenshot(str(tmp_path / "play-error.png"))
+
+
+def test_play_page_sends_the_users_credentials(
+    guarded: ClickHouseHttpServer, browser: WebDriver
+) -> None:
+    """On a server whose users have passwords, /play shows the authentication error, then runs
+    queries as the user and password typed into it (the read-only user's write refused)."""
+    wait = WebDriverWait(browser, 30)
+    browser.get(f"{guarded.url}/play")
+    wait.until(lambda b: b.find_element(By.ID, "error").text)
+    assert browser.find_element(By.ID, "error").text.startswith("Code: 516. DB::Exception: ")
+    browser.find_element(By.ID, "user").send_keys("grafana")
+    browser.find_element(By.ID, "password").send_keys("ro-secret")
+    _run_sql(browser, "SELECT count() AS n FROM t")
+    wait.until(lambda b: _texts(b, "#result tbody tr") == ["0"])
+    assert _texts(browser, "#error") == [""]
+    wait.until(lambda b: _texts(b, "#tables li") == ["t"])
+    _run_sql(browser, "INSERT INTO t VALUES (1)")
+    wait.until(lambda b: b.find_element(By.ID, "error").text)
+    assert browser.find_element(By.ID, "error").text.startswith("Code: 164. DB::Exception: ")

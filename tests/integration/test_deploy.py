@@ -1,8 +1,10 @@
-"""The compose stack's SQL on the real (embedded) ClickHouse engine: init files and dashboard.
+"""The compose stack's SQL over ClickHouse's HTTP interface, on the real (embedded) engine.
 
-ClickHouse's container runs infra/clickhouse/init.sh over the SQL files it mounts; Grafana runs
-each dashboard panel's SQL with its macros expanded. Neither can run here, so the same SQL runs
-on the embedded engine (the Kafka-engine DDL, which the embedded engine cannot run, is parsed).
+ClickHouse's container runs infra/clickhouse/init.sh, which speaks HTTP; Grafana's ClickHouse
+plugin sends each dashboard panel's SQL over HTTP as the read-only user, its macros expanded.
+Neither container runs here, so both talk to the engine owner's HTTP interface with
+clickhouse-db's users and passwords (the Kafka-engine DDL, which the embedded engine cannot run,
+is parsed).
 """
 
 from __future__ import annotations
@@ -10,22 +12,38 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from flowforge.core.clickhouse import Migration, kafka_engine_sql, migrate, migrations
+import clickhouse_connect
+import pytest
+
+from flowforge.core.clickhouse import (
+    Migration,
+    connect,
+    embedded_path,
+    kafka_engine_sql,
+    migrate,
+    migrations,
+)
+from flowforge.core.clickhouse_http import ClickHouseHttpServer, HttpUser
+from flowforge.core.settings import Settings
 from streams.sink.writer import COLUMNS
 from tests.deploy import (
+    PROVISIONING,
     REPO,
     compose,
     dashboard,
     expand_macros,
+    load_yaml,
     secret_values,
+    service_env,
     with_secret_files,
 )
+from tests.support.unique import free_port
 
 CLICKHOUSE_DIR = REPO / "infra" / "clickhouse"
 INTERVAL_S = 60
@@ -49,31 +67,6 @@ PANEL_COLUMNS = {
     6: ["time", "p50_ms", "p99_ms"],
     7: ["source_id", "state", "last_seen", "seconds_since", "images_in_range"],
 }
-
-# A small stand-in for `clickhouse client` that runs the SQL it is given on an embedded engine
-# of its own (its own process and data directory). The Kafka-engine statements cannot run on
-# the embedded engine, so it parses those (EXPLAIN AST), as test_clickhouse.py does.
-CLIENT_STUB = """\
-import sys
-import clickhouse_connect
-from flowforge.core.clickhouse import Migration
-
-args = sys.argv[1:]
-assert args[0] == "client", args
-query = args[args.index("--query") + 1] if "--query" in args else sys.stdin.read()
-database = args[args.index("--database") + 1] if "--database" in args else "default"
-client = clickhouse_connect.get_client(dsn="chdb://" + {path!r}, database=database)
-with open({log!r}, "a", encoding="utf-8") as log:
-    for statement in Migration.statements_of(query):
-        log.write(statement + "\\n;\\n")
-        if "ENGINE = Kafka" in statement or "FROM images_metadata_queue" in statement:
-            assert client.query("EXPLAIN AST " + statement).result_rows
-        elif statement.lstrip().upper().startswith("SELECT"):
-            for row in client.query(statement).result_rows:
-                print("\\t".join(str(value) for value in row))
-        else:
-            client.command(statement)
-"""
 
 
 def _mounted_sql_files() -> list[Path]:
@@ -100,50 +93,109 @@ def test_every_sql_file_the_container_runs_executes(database: Any) -> None:
     assert set(files) == seen, f"SQL files no test runs: {set(files) - seen}"
 
 
-def _run_init(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    stub = bin_dir / "clickhouse"
-    code = CLIENT_STUB.format(path=str(tmp_path / "engine"), log=str(tmp_path / "sql.log"))
-    stub.write_text(f"#!{sys.executable}\n{code}", encoding="utf-8")
-    stub.chmod(0o755)
+GRAFANA_DATASOURCE = load_yaml(PROVISIONING / "datasources" / "clickhouse.yaml")["datasources"][0]
+
+
+@pytest.fixture
+def clickhouse_db(engine_url: str, database: Any) -> Iterator[ClickHouseHttpServer]:
+    """ClickHouse's HTTP interface over the session's engine with clickhouse-db's users and
+    their compose passwords: the application's (read-write) and Grafana's (read-only); its
+    database the test's fresh one."""
+    passwords = secret_values(compose())
+    app_user = service_env(compose()["services"]["clickhouse-db"])["CLICKHOUSE_USER"]
+    grafana_user = GRAFANA_DATASOURCE["jsonData"]["username"]
+    path = embedded_path(engine_url)
+    assert path is not None
+    server = ClickHouseHttpServer(
+        path,
+        port=free_port(),
+        database=database.database,
+        users=(
+            HttpUser(app_user, passwords["clickhouse_password"]),
+            HttpUser(grafana_user, passwords["clickhouse_grafana_password"], readonly=True),
+        ),
+    )
+    server.start()
+    yield server
+    server.close()
+
+
+def _run_init(
+    server: ClickHouseHttpServer, tmp_path: Path, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """init.sh with clickhouse-db's environment and secret files (as under `docker compose
+    exec`), its database the test's, against ``server`` (the system's wget on PATH)."""
+    service = compose()["services"]["clickhouse-db"]
+    base = with_secret_files(service, tmp_path / "secrets") | {
+        "CLICKHOUSE_DB": server.database,
+        "FLOWFORGE_CLICKHOUSE_URL": server.url,
+        "FLOWFORGE_CLICKHOUSE_SQL_DIR": str(CLICKHOUSE_DIR),
+        "PATH": os.environ["PATH"],
+    }
     return subprocess.run(
         ["bash", str(CLICKHOUSE_DIR / "init.sh")],
-        env={
-            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-            "PYTHONPATH": str(REPO),
-            "FLOWFORGE_CLICKHOUSE_SQL_DIR": str(CLICKHOUSE_DIR),
-            **env,
-        },
+        env=base | env,
         capture_output=True,
         text=True,
         timeout=300,
+        check=False,
     )
 
 
-def test_container_init_script_applies_the_schema_and_sink_mode(tmp_path: Path) -> None:
-    """infra/clickhouse/init.sh, with clickhouse-db's environment and secret files (as under
-    `docker compose exec`), applies every migration once (recorded as `flowforge clickhouse
-    migrate` records it) and the TTL, and in kafka-engine mode sends the Kafka-engine SQL for
-    the compose broker."""
-    env = with_secret_files(compose()["services"]["clickhouse-db"], tmp_path / "secrets")
-    first = _run_init(tmp_path, env)
+def test_container_init_script_applies_the_schema_over_http(
+    clickhouse_db: ClickHouseHttpServer, tmp_path: Path
+) -> None:
+    """infra/clickhouse/init.sh, speaking HTTP to the interface as clickhouse-db's user, applies
+    every migration once (recorded as `flowforge clickhouse migrate` records it, so migrate
+    finds nothing left), the TTL, and the agent sink mode; run again it applies nothing; a TTL
+    of 0 removes the TTL."""
+    first = _run_init(clickhouse_db, tmp_path)
     assert first.returncode == 0, first.stderr
     names = [m.path.stem for m in migrations()]
-    assert [line.removeprefix("init: applied ") for line in first.stdout.splitlines()][:-1] == (
-        names
-    )
-    again = _run_init(tmp_path, env | {"FLOWFORGE_SINK_MODE": "kafka-engine"})
+    lines = first.stdout.splitlines()
+    assert [line.removeprefix("init: applied ") for line in lines[:-1]] == names
+    assert lines[-1].startswith("init: sink mode agent: ")
+    env = {"FLOWFORGE_CLICKHOUSE_URL": f"chdb://{clickhouse_db.path}",
+           "FLOWFORGE_CLICKHOUSE_DATABASE": clickhouse_db.database}  # fmt: skip
+    client = connect(Settings.from_env(env).clickhouse)
+    recorded = client.query("SELECT version, name FROM flowforge_schema_migrations ORDER BY 1")
+    assert recorded.result_rows == [(m.version, m.path.stem) for m in migrations()]
+    create = client.command("SHOW CREATE TABLE images_metadata")
+    assert "TTL toDateTime(ingested_at) + toIntervalDay(90)" in create
+    assert migrate(client, ttl_days=90) == []
+    again = _run_init(clickhouse_db, tmp_path)
     assert again.returncode == 0, again.stderr
     assert "applied" not in again.stdout
-    assert "sink mode kafka-engine" in again.stdout
-    log = (tmp_path / "sql.log").read_text(encoding="utf-8")
-    assert "kafka_broker_list = 'kafka:29092'" in log
-    assert "kafka_group_name = 'flowforge-clickhouse'" in log
-    assert "MODIFY TTL toDateTime(ingested_at) + INTERVAL 90 DAY" in log
-    check = _run_init(tmp_path, env | {"FLOWFORGE_SINK_MODE": "bogus"})
-    assert check.returncode == 2
-    assert "FLOWFORGE_SINK_MODE=bogus" in check.stderr
+    no_ttl = _run_init(clickhouse_db, tmp_path, FLOWFORGE_CLICKHOUSE_TTL_DAYS="0")
+    assert no_ttl.returncode == 0, no_ttl.stderr
+    assert "TTL" not in client.command("SHOW CREATE TABLE images_metadata")
+
+
+def test_container_init_script_stops_on_the_servers_errors(
+    clickhouse_db: ClickHouseHttpServer, tmp_path: Path
+) -> None:
+    """init.sh stops with the server's error and the statement on stderr: a wrong password (401,
+    named as an authentication failure, before any statement), the Kafka-engine DDL for the
+    compose broker, which the embedded engine refuses (after the migrations; the server still
+    serves), and a bad sink mode before any request."""
+    wrong = _run_init(clickhouse_db, tmp_path, CLICKHOUSE_PASSWORD="wrong")
+    assert wrong.returncode != 0
+    assert "authentication failed for CLICKHOUSE_USER=flowforge" in wrong.stderr, wrong.stderr
+    assert "CREATE DATABASE" in wrong.stderr
+    kafka = _run_init(clickhouse_db, tmp_path, FLOWFORGE_SINK_MODE="kafka-engine")
+    assert kafka.returncode != 0
+    assert "Code: 48. DB::Exception: Kafka engine tables" in kafka.stderr, kafka.stderr
+    assert "CREATE TABLE IF NOT EXISTS images_metadata_queue" in kafka.stderr
+    assert "kafka_broker_list = 'kafka:29092'" in kafka.stderr
+    assert "kafka_group_name = 'flowforge-clickhouse'" in kafka.stderr
+    assert kafka.stdout.count("init: applied ") == len(migrations())
+    bogus = _run_init(clickhouse_db, tmp_path, FLOWFORGE_SINK_MODE="bogus")
+    assert bogus.returncode == 2
+    assert "FLOWFORGE_SINK_MODE=bogus" in bogus.stderr
+    reply = subprocess.run(["curl", "-sS", "-u", "grafana:" + secret_values(compose())[
+        "clickhouse_grafana_password"], f"{clickhouse_db.url}/", "-d", "SELECT 1"],
+        capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert reply.stdout == "1\n"
 
 
 def _rows(now: datetime) -> list[tuple[object, ...]]:
@@ -186,10 +238,27 @@ def _filled(database: Any) -> tuple[datetime, datetime]:
     return start, end
 
 
-def test_every_dashboard_panel_runs_and_returns_its_columns(database: Any) -> None:
-    """Every panel's SQL, with Grafana's macros expanded for the last hour, runs on the engine
-    filled with test rows and returns the columns the panel uses (time first for graphs)."""
+def _grafana(server: ClickHouseHttpServer) -> Any:
+    """A client of the HTTP interface as the Grafana datasource logs in: its user and password,
+    its default database (the test's), over HTTP."""
+    return clickhouse_connect.get_client(
+        host="127.0.0.1",
+        port=server.port,
+        username=GRAFANA_DATASOURCE["jsonData"]["username"],
+        password=secret_values(compose())["clickhouse_grafana_password"],
+        database=server.database,
+    )
+
+
+def test_every_dashboard_panel_runs_and_returns_its_columns(
+    clickhouse_db: ClickHouseHttpServer, database: Any
+) -> None:
+    """Every panel's SQL, with Grafana's macros expanded for the last hour, sent over HTTP as the
+    read-only Grafana user, runs on the engine filled with test rows and returns the columns the
+    panel uses (time first for graphs)."""
+    assert GRAFANA_DATASOURCE["jsonData"]["protocol"] == "http"
     start, end = _filled(database)
+    grafana = _grafana(clickhouse_db)
     board = dashboard()
     assert sorted(PANEL_COLUMNS) == sorted(p["id"] for p in board["panels"])
     results = {}
@@ -202,7 +271,7 @@ def test_every_dashboard_panel_runs_and_returns_its_columns(database: Any) -> No
             interval_s=INTERVAL_S,
             sources=["cam-1", "cam-2", "cam-3"],
         )
-        result = database.query(sql)
+        result = grafana.query(sql)
         assert list(result.column_names) == PANEL_COLUMNS[panel["id"]], panel["title"]
         assert result.result_rows, f"{panel['title']}: no rows"
         if panel["type"] == "timeseries":
@@ -221,13 +290,16 @@ def test_every_dashboard_panel_runs_and_returns_its_columns(database: Any) -> No
     assert states == {"cam-1": "online", "cam-2": "online", "cam-3": "offline"}
 
 
-def test_source_filter_and_variable_query(database: Any) -> None:
-    """The source variable's query lists every source, and a panel filtered to one source
-    returns only that source's series."""
+def test_source_filter_and_variable_query(
+    clickhouse_db: ClickHouseHttpServer, database: Any
+) -> None:
+    """Over HTTP as the Grafana user, the source variable's query lists every source, and a
+    panel filtered to one source returns only that source's series."""
     start, end = _filled(database)
+    grafana = _grafana(clickhouse_db)
     board = dashboard()
     (variable,) = board["templating"]["list"]
-    sources = [row[0] for row in database.query(variable["query"]).result_rows]
+    sources = [row[0] for row in grafana.query(variable["query"]).result_rows]
     assert sources == ["cam-1", "cam-2", "cam-3"]
     brightness = next(p for p in board["panels"] if p["id"] == 3)
     sql = expand_macros(
@@ -237,7 +309,7 @@ def test_source_filter_and_variable_query(database: Any) -> None:
         interval_s=INTERVAL_S,
         sources=["cam-2"],
     )
-    assert {row[1] for row in database.query(sql).result_rows} == {"cam-2"}
+    assert {row[1] for row in grafana.query(sql).result_rows} == {"cam-2"}
 
 
 def _free_port() -> int:

@@ -822,7 +822,7 @@ for f in "$INITDB"/*; do
         *.sh) if [ -x "$f" ]; then "$f"; else . "$f"; fi ;;
     esac
 done
-echo "after init: options=$- client=${client[*]:-unset} mode=${mode:-unset}"
+echo "after init: options=$- url=${url:-unset} mode=${mode:-unset}"
 """
 
 
@@ -840,9 +840,11 @@ def test_init_script_works_with_or_without_its_execute_bit(
     script.chmod(0o755 if executable else 0o644)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    # A stand-in for `clickhouse client`: reads its SQL, answers the one SELECT with 0.
-    _stub(bin_dir, "clickhouse", "import sys\nargs = sys.argv[1:]\n"
-          "q = args[args.index('--query') + 1] if '--query' in args else sys.stdin.read()\n"
+    # A stand-in for wget posting to ClickHouse (this test is about the entrypoint's shell;
+    # tests/integration/test_deploy.py runs init.sh against the real HTTP interface): it
+    # answers the one SELECT with 0.
+    _stub(bin_dir, "wget", "import sys\n"
+          "q = next(a for a in sys.argv if a.startswith('--post-data='))[12:]\n"
           "print(0) if q.startswith('SELECT') else None\n")  # fmt: skip
     env = with_secret_files(services()["clickhouse-db"], tmp_path / "secrets") | {
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
@@ -854,7 +856,7 @@ def test_init_script_works_with_or_without_its_execute_bit(
     )
     assert ok.returncode == 0, ok.stderr
     after = ok.stdout.strip().splitlines()[-1]
-    assert "client=unset mode=unset" in after, after
+    assert "url=unset mode=unset" in after, after
     options = after.split("options=")[1].split()[0]
     assert "u" not in options, f"init.sh turned on nounset in the entrypoint: {options}"
     assert "sink mode agent" in ok.stdout
