@@ -334,22 +334,31 @@ def test_a_transient_group_join_error_is_survived_by_joining_again(
     with running_stack(tmp_path / "stack", kafka_heap="256m") as (_stack, env):
         pipeline = make_pipeline(unique_name(request, "w"), settings, env, tmp_path)
         pipeline.env["FLOWFORGE_WORKER_REQUEST_TIMEOUT_S"] = "20"
-        request.addfinalizer(pipeline.stop_all)
-        ids = _produce_frames(pipeline, _camera_frames(12, sources=3))
-        asyncio.run(_group_metadata_limit(pipeline, 64))
-        port = pipeline.start_worker()
-        pipeline.wait_until(
-            lambda: pipeline.metric(port, "flowforge_worker_group_join_errors_total") >= 1,
-            "a failed group join",
-            300,
-        )
-        assert pipeline.alive(port), pipeline.worker_log(port)
-        assert "Unexpected error from SyncGroup" in pipeline.worker_log(port)
-        asyncio.run(_group_metadata_limit(pipeline, None))
-        out = pipeline.collect(len(ids), timeout=300, settle=1)
-        assert set(out.ids()) == set(ids), pipeline.worker_log(port)
-        assert pipeline.alive(port), pipeline.worker_log(port)
-        assert "Crashed" not in pipeline.worker_log(port)
+        # Stopped before its private broker: a worker stopping after the broker has gone waits
+        # out its Kafka timeouts (30 s of teardown).
+        try:
+            _survive_a_group_join_error(pipeline)
+        finally:
+            pipeline.stop_all()
+
+
+def _survive_a_group_join_error(pipeline: Pipeline) -> None:
+    """The body of the test above, on the pipeline of its private broker."""
+    ids = _produce_frames(pipeline, _camera_frames(12, sources=3))
+    asyncio.run(_group_metadata_limit(pipeline, 64))
+    port = pipeline.start_worker()
+    pipeline.wait_until(
+        lambda: pipeline.metric(port, "flowforge_worker_group_join_errors_total") >= 1,
+        "a failed group join",
+        300,
+    )
+    assert pipeline.alive(port), pipeline.worker_log(port)
+    assert "Unexpected error from SyncGroup" in pipeline.worker_log(port)
+    asyncio.run(_group_metadata_limit(pipeline, None))
+    out = pipeline.collect(len(ids), timeout=300, settle=1)
+    assert set(out.ids()) == set(ids), pipeline.worker_log(port)
+    assert pipeline.alive(port), pipeline.worker_log(port)
+    assert "Crashed" not in pipeline.worker_log(port)
 
 
 async def _group_metadata_limit(pipeline: Pipeline, limit: int | None) -> None:
