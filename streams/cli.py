@@ -46,9 +46,10 @@ def worker(ctx: click.Context, faust_args: tuple[str, ...]) -> None:
     """Run the Faust worker; Faust's worker options pass through.
 
     Agents (--agents or FLOWFORGE_WORKER_AGENTS, default process,sink): "process" decodes,
-    scores and resizes images.raw; "sink" writes images.metadata to ClickHouse. The embedded
-    ClickHouse engine has one owner, so with it run the sink in one worker only and start the
-    others with --agents process. Each worker keeps its state under
+    scores and resizes images.raw; "sink" writes images.metadata to ClickHouse (with
+    FLOWFORGE_SINK_MODE=kafka-engine the embedded engine's owner has ClickHouse consume it
+    itself). The embedded ClickHouse engine has one owner, so with it run the sink in one worker
+    only and start the others with --agents process. Each worker keeps its state under
     FLOWFORGE_HOME/worker-<web port>: give each worker on one machine its own --web-port.
     """
     from faust.cli.faust import cli as faust_cli
