@@ -144,5 +144,17 @@ def create_app(settings: Settings) -> FlowForgeApp:
         config=processing_config(settings),
         worker_name=f"{socket.gethostname()}:{worker.web_port}",
     )
+    if not consumes(settings):
+        # No agent to feed (the sink role in kafka-engine mode: ClickHouse consumes): Faust's
+        # consumer would subscribe to no topic, which aiokafka refuses ("You should provide
+        # either `topics` or `pattern`"), ending the worker. Only its web server and tasks run.
+        app.boot_strategy = app.BootStrategy(app, enable_kafka=False)
     _hold_flow_during_seek(app)
     return flow
+
+
+def consumes(settings: Settings) -> bool:
+    """Whether the worker runs an agent that consumes from Kafka: the process agent, or the sink
+    agent (not in kafka-engine mode, where ClickHouse consumes images.metadata itself)."""
+    agents = settings.worker.agents
+    return "process" in agents or ("sink" in agents and settings.sink.mode == "agent")

@@ -46,9 +46,10 @@ def worker(ctx: click.Context, faust_args: tuple[str, ...]) -> None:
     """Run the Faust worker; Faust's worker options pass through.
 
     Agents (--agents or FLOWFORGE_WORKER_AGENTS, default process,sink): "process" decodes,
-    scores and resizes images.raw; "sink" writes images.metadata to ClickHouse. The embedded
-    ClickHouse engine has one owner, so with it run the sink in one worker only and start the
-    others with --agents process. Each worker keeps its state under
+    scores and resizes images.raw; "sink" writes images.metadata to ClickHouse (with
+    FLOWFORGE_SINK_MODE=kafka-engine the embedded engine's owner has ClickHouse consume it
+    itself). The embedded ClickHouse engine has one owner, so with it run the sink in one worker
+    only and start the others with --agents process. Each worker keeps its state under
     FLOWFORGE_HOME/worker-<web port>: give each worker on one machine its own --web-port.
     """
     from faust.cli.faust import cli as faust_cli
@@ -89,6 +90,9 @@ def worker(ctx: click.Context, faust_args: tuple[str, ...]) -> None:
         if "sink" in settings.worker.agents and settings.sink.mode == "agent":
             clients = _sink_clients(settings)
             http = _serve_http(settings)
+        elif "sink" in settings.worker.agents and settings.clickhouse.url.startswith("chdb://"):
+            clients = _kafka_engine_clients(settings)
+            http = _serve_http(settings)
     built = build_worker(settings, *clients)
     app = built.app
     app.finalize()
@@ -109,6 +113,8 @@ def worker(ctx: click.Context, faust_args: tuple[str, ...]) -> None:
             http.close()
         if built.sink is not None:
             built.sink.close()
+        if built.engine is not None:
+            built.engine.close()
 
 
 def _faust_help(faust_cli: Any, args: list[str], app: Any, settings: Settings) -> None:
@@ -185,25 +191,17 @@ def _sink_clients(settings: Settings) -> tuple[Any, Any]:
     streams.agents.sink.SinkAgent). A ClickHouse server that is down at start does not stop the
     worker: its clients connect (and apply the schema) once it answers, and rows spool till then.
     """
-    from flowforge.core.clickhouse import ServerClient, connect, embedded_path, migrate
-    from flowforge.core.errors import ClickHouseUnavailable, EngineLocked
+    from flowforge.core import kafka_engine
+    from flowforge.core.clickhouse import ServerClient
+    from flowforge.core.errors import ClickHouseUnavailable
     from flowforge.core.faults import FaultInjectingClient
 
     ch = settings.clickhouse
     inserts: Any
     queries: Any
     if ch.url.startswith("chdb://"):
-        worker = settings.worker
-        owner = {"web": f"http://{reachable_host(worker.web_bind)}:{worker.web_port}"}
-        if ch.http_port and embedded_path(ch.url) is not None:
-            owner["http"] = f"http://{reachable_host(ch.http_bind)}:{ch.http_port}"
-        try:
-            inserts = connect(ch, owner=owner)
-        except EngineLocked as exc:
-            raise EngineLocked(f"{exc}; or run this worker with --agents process") from exc
-        if settings.sink.migrate_on_start:
-            migrate(inserts, ttl_days=ch.ttl_days)
-        queries = connect(ch, owner=owner) if embedded_path(ch.url) is not None else None
+        inserts, queries = _embedded_clients(settings)
+        kafka_engine.drop_embedded(inserts, settings)  # the views and the agent never both write
     else:
         inserts = ServerClient(ch, migrate_schema=settings.sink.migrate_on_start)
         queries = ServerClient(ch, migrate_schema=False)
@@ -217,6 +215,38 @@ def _sink_clients(settings: Settings) -> tuple[Any, Any]:
         if queries is not None:
             queries = FaultInjectingClient(queries, Path(settings.sink.fault_file))
     return inserts, queries
+
+
+def _embedded_clients(settings: Settings) -> tuple[Any, Any]:
+    """Open the embedded engine as its owner (the owner record names this worker's pages),
+    apply the schema if configured; two clients (the second None for ``chdb://memory``)."""
+    from flowforge.core.clickhouse import connect, embedded_path, migrate
+    from flowforge.core.errors import EngineLocked
+
+    ch = settings.clickhouse
+    worker = settings.worker
+    owner = {"web": f"http://{reachable_host(worker.web_bind)}:{worker.web_port}"}
+    if ch.http_port and embedded_path(ch.url) is not None:
+        owner["http"] = f"http://{reachable_host(ch.http_bind)}:{ch.http_port}"
+    try:
+        main = connect(ch, owner=owner)
+    except EngineLocked as exc:
+        raise EngineLocked(f"{exc}; or run this worker with --agents process") from exc
+    if settings.sink.migrate_on_start:
+        migrate(main, ttl_days=ch.ttl_days)
+    queries = connect(ch, owner=owner) if embedded_path(ch.url) is not None else None
+    return main, queries
+
+
+def _kafka_engine_clients(settings: Settings) -> tuple[Any, Any]:
+    """FLOWFORGE_SINK_MODE=kafka-engine on the embedded engine: open it as its owner, apply the
+    schema, and have its Kafka table consume images.metadata (created at every start, see
+    flowforge/core/kafka_engine.py); it consumes while the first client stays open."""
+    from flowforge.core import kafka_engine
+
+    main, queries = _embedded_clients(settings)
+    kafka_engine.start_embedded(main, settings)
+    return main, queries
 
 
 def _serve_http(settings: Settings) -> Any:

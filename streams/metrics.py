@@ -162,3 +162,21 @@ SINK_CLICKHOUSE_UP = Gauge(
     "1 when the last ClickHouse insert succeeded, 0 while ClickHouse is failing.",
     registry=REGISTRY,
 )
+
+# --- the Kafka engine (FLOWFORGE_SINK_MODE=kafka-engine, on the worker owning the engine) -----
+
+KAFKA_ENGINE_REFUSED = Gauge(
+    "flowforge_kafka_engine_refused_records",
+    "images.metadata records the Kafka engine refused (rows of kafka_engine_refused, FINAL).",
+    registry=REGISTRY,
+)
+KAFKA_ENGINE_READ = Gauge(
+    "flowforge_kafka_engine_messages_read",
+    "images.metadata records the Kafka engine's consumer read since this worker started.",
+    registry=REGISTRY,
+)
+KAFKA_ENGINE_UP = Gauge(
+    "flowforge_kafka_engine_up",
+    "1 while the Kafka engine table consumes images.metadata and its state can be read.",
+    registry=REGISTRY,
+)

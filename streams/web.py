@@ -10,11 +10,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from flowforge.core.clickhouse import MIGRATIONS_TABLE
 from flowforge.core.stats import ALL_TIME_S, SQL, rows_to_dicts
 from streams import metrics
+from streams.app import consumes
 
 if TYPE_CHECKING:
     from streams.agents.process import ImageProcessor
     from streams.agents.sink import SinkAgent
     from streams.app import FlowForgeApp
+    from streams.kafka_engine import KafkaEngineOwner
 
 # Not ready when messages wait on assigned partitions and none was finished for this long.
 STALL_SECONDS = 30.0
@@ -34,10 +36,20 @@ def lag(flow: FlowForgeApp) -> int:
     return total
 
 
+def _consuming(flow: FlowForgeApp) -> bool:
+    """Whether the worker's Kafka consumer runs and has partitions (a worker whose ClickHouse
+    consumes images.metadata itself runs none, see streams.app.consumes)."""
+    consumer = flow.app.consumer
+    return consumes(flow.settings) and bool(consumer) and bool(consumer.assignment())
+
+
 def readiness(
-    flow: FlowForgeApp, processor: ImageProcessor | None, sink: SinkAgent | None
+    flow: FlowForgeApp,
+    processor: ImageProcessor | None,
+    sink: SinkAgent | KafkaEngineOwner | None,
 ) -> tuple[bool, str]:
-    """Ready means making progress: processing not stuck, and the sink not degraded."""
+    """Ready means making progress: processing not stuck, and the sink (or the Kafka engine
+    this worker owns) not degraded."""
     ready, why = _processing_readiness(flow, processor)
     if sink is not None:
         sink_ready, sink_why = sink.readiness()
@@ -48,7 +60,7 @@ def readiness(
 def _processing_readiness(flow: FlowForgeApp, processor: ImageProcessor | None) -> tuple[bool, str]:
     """Not recovering tables, and not stuck with work waiting."""
     app = flow.app
-    if not app.consumer or not app.consumer.assignment():
+    if not _consuming(flow):
         return True, "no partitions assigned"
     if app.in_recovery or app.rebalancing:
         return False, "recovering tables / rebalancing"
@@ -65,10 +77,17 @@ def _processing_readiness(flow: FlowForgeApp, processor: ImageProcessor | None) 
     return True, f"lag {waiting}"
 
 
-def register(flow: FlowForgeApp, processor: ImageProcessor | None, sink: SinkAgent | None) -> None:
-    """Add the pages to the Faust app's web server; they read the worker's processor and sink
-    (either may be None: a worker without that role)."""
+def register(
+    flow: FlowForgeApp,
+    processor: ImageProcessor | None,
+    sink: SinkAgent | None,
+    engine: KafkaEngineOwner | None = None,
+) -> None:
+    """Add the pages to the Faust app's web server; they read the worker's processor and sink,
+    or the Kafka engine it owns in kafka-engine mode (any may be None: a worker without that
+    role)."""
     app = flow.app
+    owner = sink or engine  # whichever holds ClickHouse in this worker
 
     @app.page("/livez")
     async def livez(web: Any, request: Any) -> Any:
@@ -76,19 +95,21 @@ def register(flow: FlowForgeApp, processor: ImageProcessor | None, sink: SinkAge
 
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
-        ready, why = readiness(flow, processor, sink)
+        ready, why = readiness(flow, processor, owner)
         text = f"{'ready' if ready else 'not ready'}: {why}\n"
         return web.text(text, status=200 if ready else 503)
 
     @app.page("/metrics")
     async def prometheus(web: Any, request: Any) -> Any:
-        if app.consumer and app.consumer.assignment():
+        if _consuming(flow):
             metrics.LAG.set(lag(flow))
         for table in (flow.tables.seen, flow.tables.stats) if flow.tables else ():
             replayed = getattr(table.data, "changelog_events_applied", 0)
             metrics.CHANGELOG_REPLAYED.labels(table=table.name).set(replayed)
         if sink is not None:
             metrics.SPOOL_OLDEST_AGE.set(sink.core.spool.oldest_age_s())
+        if engine is not None:
+            await engine.refresh()
         # aiohttp refuses a charset inside content_type=, so the header is set directly.
         body = generate_latest(metrics.REGISTRY)
         return web.bytes(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -103,11 +124,11 @@ def register(flow: FlowForgeApp, processor: ImageProcessor | None, sink: SinkAge
     @app.page("/clickhouse/schema")
     async def clickhouse_schema(web: Any, request: Any) -> Any:
         """`flowforge validate` asks here for the schema version while this worker owns it."""
-        if sink is None:
+        if owner is None:
             return web.json({"error": "this worker runs no sink"}, status=404)
         try:
             sql = f"SELECT max(version) FROM {MIGRATIONS_TABLE}"  # noqa: S608 - a constant
-            result = await sink.query(sql)
+            result = await owner.query(sql)
         except Exception as exc:  # noqa: BLE001 - reported to the caller, the worker goes on
             return web.json({"error": f"ClickHouse query failed: {exc}"}, status=503)
         return web.json({"version": int(result.result_rows[0][0] or 0)})
@@ -115,14 +136,14 @@ def register(flow: FlowForgeApp, processor: ImageProcessor | None, sink: SinkAge
     @app.page("/clickhouse/stats")
     async def clickhouse_stats(web: Any, request: Any) -> Any:
         """`flowforge stats` asks here while this worker owns the embedded engine."""
-        if sink is None:
+        if owner is None:
             return web.json({"error": "this worker runs no sink"}, status=404)
         try:
             since_s = int(request.query.get("since_s", ALL_TIME_S))
         except ValueError:
             return web.json({"error": "since_s must be an integer"}, status=400)
         try:
-            result = await sink.query(SQL, {"since_s": max(0, since_s)})
+            result = await owner.query(SQL, {"since_s": max(0, since_s)})
         except Exception as exc:  # noqa: BLE001 - reported to the caller, the worker goes on
             return web.json({"error": f"ClickHouse query failed: {exc}"}, status=503)
         return web.json(rows_to_dicts(result.result_rows))

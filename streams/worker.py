@@ -8,11 +8,12 @@ from typing import Any
 import faust
 
 from flowforge.core.settings import Settings
-from streams import web
+from streams import kafka_engine, web
 from streams.agents import process, sink
 from streams.agents.process import ImageProcessor
 from streams.agents.sink import SinkAgent
 from streams.app import FlowForgeApp, create_app
+from streams.kafka_engine import KafkaEngineOwner
 from streams.tables import Tables
 
 
@@ -24,6 +25,7 @@ class Worker:
     agents: dict[str, Any] = field(default_factory=dict)
     processor: ImageProcessor | None = None  # None when it does not run the process agent
     sink: SinkAgent | None = None  # None without the sink agent (or in kafka-engine mode)
+    engine: KafkaEngineOwner | None = None  # the embedded engine's owner in kafka-engine mode
 
     @property
     def app(self) -> faust.App:
@@ -43,10 +45,13 @@ def build_worker(settings: Settings, clickhouse: Any = None, queries: Any = None
 
     Roles (``settings.worker.agents``): ``process`` consumes images.raw (with the tables);
     ``sink`` consumes images.metadata into ClickHouse through ``clickhouse`` (a client, required
-    then, unless the sink mode is kafka-engine, where ClickHouse consumes the topic itself);
-    ``queries``, a second client, answers the pages' read queries beside the inserts.
+    then). In kafka-engine mode ClickHouse consumes the topic itself and no sink agent runs; a
+    ``clickhouse`` client then is the embedded engine this worker owns, whose Kafka table
+    consumes while it stays open (none with a ClickHouse server). ``queries``, a second client,
+    answers the pages' read queries beside the inserts.
     """
-    run_sink = "sink" in settings.worker.agents and settings.sink.mode == "agent"
+    sink_role = "sink" in settings.worker.agents
+    run_sink = sink_role and settings.sink.mode == "agent"
     if run_sink and clickhouse is None:
         raise ValueError("the sink agent needs a ClickHouse client")
     built = Worker(create_app(settings))
@@ -54,5 +59,7 @@ def build_worker(settings: Settings, clickhouse: Any = None, queries: Any = None
         built.agents["process"], built.processor = process.register(built.flow)
     if run_sink:
         built.agents["sink"], built.sink = sink.register(built.flow, clickhouse, queries)
-    web.register(built.flow, built.processor, built.sink)
+    elif sink_role and clickhouse is not None:
+        built.engine = kafka_engine.register(built.flow, clickhouse, queries)
+    web.register(built.flow, built.processor, built.sink, built.engine)
     return built

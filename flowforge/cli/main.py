@@ -163,14 +163,15 @@ Example:
 @click.option("--brokers", help="Broker list as ClickHouse sees it (default: the settings').")
 @pass_state
 def clickhouse_kafka_engine_sql(state: State, brokers: str | None) -> None:
-    """Print the Kafka-engine table and view (server mode; apply after `migrate`)."""
-    from flowforge.core.clickhouse import kafka_engine_sql
+    """Print the Kafka-engine tables and views (server mode; apply after `migrate`)."""
+    from flowforge.core.kafka_engine import consumer_group, kafka_engine_sql
 
     kafka = state.settings.kafka
     for statement in kafka_engine_sql(
         brokers=brokers or kafka.bootstrap_servers,
         topic=kafka.topic_metadata,
-        group=f"{state.settings.worker.app_id}-clickhouse",
+        group=consumer_group(state.settings.worker.app_id),
+        database=state.settings.clickhouse.database,
     ):
         click.echo(f"{statement};\n")
 

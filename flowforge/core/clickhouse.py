@@ -18,7 +18,6 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from string import Template
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -248,22 +247,6 @@ def migrate(client: Any, *, ttl_days: int, directory: Path | None = None) -> lis
         log.info("clickhouse: applied %s", migration.path.name)
     apply_ttl(client, ttl_days)
     return applied_now
-
-
-def kafka_engine_sql(*, brokers: str, topic: str, group: str) -> list[str]:
-    """The Kafka-engine statements (infra/clickhouse/kafka_engine.sql) for these brokers/topic.
-
-    For a ClickHouse server only; apply after :func:`migrate`.
-    """
-    values = {"kafka_brokers": brokers, "topic": topic, "group": group}
-    for name, value in values.items():
-        if not re.fullmatch(r"[A-Za-z0-9._:,\-]+", value):
-            raise FlowForgeError(
-                f"kafka-engine SQL: {name} {value!r} has characters SQL cannot hold"
-            )
-    path = infra_dir() / "clickhouse" / "kafka_engine.sql"
-    rendered = Template(path.read_text(encoding="utf-8")).substitute(values)
-    return Migration(0, path.stem, path).statements_of(rendered)
 
 
 def apply_ttl(client: Any, ttl_days: int) -> None:

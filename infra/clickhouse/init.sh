@@ -8,9 +8,10 @@
 #    flowforge_schema_migrations exactly as `flowforge clickhouse migrate` records it, so the
 #    sink's migrate-on-start finds it applied;
 # 2. the row TTL (FLOWFORGE_CLICKHOUSE_TTL_DAYS);
-# 3. FLOWFORGE_SINK_MODE=kafka-engine: the Kafka-engine table and view (kafka_engine.sql, with the
-#    brokers, metadata topic and a consumer group filled in as `flowforge clickhouse
-#    kafka-engine-sql` fills them); agent: kafka_engine_drop.sql, so only the sink writes rows.
+# 3. FLOWFORGE_SINK_MODE=kafka-engine: the Kafka-engine tables and views (kafka_engine.sql, with
+#    the brokers, metadata topic, a consumer group and the database filled in as `flowforge
+#    clickhouse kafka-engine-sql` fills them); agent: kafka_engine_drop.sql, so only the sink
+#    writes rows.
 #
 # It speaks ClickHouse's HTTP interface (FLOWFORGE_CLICKHOUSE_URL, default
 # http://127.0.0.1:8123, where the image's entrypoint runs its init server) through GNU wget,
@@ -146,9 +147,10 @@ if [[ "$mode" == kafka-engine ]]; then
         fi
     done
     sed -e "s/\$kafka_brokers/$brokers/g" -e "s/\$topic/$topic/g" -e "s/\$group/$group/g" \
+        -e "s/\$queue_database/$db/g" -e "s/\$database/$db/g" \
         "$dir/kafka_engine.sql" | run_sql
     echo "init: sink mode kafka-engine: ClickHouse consumes $topic from $brokers (group $group)"
 else
-    run_sql <"$dir/kafka_engine_drop.sql"
+    sed -e "s/\$queue_database/$db/g" "$dir/kafka_engine_drop.sql" | run_sql
     echo "init: sink mode agent: the workers' sink agents write $db.images_metadata"
 fi

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import uuid
@@ -17,14 +16,11 @@ from clickhouse_connect.driver._chdbclient import ChdbClient
 
 from flowforge.core.clickhouse import (
     connect,
-    kafka_engine_sql,
     migrate,
     migrations,
     schema_version,
 )
 from flowforge.core.settings import Settings
-from streams.records import ImageMetadata
-from streams.sink.writer import COLUMNS as RECORD_COLUMNS
 from tests.support.stack import stack_env
 
 COLUMNS = ["image_id", "source_id", "captured_at", "processed_at", "status", "brightness"]
@@ -130,53 +126,6 @@ def test_cli_migrate_on_its_own_engine(tmp_path: Path) -> None:
     assert second.returncode == 0, second.stderr
     assert "applied" not in second.stdout
     assert f"schema version {migrations()[-1].version}" in second.stdout
-
-
-def test_kafka_engine_ddl_parses(database: Any) -> None:
-    """Every Kafka-engine statement parses on the real engine (EXPLAIN AST; it cannot run here)."""
-    statements = kafka_engine_sql(brokers="kafka:9092", topic="images.metadata", group="ff-ch")
-    assert len(statements) == 2
-    for statement in statements:
-        assert database.query(f"EXPLAIN AST {statement}").result_rows
-
-
-def test_kafka_engine_view_maps_worker_json_to_rows(database: Any) -> None:
-    """The view's SELECT turns the worker's JSON records (same Record class) into images_metadata
-    rows, and skips rows the Kafka engine marked unparseable (_error)."""
-    migrate(database, ttl_days=90)
-    create_queue, create_view = kafka_engine_sql(brokers="k:9092", topic="t", group="g")
-    # The same columns in a plain table, plus the Kafka engine's _error virtual column.
-    plain = re.sub(r"ENGINE = Kafka[\s\S]*$", "ENGINE = Memory", create_queue)
-    plain = plain.replace("worker          String\n)", "worker String,\n    _error String\n)")
-    database.command(plain)
-    records = [_worker_record(i) for i in range(3)]
-    body = "\n".join(r.dumps().decode() for r in records)
-    database.command(f"INSERT INTO images_metadata_queue FORMAT JSONEachRow {body}")
-    database.command(
-        "INSERT INTO images_metadata_queue (image_id, _error) VALUES ('broken', 'Cannot parse')"
-    )
-    select = create_view.split(" AS\n", 1)[1]
-    # A view inserts by column name; a plain INSERT ... SELECT needs the names spelt out.
-    database.command(f"INSERT INTO images_metadata ({', '.join(RECORD_COLUMNS)}) {select}")
-    rows = database.query(
-        "SELECT image_id, captured_at, status, width, brightness, kafka_offset "
-        "FROM images_metadata FINAL ORDER BY image_id"
-    ).result_rows
-    assert [r[0] for r in rows] == [r.image_id for r in records]
-    first = records[0]
-    assert rows[0][1].replace(tzinfo=UTC) == first.captured_at
-    assert rows[0][2:] == (first.status, first.width, first.brightness, first.kafka_offset)
-
-
-def _worker_record(i: int) -> ImageMetadata:
-    at = datetime(2026, 11, 24, 0, 57, 53, 378000, tzinfo=UTC)
-    return ImageMetadata(
-        image_id=f"cam-9-{i}", source_type="rtsp", source_id="cam-9", captured_at=at,
-        ingested_at=at, processed_at=at, status="processed", reason="", width=1920, height=1080,
-        out_width=640, out_height=360, bytes=200_000, format="jpeg", brightness=120.5,
-        contrast=40.0, sharpness=300.0, processing_ms=9.5, kafka_partition=2, kafka_offset=100 + i,
-        worker="vm:6066",
-    )  # fmt: skip
 
 
 def test_connect_keeps_no_client_open_but_the_one_it_returns(

@@ -3,8 +3,9 @@
 ClickHouse's container runs infra/clickhouse/init.sh, which speaks HTTP; Grafana's ClickHouse
 plugin sends each dashboard panel's SQL over HTTP as the read-only user, its macros expanded.
 Neither container runs here, so both talk to the engine owner's HTTP interface with
-clickhouse-db's users and passwords (the Kafka-engine DDL, which the embedded engine cannot run,
-is parsed).
+clickhouse-db's users and passwords (the Kafka-engine DDL, which a persistent database of the
+embedded engine cannot hold, is parsed; tests/integration/test_kafka_engine.py runs it for
+real).
 """
 
 from __future__ import annotations
@@ -22,14 +23,13 @@ import clickhouse_connect
 import pytest
 
 from flowforge.core.clickhouse import (
-    Migration,
     connect,
     embedded_path,
-    kafka_engine_sql,
     migrate,
     migrations,
 )
 from flowforge.core.clickhouse_http import ClickHouseHttpServer, HttpUser
+from flowforge.core.kafka_engine import kafka_engine_drop_sql, kafka_engine_sql
 from flowforge.core.settings import Settings
 from streams.sink.writer import COLUMNS
 from tests.deploy import (
@@ -83,13 +83,15 @@ def test_every_sql_file_the_container_runs_executes(database: Any) -> None:
     applied = migrate(database, ttl_days=90)
     assert applied == [m.path.name for m in migrations()]
     seen = {m.path for m in migrations()}
-    for statement in kafka_engine_sql(brokers="kafka:29092", topic="images.metadata", group="g"):
+    db = database.database
+    for statement in kafka_engine_sql(
+        brokers="kafka:29092", topic="images.metadata", group="g", database=db
+    ):
         assert database.query(f"EXPLAIN AST {statement}").result_rows
     seen.add(CLICKHOUSE_DIR / "kafka_engine.sql")
-    drop = CLICKHOUSE_DIR / "kafka_engine_drop.sql"
-    for statement in Migration(0, drop.stem, drop).statements():
+    for statement in kafka_engine_drop_sql(queue_database=db):
         database.command(statement)
-    seen.add(drop)
+    seen.add(CLICKHOUSE_DIR / "kafka_engine_drop.sql")
     assert set(files) == seen, f"SQL files no test runs: {set(files) - seen}"
 
 

@@ -260,6 +260,20 @@ def test_sink_worker_sigkilled_mid_stream_loses_and_doubles_nothing(e2e: EndToEn
     e2e.finish(figures, items)
 
 
+def test_kafka_engine_owner_sigkilled_mid_stream_loses_and_doubles_nothing(e2e: EndToEnd) -> None:
+    """FLOWFORGE_SINK_MODE=kafka-engine: the worker owning the embedded engine, whose Kafka table
+    consumes images.metadata, SIGKILLed mid-stream and restarted: a block inserted but not yet
+    committed is read again and collapses, so every image is exactly one row (FINAL), rejects
+    exactly the DLQ."""
+    figures = Figures("kafka-engine-owner-sigkill")
+    e2e.pipeline.env["FLOWFORGE_SINK_MODE"] = "kafka-engine"
+    items = drill_items(e2e.base_topic, 240)
+    # The restarted engine's consumer joins once the killed one's session (librdkafka's 45 s)
+    # has expired: the rows wait in Kafka meanwhile.
+    e2e.run_fault(figures, items, 20, lambda _: e2e.restart_sink(), at_rows=40, timeout=240)
+    e2e.finish(figures, items)
+
+
 def test_batch_bridge_sigkilled_mid_run_then_rerun_loses_and_doubles_nothing(
     e2e: EndToEnd, tmp_path: Path
 ) -> None:

@@ -57,6 +57,21 @@ def test_kafka_engine_mode_runs_no_sink_agent(tmp_path: Path) -> None:
     assert set(flow.agents) == {"process"}
 
 
+def test_kafka_engine_owner_consumes_nothing_itself_and_holds_the_engine(tmp_path: Path) -> None:
+    """--agents sink in kafka-engine mode: no agent, so Faust's Kafka consumer does not start
+    (it would subscribe to no topic and end the worker); the engine's owner answers the pages."""
+    mode = {"FLOWFORGE_SINK_MODE": "kafka-engine"}
+    settings = _settings(tmp_path, **mode, FLOWFORGE_WORKER_AGENTS="sink")
+    flow = build_worker(settings, NoClient())
+    assert flow.agents == {}
+    assert flow.sink is None
+    assert flow.engine is not None
+    assert not flow.app.boot_strategy._should_enable_kafka_consumer()
+    both = build_worker(_settings(tmp_path, **mode), NoClient())
+    assert both.app.boot_strategy._should_enable_kafka_consumer()  # the process agent consumes
+    assert both.engine is not None
+
+
 def test_sink_agent_without_a_client_is_a_programming_error(tmp_path: Path) -> None:
     """Asking for the sink agent without a ClickHouse client fails at once, not at first batch."""
     with pytest.raises(ValueError, match="needs a ClickHouse client"):
