@@ -187,7 +187,8 @@ def test_container_init_script_stops_on_the_servers_errors(
     kafka = _run_init(clickhouse_db, tmp_path, FLOWFORGE_SINK_MODE="kafka-engine")
     assert kafka.returncode != 0
     assert "Code: 48. DB::Exception: Kafka engine tables" in kafka.stderr, kafka.stderr
-    assert "CREATE TABLE IF NOT EXISTS images_metadata_queue" in kafka.stderr
+    queue = f"CREATE TABLE IF NOT EXISTS {clickhouse_db.database}.images_metadata_queue"
+    assert queue in kafka.stderr, kafka.stderr
     assert "kafka_broker_list = 'kafka:29092'" in kafka.stderr
     assert "kafka_group_name = 'flowforge-clickhouse'" in kafka.stderr
     assert kafka.stdout.count("init: applied ") == len(migrations())
