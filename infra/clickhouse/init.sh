@@ -70,11 +70,13 @@ for file in "$dir"/migrations/[0-9][0-9][0-9]_*.sql; do
     echo "init: applied $name"
 done
 
-if ((ttl_days > 0)); then
-    "${client[@]}" --query "ALTER TABLE images_metadata MODIFY TTL toDateTime(ingested_at) + INTERVAL $ttl_days DAY"
-else
-    "${client[@]}" --query "ALTER TABLE images_metadata REMOVE TTL" 2>/dev/null || true
-fi
+for table in images_metadata images_duplicates; do
+    if ((ttl_days > 0)); then
+        "${client[@]}" --query "ALTER TABLE $table MODIFY TTL toDateTime(ingested_at) + INTERVAL $ttl_days DAY"
+    else
+        "${client[@]}" --query "ALTER TABLE $table REMOVE TTL" 2>/dev/null || true
+    fi
+done
 
 if [[ "$mode" == kafka-engine ]]; then
     brokers="${FLOWFORGE_KAFKA_BOOTSTRAP_SERVERS:-kafka:29092}"

@@ -1,6 +1,7 @@
 -- FlowForge's Kafka-engine alternative to the sink agent (FLOWFORGE_SINK_MODE=kafka-engine, docker
 -- compose / ClickHouse server only: the embedded engine cannot run Kafka engine tables).
--- ClickHouse consumes images.metadata itself and a materialized view writes images_metadata.
+-- ClickHouse consumes images.metadata itself and a materialized view writes images_metadata;
+-- a second view writes the duplicate records (status 'duplicate') to images_duplicates.
 -- Placeholders ($kafka_brokers, $topic, $group) are filled by `flowforge clickhouse kafka-engine-sql`.
 -- Apply after the migrations. Rows whose JSON does not parse go to the _error virtual column
 -- (kafka_handle_error_mode = 'stream') and are skipped by the view instead of stopping the table.
@@ -11,6 +12,7 @@ CREATE TABLE IF NOT EXISTS images_metadata_queue
     source_id       String,
     captured_at     String,
     ingested_at     String,
+    first_seen_at   String,
     processed_at    String,
     status          String,
     reason          String,
@@ -62,4 +64,21 @@ SELECT
     kafka_offset,
     worker
 FROM images_metadata_queue
-WHERE length(_error) = 0;
+WHERE length(_error) = 0 AND status != 'duplicate';
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS images_duplicates_from_kafka TO images_duplicates AS
+SELECT
+    image_id,
+    source_type,
+    source_id,
+    parseDateTime64BestEffort(captured_at, 3, 'UTC') AS captured_at,
+    parseDateTime64BestEffort(ingested_at, 3, 'UTC') AS ingested_at,
+    parseDateTime64BestEffortOrNull(first_seen_at, 3, 'UTC') AS first_seen_at,
+    parseDateTime64BestEffort(processed_at, 3, 'UTC') AS processed_at,
+    status,
+    bytes,
+    kafka_partition,
+    kafka_offset,
+    worker
+FROM images_metadata_queue
+WHERE length(_error) = 0 AND status = 'duplicate';

@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from flowforge.core.clickhouse import (
     schema_version,
 )
 from flowforge.core.settings import Settings
-from streams.records import ImageMetadata
+from streams.records import ImageDuplicate, ImageMetadata
 from streams.sink.writer import COLUMNS as RECORD_COLUMNS
 from tests.support.stack import stack_env
 
@@ -50,19 +50,20 @@ def test_migrate_applies_every_file_once(database: Any) -> None:
     assert database.query("SELECT * FROM images_metadata LIMIT 10").result_rows == []
 
 
-def test_row_ttl_follows_the_setting(database: Any) -> None:
-    """migrate sets the images_metadata TTL on the ingest time to the configured days, and
-    removes it for 0."""
+@pytest.mark.parametrize("table", ["images_metadata", "images_duplicates"])
+def test_row_ttl_follows_the_setting(database: Any, table: str) -> None:
+    """migrate sets the table's TTL on the ingest time to the configured days, and removes it
+    for 0."""
     query = (
         "SELECT engine_full FROM system.tables WHERE database = currentDatabase() "
-        "AND name = 'images_metadata'"
+        "AND name = {table:String}"
     )
     migrate(database, ttl_days=30)
-    assert (
-        "TTL toDateTime(ingested_at) + toIntervalDay(30)" in database.query(query).result_rows[0][0]
-    )
+    [[engine]] = database.query(query, parameters={"table": table}).result_rows
+    assert "TTL toDateTime(ingested_at) + toIntervalDay(30)" in engine
     migrate(database, ttl_days=0)
-    assert " TTL " not in database.query(query).result_rows[0][0]
+    [[engine]] = database.query(query, parameters={"table": table}).result_rows
+    assert " TTL " not in engine
 
 
 def test_replays_collapse_and_a_retried_batch_is_dropped(database: Any) -> None:
@@ -135,22 +136,31 @@ def test_cli_migrate_on_its_own_engine(tmp_path: Path) -> None:
 def test_kafka_engine_ddl_parses(database: Any) -> None:
     """Every Kafka-engine statement parses on the real engine (EXPLAIN AST; it cannot run here)."""
     statements = kafka_engine_sql(brokers="kafka:9092", topic="images.metadata", group="ff-ch")
-    assert len(statements) == 2
+    assert len(statements) == 3
     for statement in statements:
         assert database.query(f"EXPLAIN AST {statement}").result_rows
 
 
 def test_kafka_engine_view_maps_worker_json_to_rows(database: Any) -> None:
-    """The view's SELECT turns the worker's JSON records (same Record class) into images_metadata
-    rows, and skips rows the Kafka engine marked unparseable (_error)."""
+    """The views' SELECTs turn the worker's JSON records (same Record classes) into
+    images_metadata rows and duplicate records into images_duplicates rows (first seen null
+    when unknown), each kind only into its own table, and skip rows the Kafka engine marked
+    unparseable (_error)."""
     migrate(database, ttl_days=90)
-    create_queue, create_view = kafka_engine_sql(brokers="k:9092", topic="t", group="g")
+    create_queue, create_view, create_duplicates_view = kafka_engine_sql(
+        brokers="k:9092", topic="t", group="g"
+    )
     # The same columns in a plain table, plus the Kafka engine's _error virtual column.
     plain = re.sub(r"ENGINE = Kafka[\s\S]*$", "ENGINE = Memory", create_queue)
     plain = plain.replace("worker          String\n)", "worker String,\n    _error String\n)")
     database.command(plain)
     records = [_worker_record(i) for i in range(3)]
-    body = "\n".join(r.dumps().decode() for r in records)
+    resent = records[0].ingested_at + timedelta(hours=1)
+    duplicates = [
+        _resent(records[0], resent, offset=200),
+        _resent(records[1], resent, offset=201).derive(first_seen_at=None),
+    ]
+    body = "\n".join(r.dumps().decode() for r in [*records, *duplicates])
     database.command(f"INSERT INTO images_metadata_queue FORMAT JSONEachRow {body}")
     database.command(
         "INSERT INTO images_metadata_queue (image_id, _error) VALUES ('broken', 'Cannot parse')"
@@ -158,6 +168,17 @@ def test_kafka_engine_view_maps_worker_json_to_rows(database: Any) -> None:
     select = create_view.split(" AS\n", 1)[1]
     # A view inserts by column name; a plain INSERT ... SELECT needs the names spelt out.
     database.command(f"INSERT INTO images_metadata ({', '.join(RECORD_COLUMNS)}) {select}")
+    select = create_duplicates_view.split(" AS\n", 1)[1]
+    names = ", ".join(ImageDuplicate._options.fields)
+    database.command(f"INSERT INTO images_duplicates ({names}) {select}")
+    got = database.query(
+        "SELECT image_id, toString(ingested_at), toString(first_seen_at), kafka_offset "
+        "FROM images_duplicates FINAL ORDER BY image_id"
+    ).result_rows
+    assert got == [
+        ("cam-9-0", "2026-11-24 01:57:53.378", "2026-11-24 00:57:53.378", 200),
+        ("cam-9-1", "2026-11-24 01:57:53.378", None, 201),
+    ]
     rows = database.query(
         "SELECT image_id, captured_at, status, width, brightness, kafka_offset "
         "FROM images_metadata FINAL ORDER BY image_id"
@@ -166,6 +187,16 @@ def test_kafka_engine_view_maps_worker_json_to_rows(database: Any) -> None:
     first = records[0]
     assert rows[0][1].replace(tzinfo=UTC) == first.captured_at
     assert rows[0][2:] == (first.status, first.width, first.brightness, first.kafka_offset)
+
+
+def _resent(image: ImageMetadata, ingested_at: datetime, offset: int) -> ImageDuplicate:
+    """The worker's record of a duplicate delivery of ``image`` taken in at ``ingested_at``."""
+    return ImageDuplicate(
+        image_id=image.image_id, source_type=image.source_type, source_id=image.source_id,
+        captured_at=image.captured_at, ingested_at=ingested_at, first_seen_at=image.processed_at,
+        processed_at=ingested_at, status="duplicate", bytes=image.bytes,
+        kafka_partition=image.kafka_partition, kafka_offset=offset, worker=image.worker,
+    )  # fmt: skip
 
 
 def _worker_record(i: int) -> ImageMetadata:
