@@ -23,8 +23,10 @@ from flowforge.core.clickhouse import (
     schema_version,
 )
 from flowforge.core.settings import Settings
-from streams.records import ImageDuplicate, ImageMetadata
+from flowforge.core.stats import query as statistics
+from streams.records import ImageDuplicate, ImageMetadata, metadata_row
 from streams.sink.writer import COLUMNS as RECORD_COLUMNS
+from streams.sink.writer import ClickHouseWriter
 from tests.support.stack import stack_env
 
 COLUMNS = ["image_id", "source_id", "captured_at", "processed_at", "status", "brightness"]
@@ -197,6 +199,46 @@ def _resent(image: ImageMetadata, ingested_at: datetime, offset: int) -> ImageDu
         processed_at=ingested_at, status="duplicate", bytes=image.bytes,
         kafka_partition=image.kafka_partition, kafka_offset=offset, worker=image.worker,
     )  # fmt: skip
+
+
+def test_statistics_count_resent_images_per_source(database: Any) -> None:
+    """`flowforge stats`' query counts per source, within --since, each duplicate delivery with
+    an ingest time of its own (a re-send) once however often Kafka redelivered it, and not a
+    redelivery of an image's first message (the ingest time of its row); a source with only
+    re-sends in the window is listed with 0 images."""
+    migrate(database, ttl_days=0)
+    now = datetime.now(tz=UTC)
+    recent = _worker_record(0).derive(
+        source_id="cam-1", ingested_at=now - timedelta(minutes=10), processed_at=now
+    )
+    old = _worker_record(1).derive(
+        source_id="cam-2", ingested_at=now - timedelta(hours=2), processed_at=now
+    )
+    resend = _resent(recent, now - timedelta(minutes=5), offset=500)
+    records = [
+        recent,
+        old,
+        resend,
+        resend.derive(kafka_offset=501),  # the same re-send, redelivered by Kafka
+        _resent(recent, recent.ingested_at, offset=502),  # the first message, redelivered
+        _resent(old, now - timedelta(minutes=1), offset=503),
+    ]
+    ClickHouseWriter(database).write([metadata_row(r.dumps()) for r in records])
+
+    every = {s["source_id"]: s for s in statistics(database)}
+    assert {k: (s["images"], s["duplicates"]) for k, s in every.items()} == {
+        "cam-1": (1, 1),
+        "cam-2": (1, 1),
+    }
+    hour = {s["source_id"]: s for s in statistics(database, since_s=3600)}
+    assert {k: (s["images"], s["duplicates"]) for k, s in hour.items()} == {
+        "cam-1": (1, 1),
+        "cam-2": (0, 1),
+    }
+    assert hour["cam-2"]["brightness_avg"] is None
+    resent_at = now - timedelta(minutes=1)
+    seen = datetime.fromisoformat(hour["cam-2"]["last_seen"]).replace(tzinfo=UTC)
+    assert seen == resent_at.replace(microsecond=resent_at.microsecond // 1000 * 1000)
 
 
 def _worker_record(i: int) -> ImageMetadata:

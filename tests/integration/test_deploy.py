@@ -12,12 +12,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from flowforge.core.clickhouse import Migration, kafka_engine_sql, migrate, migrations
-from streams.sink.writer import COLUMNS
+from streams.sink.writer import COLUMNS, ClickHouseWriter
 from tests.deploy import (
     REPO,
     compose,
@@ -48,6 +49,7 @@ PANEL_COLUMNS = {
     5: ["time", "reason", "rejects"],
     6: ["time", "p50_ms", "p99_ms"],
     7: ["source_id", "state", "last_seen", "seconds_since", "images_in_range"],
+    8: ["time", "source_id", "duplicates"],
 }
 
 # A small stand-in for `clickhouse client` that runs the SQL it is given on an embedded engine
@@ -140,7 +142,8 @@ def test_container_init_script_applies_the_schema_and_sink_mode(tmp_path: Path) 
     log = (tmp_path / "sql.log").read_text(encoding="utf-8")
     assert "kafka_broker_list = 'kafka:29092'" in log
     assert "kafka_group_name = 'flowforge-clickhouse'" in log
-    assert "MODIFY TTL toDateTime(ingested_at) + INTERVAL 90 DAY" in log
+    for table in ("images_metadata", "images_duplicates"):
+        assert f"{table} MODIFY TTL toDateTime(ingested_at) + INTERVAL 90 DAY" in log
     check = _run_init(tmp_path, env | {"FLOWFORGE_SINK_MODE": "bogus"})
     assert check.returncode == 2
     assert "FLOWFORGE_SINK_MODE=bogus" in check.stderr
@@ -178,11 +181,34 @@ def _cols() -> list[str]:
     return [*COLUMNS, "inserted_at"]
 
 
+def _duplicate_rows(now: datetime) -> list[dict[str, object]]:
+    """Duplicate records: cam-1's first image re-sent 3 times (once redelivered by Kafka) and
+    its first message redelivered (not a re-send); cam-2's first image re-sent once."""
+    rows = []
+    for source, minutes_ago, offset in (
+        ("cam-1", 5, 1), ("cam-1", 4, 2), ("cam-1", 4, 3), ("cam-1", 3, 4), ("cam-1", 0, 5),
+        ("cam-2", 2, 6),
+    ):  # fmt: skip
+        first = now  # image f"{source}-0-0" was ingested at `now` (see _rows)
+        ingested = now - timedelta(minutes=minutes_ago, seconds=30) if minutes_ago else first
+        rows.append(
+            {
+                "image_id": f"{source}-0-0", "source_type": "mqtt", "source_id": source,
+                "captured_at": first.isoformat(), "ingested_at": ingested.isoformat(),
+                "first_seen_at": first.isoformat(), "processed_at": ingested.isoformat(),
+                "status": "duplicate", "bytes": 1000, "kafka_partition": 0,
+                "kafka_offset": offset, "worker": "w1",
+            }
+        )  # fmt: skip
+    return rows
+
+
 def _filled(database: Any) -> tuple[datetime, datetime]:
     """Fill the schema with recent test rows; return the dashboard range (start, end)."""
     now, start, end = _window()
     migrate(database, ttl_days=0)
     database.insert("images_metadata", _rows(now), column_names=_cols())
+    ClickHouseWriter(database).write(_duplicate_rows(now))
     return start, end
 
 
@@ -219,6 +245,10 @@ def test_every_dashboard_panel_runs_and_returns_its_columns(database: Any) -> No
     assert reasons == {"undecodable"}
     states = {row[0]: row[1] for row in results[7].result_rows}
     assert states == {"cam-1": "online", "cam-2": "online", "cam-3": "offline"}
+    resent = Counter()
+    for _, source, duplicates in results[8].result_rows:
+        resent[source] += duplicates
+    assert resent == {"cam-1": 3, "cam-2": 1}
 
 
 def test_source_filter_and_variable_query(database: Any) -> None:
