@@ -12,6 +12,8 @@ from streams.errors import MetadataInvalid
 
 #: Outcomes of a decoded image, then the outcome of an image sent to the dead-letter topic.
 STATUSES = ("processed", "skipped_dark", "skipped_low_quality", "rejected")
+#: The status of a duplicate delivery's record (an ImageDuplicate, not an outcome).
+DUPLICATE = "duplicate"
 
 
 class ImageMetadata(faust.Record, serializer="json", include_metadata=False):
@@ -40,6 +42,24 @@ class ImageMetadata(faust.Record, serializer="json", include_metadata=False):
     worker: str
 
 
+class ImageDuplicate(faust.Record, serializer="json", include_metadata=False):
+    """One record per duplicate delivery on images.metadata (status ``duplicate``): an image
+    seen again within the dedup window; field names equal the images_duplicates columns."""
+
+    image_id: str
+    source_type: str
+    source_id: str
+    captured_at: datetime  # UTC, from this delivery's envelope
+    ingested_at: datetime  # UTC, when FlowForge received this delivery (ff-ingested-at)
+    first_seen_at: datetime | None  # when the image was first done; None: still in processing
+    processed_at: datetime  # UTC, when the worker handled this delivery
+    status: str  # always "duplicate"
+    bytes: int
+    kafka_partition: int
+    kafka_offset: int
+    worker: str
+
+
 class SourceStats(faust.Record, serializer="json", include_metadata=False):
     """Per-source counters kept in the worker's stats table (served at /stats)."""
 
@@ -53,16 +73,24 @@ class SourceStats(faust.Record, serializer="json", include_metadata=False):
     last_seen: float = 0.0  # epoch seconds
 
 
-_TIMES = ("captured_at", "ingested_at", "processed_at")
-_FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    name: (float, int) if kind is float else (kind,)
-    for name, kind in ImageMetadata._options.fields.items()
-    if kind in (str, int, float)
-}
+_TIMES = ("captured_at", "ingested_at", "processed_at", "first_seen_at")
+_NULLABLE = ("first_seen_at",)
+
+
+def _field_types(record: type[faust.Record]) -> dict[str, tuple[type, ...]]:
+    return {
+        name: (float, int) if kind is float else (kind,)
+        for name, kind in record._options.fields.items()
+        if kind in (str, int, float)
+    }
+
+
+_FIELD_TYPES = {kind: _field_types(kind) for kind in (ImageMetadata, ImageDuplicate)}
 
 
 def metadata_row(raw: bytes) -> dict[str, Any]:
-    """One images.metadata value (JSON) checked against ImageMetadata, as a row dict.
+    """One images.metadata value (JSON) checked against its record class, as a row dict:
+    ImageDuplicate for status ``duplicate`` (a row of images_duplicates), else ImageMetadata.
 
     Timestamps stay ISO 8601 strings (the writer converts them); raises MetadataInvalid naming
     the first problem, so the sink can dead-letter the record instead of failing the batch.
@@ -73,26 +101,40 @@ def metadata_row(raw: bytes) -> dict[str, Any]:
         raise MetadataInvalid(f"not JSON: {exc}") from None
     if not isinstance(value, dict):
         raise MetadataInvalid(f"expected a JSON object, got {type(value).__name__}")
+    if value.get("status") == DUPLICATE:
+        return _checked(value, ImageDuplicate)
+    if "ingested_at" not in value and "processed_at" in value:
+        # A record from a worker older than the ingest time: received about when processed.
+        value["ingested_at"] = value["processed_at"]
+    row = _checked(value, ImageMetadata)
+    if row["status"] not in STATUSES:
+        statuses = ", ".join((*STATUSES, DUPLICATE))
+        raise MetadataInvalid(f"status {row['status']!r} is not one of {statuses}")
+    return row
+
+
+def _checked(value: dict[str, Any], record: type[faust.Record]) -> dict[str, Any]:
+    """``value``'s fields of ``record``, each checked for its type."""
+    types = _FIELD_TYPES[record]
     row: dict[str, Any] = {}
-    for name in ImageMetadata._options.fields:
-        if name == "ingested_at" and name not in value and "processed_at" in value:
-            # A record from a worker older than the ingest time: received about when processed.
-            value[name] = value["processed_at"]
+    for name in record._options.fields:
         if name not in value:
             raise MetadataInvalid(f"field {name} is missing")
         item = value[name]
         if name in _TIMES:
-            if not isinstance(item, str):
+            if not (item is None and name in _NULLABLE) and not _is_time(item):
                 raise MetadataInvalid(f"field {name} must be an ISO 8601 time")
-            try:
-                datetime.fromisoformat(item)
-            except ValueError:
-                raise MetadataInvalid(f"field {name} must be an ISO 8601 time") from None
-        else:
-            types = _FIELD_TYPES[name]
-            if isinstance(item, bool) or not isinstance(item, types):
-                raise MetadataInvalid(f"field {name} must be {types[0].__name__}")
+        elif isinstance(item, bool) or not isinstance(item, types[name]):
+            raise MetadataInvalid(f"field {name} must be {types[name][0].__name__}")
         row[name] = item
-    if row["status"] not in STATUSES:
-        raise MetadataInvalid(f"status {row['status']!r} is not one of {', '.join(STATUSES)}")
     return row
+
+
+def _is_time(item: Any) -> bool:
+    if not isinstance(item, str):
+        return False
+    try:
+        datetime.fromisoformat(item)
+    except ValueError:
+        return False
+    return True

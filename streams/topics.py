@@ -17,7 +17,7 @@ class Topics:
 
     raw: Any
     processed: Any
-    metadata: Any
+    metadata: Any  # ImageMetadata records (outcomes) and ImageDuplicate records
     metadata_in: Any  # images.metadata as raw bytes: the sink checks each record itself
     dlq: Any
 

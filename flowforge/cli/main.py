@@ -185,15 +185,22 @@ Examples:
   flowforge stats                 every source, all time
   flowforge stats --since 15m     the last 15 minutes
   flowforge stats --json | jq '.[] | select(.rejected > 0)'
+  flowforge stats --json | jq '.[] | {source_id, duplicates}'
 """
 )
 @click.option(
-    "--since", "since", default=None, help="Only images captured in this window: 30s, 15m, 2h, 7d."
+    "--since",
+    "since",
+    default=None,
+    help="Only images (and re-sends) received in this window: 30s, 15m, 2h, 7d.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
 @pass_state
 def stats(state: State, since: str | None, as_json: bool) -> None:
     """Per-source counts, brightness, last seen and ingest-to-row latency, from ClickHouse.
+
+    Counts are of distinct images by outcome, plus duplicates: images sent again within the
+    worker's dedup window (each re-send once; they add no image row).
 
     While a worker owns the embedded engine, the answer comes through that worker's web port.
     """

@@ -249,23 +249,29 @@ def migrate(client: Any, *, ttl_days: int, directory: Path | None = None) -> lis
     return applied_now
 
 
+#: The tables whose rows expire ``ttl_days`` after their ingest time.
+TTL_TABLES = ("images_metadata", "images_duplicates")
+
+
 def apply_ttl(client: Any, ttl_days: int) -> None:
-    """Set (or remove, for 0) the images_metadata TTL on ingested_at, if it differs (a TTL on
-    captured_at, from schemas before 004, is replaced)."""
-    rows = client.query(
-        "SELECT engine_full FROM system.tables WHERE database = currentDatabase() "
-        "AND name = 'images_metadata'"
-    ).result_rows
-    if not rows:
-        return
-    engine = str(rows[0][0])
-    has_ttl = " TTL " in f" {engine} "
-    wanted = f"TTL toDateTime(ingested_at) + toIntervalDay({ttl_days})"
-    if ttl_days > 0 and wanted not in engine:
-        ttl = f"toDateTime(ingested_at) + INTERVAL {ttl_days:d} DAY"
-        client.command(f"ALTER TABLE images_metadata MODIFY TTL {ttl}")
-    elif ttl_days == 0 and has_ttl:
-        client.command("ALTER TABLE images_metadata REMOVE TTL")
+    """Set (or remove, for 0) the row TTL on ingested_at of each table of :data:`TTL_TABLES`
+    that exists, if it differs (a TTL on captured_at, from schemas before 004, is replaced)."""
+    for table in TTL_TABLES:
+        rows = client.query(
+            "SELECT engine_full FROM system.tables WHERE database = currentDatabase() "
+            "AND name = {table:String}",
+            parameters={"table": table},
+        ).result_rows
+        if not rows:
+            continue
+        engine = str(rows[0][0])
+        has_ttl = " TTL " in f" {engine} "
+        wanted = f"TTL toDateTime(ingested_at) + toIntervalDay({ttl_days})"
+        if ttl_days > 0 and wanted not in engine:
+            ttl = f"toDateTime(ingested_at) + INTERVAL {ttl_days:d} DAY"
+            client.command(f"ALTER TABLE {table} MODIFY TTL {ttl}")
+        elif ttl_days == 0 and has_ttl:
+            client.command(f"ALTER TABLE {table} REMOVE TTL")
 
 
 def _ensure_migrations_table(client: Any) -> None:

@@ -364,7 +364,8 @@ class ClickHouseSettings:
     database: str = setting("default", "ClickHouse database.", parse_str)
     ttl_days: int = setting(
         90,
-        "Days images_metadata rows are kept (by ingest time, ingested_at); 0 keeps them.",
+        "Days images_metadata and images_duplicates rows are kept (by ingest time, ingested_at); "
+        "0 keeps them.",
         _int_at_least(0),
     )
     http_bind: str = setting(

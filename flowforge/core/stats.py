@@ -24,6 +24,7 @@ COLUMNS = (
     "dark",
     "low_quality",
     "rejected",
+    "duplicates",
     "brightness_avg",
     "last_seen",
     "latency_p50_ms",
@@ -33,21 +34,46 @@ COLUMNS = (
 # FINAL collapses replays, so each image counts once. Latency is ingest to row: from the
 # envelope's ingest time (when a bridge took the image in) to the row's arrival in ClickHouse;
 # "last seen" and --since count in ingest time too (captured_at is the image's own clock).
+# Duplicates are re-sends (images_resent: duplicate deliveries with an ingest time of their own,
+# each once); a source with only re-sends in the window is listed with 0 images (the join fills
+# the other side's figures with 0; no SETTINGS clause, so a read-only user may run it).
 SQL = """
 SELECT
     source_id,
-    count() AS images,
-    countIf(status = 'processed') AS processed,
-    countIf(status = 'skipped_dark') AS dark,
-    countIf(status = 'skipped_low_quality') AS low_quality,
-    countIf(status = 'rejected') AS rejected,
-    round(avgIf(brightness, status != 'rejected'), 2) AS brightness_avg,
-    max(ingested_at) AS last_seen,
-    round(quantile(0.5)(dateDiff('millisecond', ingested_at, inserted_at)), 1) AS p50,
-    round(quantile(0.99)(dateDiff('millisecond', ingested_at, inserted_at)), 1) AS p99
-FROM images_metadata FINAL
-WHERE ingested_at >= now64(3) - toIntervalSecond({since_s:UInt64})
-GROUP BY source_id
+    m.images AS images,
+    m.processed AS processed,
+    m.dark AS dark,
+    m.low_quality AS low_quality,
+    m.rejected AS rejected,
+    d.resent AS duplicates,
+    if(m.images = 0, nan, m.brightness_avg) AS brightness_avg,
+    greatest(m.last_image, d.last_resent) AS last_seen,
+    if(m.images = 0, nan, m.p50) AS p50,
+    if(m.images = 0, nan, m.p99) AS p99
+FROM
+(
+    SELECT
+        source_id,
+        count() AS images,
+        countIf(status = 'processed') AS processed,
+        countIf(status = 'skipped_dark') AS dark,
+        countIf(status = 'skipped_low_quality') AS low_quality,
+        countIf(status = 'rejected') AS rejected,
+        round(avgIf(brightness, status != 'rejected'), 2) AS brightness_avg,
+        max(ingested_at) AS last_image,
+        round(quantile(0.5)(dateDiff('millisecond', ingested_at, inserted_at)), 1) AS p50,
+        round(quantile(0.99)(dateDiff('millisecond', ingested_at, inserted_at)), 1) AS p99
+    FROM images_metadata FINAL
+    WHERE ingested_at >= now64(3) - toIntervalSecond({since_s:UInt64})
+    GROUP BY source_id
+) AS m
+FULL OUTER JOIN
+(
+    SELECT source_id, count() AS resent, max(ingested_at) AS last_resent
+    FROM images_resent
+    WHERE ingested_at >= now64(3) - toIntervalSecond({since_s:UInt64})
+    GROUP BY source_id
+) AS d USING (source_id)
 ORDER BY source_id
 """
 
@@ -102,11 +128,13 @@ def fetch(settings: ClickHouseSettings, since_s: int = ALL_TIME_S) -> list[dict[
 
 
 def _query_failed(settings: ClickHouseSettings, exc: ClickHouseError) -> FlowForgeError:
-    """One line for a failed statistics query: a missing table says how the schema is made."""
+    """One line for a failed statistics query: a missing table (or view, from a schema older
+    than this FlowForge) is named, and how the schema is made."""
     where = redact_url(settings.url)
     if "UNKNOWN_TABLE" in str(exc) or "Code: 60." in str(exc):
+        missing = next((t for t in ("images_resent", "images_duplicates") if t in str(exc)), None)
         return FlowForgeError(
-            f"ClickHouse at {where} has no images_metadata table yet (database "
+            f"ClickHouse at {where} has no {missing or 'images_metadata'} table yet (database "
             f"{settings.database}): a worker applies the schema at start, or run "
             "`flowforge clickhouse migrate`"
         )
@@ -117,7 +145,7 @@ def _query_failed(settings: ClickHouseSettings, exc: ClickHouseError) -> FlowFor
 def format_table(stats: list[dict[str, Any]]) -> str:
     """The statistics as an aligned text table."""
     headers: tuple[str, ...] = ("source", "images", "processed", "dark", "low_q", "rejected")
-    headers += ("bright", "last seen (UTC)", "p50 ms", "p99 ms")
+    headers += ("dups", "bright", "last seen (UTC)", "p50 ms", "p99 ms")
     lines: list[tuple[str, ...]] = [headers]
     for s in stats:
         lines.append(
@@ -128,6 +156,7 @@ def format_table(stats: list[dict[str, Any]]) -> str:
                 str(s["dark"]),
                 str(s["low_quality"]),
                 str(s["rejected"]),
+                str(s["duplicates"]),
                 _num(s["brightness_avg"]),
                 str(s["last_seen"])[:19].replace("T", " "),
                 _num(s["latency_p50_ms"]),
@@ -137,7 +166,7 @@ def format_table(stats: list[dict[str, Any]]) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
     return "\n".join(
         "  ".join(
-            cell.ljust(w) if i in (0, 7) else cell.rjust(w)
+            cell.ljust(w) if i in (0, 8) else cell.rjust(w)
             for i, (cell, w) in enumerate(zip(line, widths, strict=True))
         ).rstrip()
         for line in lines

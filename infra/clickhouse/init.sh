@@ -130,11 +130,13 @@ for file in "$dir"/migrations/[0-9][0-9][0-9]_*.sql; do
     echo "init: applied $name"
 done
 
-if ((ttl_days > 0)); then
-    sql "ALTER TABLE images_metadata MODIFY TTL toDateTime(ingested_at) + INTERVAL $ttl_days DAY" >/dev/null
-else
-    sql "ALTER TABLE images_metadata REMOVE TTL" >/dev/null 2>&1 || true
-fi
+for table in images_metadata images_duplicates; do
+    if ((ttl_days > 0)); then
+        sql "ALTER TABLE $table MODIFY TTL toDateTime(ingested_at) + INTERVAL $ttl_days DAY" >/dev/null
+    else
+        sql "ALTER TABLE $table REMOVE TTL" >/dev/null 2>&1 || true
+    fi
+done
 
 if [[ "$mode" == kafka-engine ]]; then
     brokers="${FLOWFORGE_KAFKA_BOOTSTRAP_SERVERS:-kafka:29092}"

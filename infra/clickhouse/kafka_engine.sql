@@ -1,5 +1,6 @@
 -- FlowForge's Kafka-engine alternative to the sink agent (FLOWFORGE_SINK_MODE=kafka-engine):
--- ClickHouse consumes images.metadata itself and materialized views write images_metadata.
+-- ClickHouse consumes images.metadata itself and materialized views write images_metadata and,
+-- for the duplicate records (status 'duplicate'), images_duplicates.
 -- Applied by the ClickHouse container's init (infra/clickhouse/init.sh) on a server, and by the
 -- worker owning the embedded engine at every start. Apply after the migrations.
 -- Placeholders: $kafka_brokers, $topic, $group; $database (where images_metadata is) and
@@ -22,6 +23,7 @@ CREATE TABLE IF NOT EXISTS $queue_database.images_metadata_queue
     source_id       Nullable(String),
     captured_at     Nullable(String),
     ingested_at     Nullable(String),
+    first_seen_at   Nullable(String),
     processed_at    Nullable(String),
     status          Nullable(String),
     reason          Nullable(String),
@@ -73,6 +75,7 @@ CREATE TABLE IF NOT EXISTS $queue_database.images_metadata_checked
     source_id       Nullable(String),
     captured_at     Nullable(String),
     ingested_at     Nullable(String),
+    first_seen_at   Nullable(String),
     processed_at    Nullable(String),
     status          Nullable(String),
     reason          Nullable(String),
@@ -91,6 +94,7 @@ CREATE TABLE IF NOT EXISTS $queue_database.images_metadata_checked
     worker          Nullable(String),
     captured_time     Nullable(DateTime64(3, 'UTC')),
     ingested_time     Nullable(DateTime64(3, 'UTC')),
+    first_seen_time   Nullable(DateTime64(3, 'UTC')),
     processed_time    Nullable(DateTime64(3, 'UTC')),
     problem           String,
     message_topic     String,
@@ -126,7 +130,25 @@ SELECT
     assumeNotNull(kafka_offset) AS kafka_offset,
     assumeNotNull(worker) AS worker
 FROM $queue_database.images_metadata_checked
-WHERE problem = '';
+WHERE problem = '' AND status != 'duplicate';
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS $queue_database.images_duplicates_from_kafka
+TO $database.images_duplicates AS
+SELECT
+    assumeNotNull(image_id) AS image_id,
+    assumeNotNull(source_type) AS source_type,
+    assumeNotNull(source_id) AS source_id,
+    assumeNotNull(captured_time) AS captured_at,
+    assumeNotNull(ingested_time) AS ingested_at,
+    first_seen_time AS first_seen_at,
+    assumeNotNull(processed_time) AS processed_at,
+    assumeNotNull(status) AS status,
+    assumeNotNull(bytes) AS bytes,
+    assumeNotNull(kafka_partition) AS kafka_partition,
+    assumeNotNull(kafka_offset) AS kafka_offset,
+    assumeNotNull(worker) AS worker
+FROM $queue_database.images_metadata_checked
+WHERE problem = '' AND status = 'duplicate';
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS $queue_database.kafka_engine_refused_from_kafka
 TO $database.kafka_engine_refused AS
@@ -138,12 +160,15 @@ WHERE problem != '';
 -- be there to take the first block.
 CREATE MATERIALIZED VIEW IF NOT EXISTS $queue_database.images_metadata_check
 TO $queue_database.images_metadata_checked AS
+-- An outcome record carries the image's figures; a duplicate record (status 'duplicate') does not.
+WITH ifNull(status, '') != 'duplicate' AS outcome
 SELECT
     image_id,
     source_type,
     source_id,
     captured_at,
     ingested_at,
+    first_seen_at,
     processed_at,
     status,
     reason,
@@ -163,6 +188,7 @@ SELECT
     parseDateTime64BestEffortOrNull(captured_at, 3, 'UTC') AS captured_time,
     -- A record from a worker older than the ingest time: received about when processed.
     parseDateTime64BestEffortOrNull(ifNull(ingested_at, processed_at), 3, 'UTC') AS ingested_time,
+    parseDateTime64BestEffortOrNull(first_seen_at, 3, 'UTC') AS first_seen_time,
     parseDateTime64BestEffortOrNull(processed_at, 3, 'UTC') AS processed_time,
     multiIf(
         length(_error) > 0, concat('not a metadata record: ', trimRight(_error)),
@@ -172,26 +198,28 @@ SELECT
         captured_at IS NULL, 'field captured_at is missing',
         processed_at IS NULL, 'field processed_at is missing',
         status IS NULL, 'field status is missing',
-        reason IS NULL, 'field reason is missing',
-        width IS NULL, 'field width is missing',
-        height IS NULL, 'field height is missing',
-        out_width IS NULL, 'field out_width is missing',
-        out_height IS NULL, 'field out_height is missing',
+        reason IS NULL AND outcome, 'field reason is missing',
+        width IS NULL AND outcome, 'field width is missing',
+        height IS NULL AND outcome, 'field height is missing',
+        out_width IS NULL AND outcome, 'field out_width is missing',
+        out_height IS NULL AND outcome, 'field out_height is missing',
         bytes IS NULL, 'field bytes is missing',
-        format IS NULL, 'field format is missing',
-        brightness IS NULL, 'field brightness is missing',
-        contrast IS NULL, 'field contrast is missing',
-        sharpness IS NULL, 'field sharpness is missing',
-        processing_ms IS NULL, 'field processing_ms is missing',
+        format IS NULL AND outcome, 'field format is missing',
+        brightness IS NULL AND outcome, 'field brightness is missing',
+        contrast IS NULL AND outcome, 'field contrast is missing',
+        sharpness IS NULL AND outcome, 'field sharpness is missing',
+        processing_ms IS NULL AND outcome, 'field processing_ms is missing',
         kafka_partition IS NULL, 'field kafka_partition is missing',
         kafka_offset IS NULL, 'field kafka_offset is missing',
         worker IS NULL, 'field worker is missing',
         captured_time IS NULL, 'field captured_at must be an ISO 8601 time',
         ingested_time IS NULL, 'field ingested_at must be an ISO 8601 time',
         processed_time IS NULL, 'field processed_at must be an ISO 8601 time',
-        status NOT IN ('processed', 'skipped_dark', 'skipped_low_quality', 'rejected'),
+        first_seen_at IS NOT NULL AND first_seen_time IS NULL,
+            'field first_seen_at must be an ISO 8601 time or null',
+        status NOT IN ('processed', 'skipped_dark', 'skipped_low_quality', 'rejected', 'duplicate'),
             concat('status ''', status, ''' is not one of processed, skipped_dark, ',
-                'skipped_low_quality, rejected'),
+                'skipped_low_quality, rejected, duplicate'),
         ''
     ) AS problem,
     _topic AS message_topic,
@@ -199,7 +227,8 @@ SELECT
     _offset AS message_offset,
     _key AS message_key,
     if(length(_raw_message) > 0, _raw_message, formatRowNoNewline('JSONEachRow',
-        image_id, source_type, source_id, captured_at, ingested_at, processed_at, status, reason,
+        image_id, source_type, source_id, captured_at, ingested_at, first_seen_at, processed_at,
+        status, reason,
         width, height, out_width, out_height, bytes, format, brightness, contrast, sharpness,
         processing_ms, kafka_partition, kafka_offset, worker)) AS raw_message
 FROM $queue_database.images_metadata_queue;

@@ -7,6 +7,8 @@ DROP VIEW IF EXISTS $queue_database.images_metadata_check;
 
 DROP VIEW IF EXISTS $queue_database.images_metadata_from_kafka;
 
+DROP VIEW IF EXISTS $queue_database.images_duplicates_from_kafka;
+
 DROP VIEW IF EXISTS $queue_database.kafka_engine_refused_from_kafka;
 
 DROP TABLE IF EXISTS $queue_database.images_metadata_checked;

@@ -25,7 +25,7 @@ from streams import metrics
 from streams.app import IN_FLIGHT_PER_THREAD
 from streams.dlq import acked, dead_letter
 from streams.processing import ImageRejected, ProcessedImage, process_image
-from streams.records import ImageMetadata, SourceStats
+from streams.records import DUPLICATE, ImageDuplicate, ImageMetadata, SourceStats
 from streams.retrying import Retrying, until_done
 
 if TYPE_CHECKING:
@@ -104,7 +104,8 @@ class ImageProcessor:
         first_seen = self.tables.seen.get(image_id)
         fresh = first_seen is not None and now_ms - int(first_seen) < self.ttl_ms
         if fresh or image_id in self._in_flight:
-            self._duplicate(envelope, None if first_seen is None else int(first_seen))
+            seen_ms = int(first_seen) if fresh else None
+            await self._duplicate(message, envelope, len(data), seen_ms)
             return
         self._in_flight.add(image_id)
         metrics.IN_FLIGHT.inc()
@@ -245,16 +246,19 @@ class ImageProcessor:
             retrying=self.retrying,
         )
         record = self._metadata(message, image, len(data), Rejected(reason))
-        key = image.source_id.encode()
+        await self._send_record(f"the record of image {image.image_id}", image.source_id, record)
+
+    async def _send_record(
+        self, what: str, source_id: str, record: ImageMetadata | ImageDuplicate
+    ) -> None:
+        """Send ``record`` on images.metadata, retried until Kafka acknowledged it."""
+        key = source_id.encode()
 
         async def send_record() -> None:
             await acked([await self.flow.topics.metadata.send(key=key, value=record)])
 
         await until_done(
-            f"sending the record of image {image.image_id}",
-            send_record,
-            backoff=self.backoff,
-            retrying=self.retrying,
+            f"sending {what}", send_record, backoff=self.backoff, retrying=self.retrying
         )
 
     def _check_gap(self, message: Any) -> None:
@@ -279,9 +283,16 @@ class ImageProcessor:
         """Forget expected offsets (after a rebalance the next offsets are Faust's to choose)."""
         self._next_offset.clear()
 
-    def _duplicate(self, envelope: Envelope, first_seen_ms: int | None) -> None:
-        """Count an image seen again within the dedup window (no outcome: it has one), and say
-        so in the log, so a re-sent photo is not mistaken for a lost one."""
+    async def _duplicate(
+        self, message: Any, envelope: Envelope, size: int, first_seen_ms: int | None
+    ) -> None:
+        """An image seen again within the dedup window: no new outcome (it has one), but a
+        ``duplicate`` record on images.metadata (a row of images_duplicates, so ClickHouse
+        counts it per source), acknowledged before the event is done; counted, and said in
+        the log, so a re-sent photo is not mistaken for a lost one.
+
+        ``first_seen_ms`` is None while the image's first delivery is still being processed.
+        """
         when = (
             "is being processed now"
             if first_seen_ms is None
@@ -294,6 +305,28 @@ class ImageProcessor:
             envelope.source_id,
             when,
             self.ttl_ms / 3_600_000,
+        )
+        image = Identity.of(envelope)
+        record = ImageDuplicate(
+            image_id=image.image_id,
+            source_type=image.source_type,
+            source_id=image.source_id,
+            captured_at=image.captured_at,
+            ingested_at=image.ingested_at,
+            first_seen_at=(
+                None
+                if first_seen_ms is None
+                else datetime.fromtimestamp(first_seen_ms / 1000, tz=UTC)
+            ),
+            processed_at=datetime.now(tz=UTC),
+            status=DUPLICATE,
+            bytes=size,
+            kafka_partition=message.partition,
+            kafka_offset=message.offset,
+            worker=self.flow.worker_name,
+        )
+        await self._send_record(
+            f"the duplicate record of image {image.image_id}", image.source_id, record
         )
         self._count(envelope.source_id, "duplicate")
         stats = self.tables.stats[envelope.source_id]

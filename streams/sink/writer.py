@@ -11,11 +11,13 @@ from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError,
 
 from flowforge.core.errors import ClickHouseUnavailable, FlowForgeError
 from streams.errors import InsertRejected
-from streams.records import ImageMetadata
+from streams.records import DUPLICATE, ImageDuplicate, ImageMetadata
 
 #: The images_metadata columns the sink writes, in the record's field order.
 COLUMNS: tuple[str, ...] = tuple(ImageMetadata._options.fields)
-_TIMESTAMPS = frozenset({"captured_at", "ingested_at", "processed_at"})
+#: The images_duplicates columns the sink writes (a duplicate delivery's record).
+DUPLICATE_COLUMNS: tuple[str, ...] = tuple(ImageDuplicate._options.fields)
+_TIMESTAMPS = frozenset({"captured_at", "ingested_at", "processed_at", "first_seen_at"})
 
 # Server error codes worth retrying: overload, timeouts, network, read-only replicas, memory.
 RETRIABLE_CODES = frozenset(
@@ -67,15 +69,23 @@ def classify(exc: ClickHouseError | OSError) -> FlowForgeError:
 
 
 class ClickHouseWriter:
-    """Writes batches of metadata records to images_metadata through a clickhouse-connect client.
+    """Writes batches of metadata records through a clickhouse-connect client: image outcomes
+    to images_metadata, duplicate deliveries (status ``duplicate``) to images_duplicates.
 
-    Each batch is one columnar insert carrying :func:`batch_token`, so a batch retried after a
-    timeout (stored or not) never doubles rows; replays across batches collapse in the table.
+    Each batch is one columnar insert per table carrying :func:`batch_token` (deduplication
+    tokens are per table), so a batch retried after a timeout (stored or not, in either
+    table) never doubles rows; replays across batches collapse in the tables.
     """
 
-    def __init__(self, client: Any, table: str = "images_metadata") -> None:
+    def __init__(
+        self,
+        client: Any,
+        table: str = "images_metadata",
+        duplicates_table: str = "images_duplicates",
+    ) -> None:
         self.client = client
         self.table = table
+        self.duplicates_table = duplicates_table
 
     def write(self, records: Sequence[Mapping[str, Any]], token: str | None = None) -> int:
         """Insert ``records`` (deduplicated by ``token``, default :func:`batch_token`).
@@ -84,15 +94,27 @@ class ClickHouseWriter:
         """
         if not records:
             return 0
-        columns = [[_value(name, record[name]) for record in records] for name in COLUMNS]
+        token = token or batch_token(records)
+        images = [r for r in records if r["status"] != DUPLICATE]
+        duplicates = [r for r in records if r["status"] == DUPLICATE]
+        self._insert(self.table, COLUMNS, images, token)
+        self._insert(self.duplicates_table, DUPLICATE_COLUMNS, duplicates, token)
+        return len(records)
+
+    def _insert(
+        self, table: str, names: tuple[str, ...], records: list[Mapping[str, Any]], token: str
+    ) -> None:
+        if not records:
+            return
+        columns = [[_value(name, record[name]) for record in records] for name in names]
         try:
             self.client.insert(
-                self.table,
+                table,
                 columns,
-                column_names=list(COLUMNS),
+                column_names=list(names),
                 column_oriented=True,
                 settings={
-                    "insert_deduplication_token": token or batch_token(records),
+                    "insert_deduplication_token": token,
                     # A backfill batch may span more than 100 monthly partitions (captured_at):
                     # the default limit would refuse it with code 252, retried forever.
                     "throw_on_max_partitions_per_insert_block": 0,
@@ -100,7 +122,6 @@ class ClickHouseWriter:
             )
         except (ClickHouseError, OSError) as exc:
             raise classify(exc) from exc
-        return len(records)
 
 
 def _value(name: str, value: Any) -> Any:

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,9 @@ from flowforge.core.clickhouse import (
     schema_version,
 )
 from flowforge.core.settings import Settings
+from flowforge.core.stats import query as statistics
+from streams.records import ImageDuplicate, ImageMetadata, metadata_row
+from streams.sink.writer import ClickHouseWriter
 from tests.support.stack import stack_env
 
 COLUMNS = ["image_id", "source_id", "captured_at", "processed_at", "status", "brightness"]
@@ -46,19 +49,20 @@ def test_migrate_applies_every_file_once(database: Any) -> None:
     assert database.query("SELECT * FROM images_metadata LIMIT 10").result_rows == []
 
 
-def test_row_ttl_follows_the_setting(database: Any) -> None:
-    """migrate sets the images_metadata TTL on the ingest time to the configured days, and
-    removes it for 0."""
+@pytest.mark.parametrize("table", ["images_metadata", "images_duplicates"])
+def test_row_ttl_follows_the_setting(database: Any, table: str) -> None:
+    """migrate sets the table's TTL on the ingest time to the configured days, and removes it
+    for 0."""
     query = (
         "SELECT engine_full FROM system.tables WHERE database = currentDatabase() "
-        "AND name = 'images_metadata'"
+        "AND name = {table:String}"
     )
     migrate(database, ttl_days=30)
-    assert (
-        "TTL toDateTime(ingested_at) + toIntervalDay(30)" in database.query(query).result_rows[0][0]
-    )
+    [[engine]] = database.query(query, parameters={"table": table}).result_rows
+    assert "TTL toDateTime(ingested_at) + toIntervalDay(30)" in engine
     migrate(database, ttl_days=0)
-    assert " TTL " not in database.query(query).result_rows[0][0]
+    [[engine]] = database.query(query, parameters={"table": table}).result_rows
+    assert " TTL " not in engine
 
 
 def test_replays_collapse_and_a_retried_batch_is_dropped(database: Any) -> None:
@@ -126,6 +130,67 @@ def test_cli_migrate_on_its_own_engine(tmp_path: Path) -> None:
     assert second.returncode == 0, second.stderr
     assert "applied" not in second.stdout
     assert f"schema version {migrations()[-1].version}" in second.stdout
+
+
+def _resent(image: ImageMetadata, ingested_at: datetime, offset: int) -> ImageDuplicate:
+    """The worker's record of a duplicate delivery of ``image`` taken in at ``ingested_at``."""
+    return ImageDuplicate(
+        image_id=image.image_id, source_type=image.source_type, source_id=image.source_id,
+        captured_at=image.captured_at, ingested_at=ingested_at, first_seen_at=image.processed_at,
+        processed_at=ingested_at, status="duplicate", bytes=image.bytes,
+        kafka_partition=image.kafka_partition, kafka_offset=offset, worker=image.worker,
+    )  # fmt: skip
+
+
+def test_statistics_count_resent_images_per_source(database: Any) -> None:
+    """`flowforge stats`' query counts per source, within --since, each duplicate delivery with
+    an ingest time of its own (a re-send) once however often Kafka redelivered it, and not a
+    redelivery of an image's first message (the ingest time of its row); a source with only
+    re-sends in the window is listed with 0 images."""
+    migrate(database, ttl_days=0)
+    now = datetime.now(tz=UTC)
+    recent = _worker_record(0).derive(
+        source_id="cam-1", ingested_at=now - timedelta(minutes=10), processed_at=now
+    )
+    old = _worker_record(1).derive(
+        source_id="cam-2", ingested_at=now - timedelta(hours=2), processed_at=now
+    )
+    resend = _resent(recent, now - timedelta(minutes=5), offset=500)
+    records = [
+        recent,
+        old,
+        resend,
+        resend.derive(kafka_offset=501),  # the same re-send, redelivered by Kafka
+        _resent(recent, recent.ingested_at, offset=502),  # the first message, redelivered
+        _resent(old, now - timedelta(minutes=1), offset=503),
+    ]
+    ClickHouseWriter(database).write([metadata_row(r.dumps()) for r in records])
+
+    every = {s["source_id"]: s for s in statistics(database)}
+    assert {k: (s["images"], s["duplicates"]) for k, s in every.items()} == {
+        "cam-1": (1, 1),
+        "cam-2": (1, 1),
+    }
+    hour = {s["source_id"]: s for s in statistics(database, since_s=3600)}
+    assert {k: (s["images"], s["duplicates"]) for k, s in hour.items()} == {
+        "cam-1": (1, 1),
+        "cam-2": (0, 1),
+    }
+    assert hour["cam-2"]["brightness_avg"] is None
+    resent_at = now - timedelta(minutes=1)
+    seen = datetime.fromisoformat(hour["cam-2"]["last_seen"]).replace(tzinfo=UTC)
+    assert seen == resent_at.replace(microsecond=resent_at.microsecond // 1000 * 1000)
+
+
+def _worker_record(i: int) -> ImageMetadata:
+    at = datetime(2026, 11, 24, 0, 57, 53, 378000, tzinfo=UTC)
+    return ImageMetadata(
+        image_id=f"cam-9-{i}", source_type="rtsp", source_id="cam-9", captured_at=at,
+        ingested_at=at, processed_at=at, status="processed", reason="", width=1920, height=1080,
+        out_width=640, out_height=360, bytes=200_000, format="jpeg", brightness=120.5,
+        contrast=40.0, sharpness=300.0, processing_ms=9.5, kafka_partition=2, kafka_offset=100 + i,
+        worker="vm:6066",
+    )  # fmt: skip
 
 
 def test_connect_keeps_no_client_open_but_the_one_it_returns(

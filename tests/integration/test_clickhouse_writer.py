@@ -43,6 +43,44 @@ def test_batch_is_written_with_every_column(database: Any) -> None:
     assert database.query("SELECT count() FROM images_metadata").result_rows == [(50,)]
 
 
+def _duplicate(i: int, ingested_at: str, offset: int) -> dict[str, Any]:
+    """A duplicate delivery of image ``i`` as the worker publishes it."""
+    record = _record(i)
+    return {
+        "image_id": record["image_id"], "source_type": "mqtt", "source_id": "cam-1",
+        "captured_at": record["captured_at"], "ingested_at": ingested_at,
+        "first_seen_at": "2026-11-24T00:57:53.394000Z", "processed_at": "2026-11-24T01:00:00Z",
+        "status": "duplicate", "bytes": 112525, "kafka_partition": 4, "kafka_offset": offset,
+        "worker": "vm:6066",
+    }  # fmt: skip
+
+
+def test_duplicates_get_rows_of_their_own_and_a_redelivery_collapses(database: Any) -> None:
+    """In a batch with image records, a duplicate record becomes an images_duplicates row and
+    leaves the image's one images_metadata row alone; the same duplicate delivered again (a
+    Kafka redelivery: same image and ingest time, another batch) collapses to one row (FINAL),
+    while another re-send (a new ingest time) is a row of its own."""
+    migrate(database, ttl_days=90)
+    writer = ClickHouseWriter(database)
+    resend = _duplicate(0, "2026-11-24T01:00:00.000000Z", offset=50)
+    assert writer.write([_record(0), resend, _record(1)]) == 3
+    writer.write([resend | {"kafka_offset": 51}, _record(2)])  # redelivered, later batch
+    writer.write([_duplicate(0, "2026-11-24T02:00:00.000000Z", offset=52)])
+    images = database.query(
+        "SELECT image_id, status FROM images_metadata FINAL ORDER BY image_id"
+    ).result_rows
+    assert images == [("cam-1-0000", "processed"), ("cam-1-0001", "processed"),
+                      ("cam-1-0002", "processed")]  # fmt: skip
+    duplicates = database.query(
+        "SELECT image_id, source_id, toString(ingested_at), toString(first_seen_at) "
+        "FROM images_duplicates FINAL ORDER BY ingested_at"
+    ).result_rows
+    assert duplicates == [
+        ("cam-1-0000", "cam-1", "2026-11-24 01:00:00.000", "2026-11-24 00:57:53.394"),
+        ("cam-1-0000", "cam-1", "2026-11-24 02:00:00.000", "2026-11-24 00:57:53.394"),
+    ]
+
+
 def test_retried_batch_does_not_double_rows(database: Any) -> None:
     """Writing the same batch again (a retry after a timeout) leaves the row count unchanged."""
     migrate(database, ttl_days=90)

@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,7 +32,7 @@ from flowforge.core.clickhouse import (
 from flowforge.core.clickhouse_http import ClickHouseHttpServer, HttpUser
 from flowforge.core.kafka_engine import kafka_engine_drop_sql, kafka_engine_sql
 from flowforge.core.settings import Settings
-from streams.sink.writer import COLUMNS
+from streams.sink.writer import COLUMNS, ClickHouseWriter
 from tests.deploy import (
     PROVISIONING,
     REPO,
@@ -66,6 +67,7 @@ PANEL_COLUMNS = {
     5: ["time", "reason", "rejects"],
     6: ["time", "p50_ms", "p99_ms"],
     7: ["source_id", "state", "last_seen", "seconds_since", "images_in_range"],
+    8: ["time", "source_id", "duplicates"],
 }
 
 
@@ -162,15 +164,17 @@ def test_container_init_script_applies_the_schema_over_http(
     client = connect(Settings.from_env(env).clickhouse)
     recorded = client.query("SELECT version, name FROM flowforge_schema_migrations ORDER BY 1")
     assert recorded.result_rows == [(m.version, m.path.stem) for m in migrations()]
-    create = client.command("SHOW CREATE TABLE images_metadata")
-    assert "TTL toDateTime(ingested_at) + toIntervalDay(90)" in create
+    for table in ("images_metadata", "images_duplicates"):
+        create = client.command(f"SHOW CREATE TABLE {table}")
+        assert "TTL toDateTime(ingested_at) + toIntervalDay(90)" in create, table
     assert migrate(client, ttl_days=90) == []
     again = _run_init(clickhouse_db, tmp_path)
     assert again.returncode == 0, again.stderr
     assert "applied" not in again.stdout
     no_ttl = _run_init(clickhouse_db, tmp_path, FLOWFORGE_CLICKHOUSE_TTL_DAYS="0")
     assert no_ttl.returncode == 0, no_ttl.stderr
-    assert "TTL" not in client.command("SHOW CREATE TABLE images_metadata")
+    for table in ("images_metadata", "images_duplicates"):
+        assert "TTL" not in client.command(f"SHOW CREATE TABLE {table}")
 
 
 def test_container_init_script_stops_on_the_servers_errors(
@@ -233,11 +237,34 @@ def _cols() -> list[str]:
     return [*COLUMNS, "inserted_at"]
 
 
+def _duplicate_rows(now: datetime) -> list[dict[str, object]]:
+    """Duplicate records: cam-1's first image re-sent 3 times (once redelivered by Kafka) and
+    its first message redelivered (not a re-send); cam-2's first image re-sent once."""
+    rows = []
+    for source, minutes_ago, offset in (
+        ("cam-1", 5, 1), ("cam-1", 4, 2), ("cam-1", 4, 3), ("cam-1", 3, 4), ("cam-1", 0, 5),
+        ("cam-2", 2, 6),
+    ):  # fmt: skip
+        first = now  # image f"{source}-0-0" was ingested at `now` (see _rows)
+        ingested = now - timedelta(minutes=minutes_ago, seconds=30) if minutes_ago else first
+        rows.append(
+            {
+                "image_id": f"{source}-0-0", "source_type": "mqtt", "source_id": source,
+                "captured_at": first.isoformat(), "ingested_at": ingested.isoformat(),
+                "first_seen_at": first.isoformat(), "processed_at": ingested.isoformat(),
+                "status": "duplicate", "bytes": 1000, "kafka_partition": 0,
+                "kafka_offset": offset, "worker": "w1",
+            }
+        )  # fmt: skip
+    return rows
+
+
 def _filled(database: Any) -> tuple[datetime, datetime]:
     """Fill the schema with recent test rows; return the dashboard range (start, end)."""
     now, start, end = _window()
     migrate(database, ttl_days=0)
     database.insert("images_metadata", _rows(now), column_names=_cols())
+    ClickHouseWriter(database).write(_duplicate_rows(now))
     return start, end
 
 
@@ -291,6 +318,10 @@ def test_every_dashboard_panel_runs_and_returns_its_columns(
     assert reasons == {"undecodable"}
     states = {row[0]: row[1] for row in results[7].result_rows}
     assert states == {"cam-1": "online", "cam-2": "online", "cam-3": "offline"}
+    resent = Counter()
+    for _, source, duplicates in results[8].result_rows:
+        resent[source] += duplicates
+    assert resent == {"cam-1": 3, "cam-2": 1}
 
 
 def test_source_filter_and_variable_query(

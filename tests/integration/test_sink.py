@@ -10,10 +10,11 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from flowforge.core.faults import write_fault
 from flowforge.core.settings import Settings
-from tests.support.images import mixed_set
+from tests.support.images import jpeg, mixed_set, scene
 from tests.support.pipeline import Pipeline, metadata_record
 from tests.support.unique import free_port
 
@@ -76,6 +77,58 @@ def test_images_become_exactly_one_row_each_with_their_outcome(pipeline: Pipelin
         "SELECT uniqExactMerge(images), uniqExactIfMerge(rejected) FROM images_per_minute"
     )
     assert rollup == [[len(ids), statuses["rejected"]]]
+
+
+def _stats_cli(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
+    """`flowforge stats --json` run as the CLI, by source."""
+    result = subprocess.run(
+        [sys.executable, "-m", "flowforge", "stats", "--json"],
+        env=pipeline.env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return {s["source_id"]: s for s in json.loads(result.stdout)}
+
+
+def test_an_image_sent_twice_is_one_row_and_one_duplicate_of_its_source(
+    pipeline: Pipeline,
+) -> None:
+    """The same photo published twice by one source is one images_metadata row (FINAL) and one
+    images_duplicates row, `flowforge stats --json` reports 1 duplicate for that source and 0
+    for another, and the duplicate's record delivered to the sink again does not count twice."""
+    payload = jpeg(scene(1280, 720, seed=61))
+    first, again = pipeline.produce([("a.jpg", payload), ("a-again.jpg", payload)], "cam-05")
+    assert first == again
+    pipeline.produce([("b.jpg", jpeg(scene(1280, 720, seed=62)))], "cam-06")
+    port = pipeline.start_worker(agents="process,sink")
+
+    def duplicates() -> dict[str, tuple[int, int]]:
+        stats = pipeline.get_json(port, "/clickhouse/stats")
+        return {s["source_id"]: (s["images"], s["duplicates"]) for s in stats}
+
+    want = {"cam-05": (1, 1), "cam-06": (1, 0)}
+    pipeline.wait_until(lambda: duplicates() == want, "the duplicate in ClickHouse")
+    stats = _stats_cli(pipeline)
+    assert {k: (s["images"], s["duplicates"]) for k, s in stats.items()} == want
+
+    # Kafka delivers the duplicate's record to the sink once more: a row again, not a count.
+    [record] = pipeline.collect_written().duplicates
+    assert (record["image_id"], record["source_id"]) == (first, "cam-05")
+    inserted = pipeline.metric(port, "flowforge_sink_rows_total", outcome="inserted")
+    pipeline.produce_metadata([json.dumps(record).encode()], source="cam-05")
+    pipeline.wait_until(
+        lambda: pipeline.metric(port, "flowforge_sink_rows_total", outcome="inserted") > inserted,
+        "the redelivered record inserted",
+    )
+    stats = _stats_cli(pipeline)
+    assert {k: (s["images"], s["duplicates"]) for k, s in stats.items()} == want
+
+    _stop(pipeline, port)
+    rows = pipeline.query_engine(
+        "SELECT (SELECT groupArray(image_id) FROM images_metadata FINAL "
+        "WHERE source_id = 'cam-05'), "
+        "(SELECT count() FROM images_duplicates FINAL WHERE source_id = 'cam-05')"
+    )
+    assert rows == [[[first], 1]]
 
 
 def test_second_owner_of_the_embedded_engine_exits_naming_the_owner(pipeline: Pipeline) -> None:

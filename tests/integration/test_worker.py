@@ -107,7 +107,8 @@ def test_metadata_record_matches_the_contract(pipeline: Pipeline) -> None:
 
 def test_same_image_twice_is_processed_once(pipeline: Pipeline) -> None:
     """A redelivered image (same image id) yields one outcome, counted as a duplicate, and the
-    worker logs each duplicate naming the image and when it was first seen."""
+    worker logs each duplicate naming the image and when it was first seen, and sends one
+    duplicate record per duplicate delivery."""
     payload = jpeg(scene(1280, 720, seed=31))
     other = jpeg(scene(1280, 720, seed=32))
     pipeline.produce([("a", payload), ("a-again", payload), ("b", other), ("a-third", payload)])
@@ -126,6 +127,11 @@ def test_same_image_twice_is_processed_once(pipeline: Pipeline) -> None:
     ]
     assert len(lines) == 2, pipeline.worker_log(port)[-3000:]
     assert all("first seen 20" in line or "being processed now" in line for line in lines)
+    # Each duplicate delivery is also a record on images.metadata (status duplicate).
+    pipeline.wait_until(lambda: len(pipeline.collect_written().duplicates) >= 2, "records")
+    duplicates = pipeline.collect_written().duplicates
+    assert [(d["image_id"], d["source_id"]) for d in duplicates] == [(image_id, "cam-01")] * 2
+    assert len({d["kafka_offset"] for d in duplicates}) == 2
 
 
 def test_worker_serves_health_metrics_and_stats(pipeline: Pipeline) -> None:

@@ -29,9 +29,11 @@ from tests.support.unique import free_port
 
 @dataclass
 class Outcomes:
-    """What the worker(s) wrote: metadata records, processed images and dead letters."""
+    """What the worker(s) wrote: metadata records (an image's outcome), duplicate records (a
+    delivery of an image already seen), processed images and dead letters."""
 
     metadata: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: list[dict[str, Any]] = field(default_factory=list)
     processed: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     dlq: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
 
@@ -333,7 +335,9 @@ class Pipeline:
                                 value = json.loads(r.value)
                             except ValueError:
                                 value = None
-                            if isinstance(value, dict) and "image_id" in value:
+                            if isinstance(value, dict) and value.get("status") == "duplicate":
+                                outcomes.duplicates.append(value)
+                            elif isinstance(value, dict) and "image_id" in value:
                                 outcomes.metadata.append(value)
                             # else: junk a test put there for the sink to refuse
                         elif tp.topic == kafka.topic_processed:

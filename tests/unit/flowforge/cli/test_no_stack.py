@@ -80,20 +80,22 @@ def test_validate_without_engine_data_names_the_home_not_a_migration(
     assert not home.exists()
 
 
-def test_stats_on_a_database_without_the_table_says_how_the_schema_is_made() -> None:
-    """A statistics query that fails for a missing images_metadata table becomes one line
-    saying that a worker applies the schema at start, or `flowforge clickhouse migrate` does."""
+@pytest.mark.parametrize("table", ["images_metadata", "images_resent"])
+def test_stats_on_a_database_without_the_table_says_how_the_schema_is_made(table: str) -> None:
+    """A statistics query that fails for a missing table (none yet, or a schema older than the
+    duplicates' view) becomes one line naming that table and saying that a worker applies the
+    schema at start, or `flowforge clickhouse migrate` does."""
     from clickhouse_connect.driver.exceptions import DatabaseError
 
     from flowforge.core.stats import _query_failed
 
     error = DatabaseError(
-        "Code: 60. DB::Exception: Unknown table expression identifier 'images_metadata' in "
+        f"Code: 60. DB::Exception: Unknown table expression identifier '{table}' in "
         "scope SELECT ...\n(UNKNOWN_TABLE)"
     )
     settings = Settings.from_env({"FLOWFORGE_CLICKHOUSE_URL": "http://db:8123"})
     message = str(_query_failed(settings.clickhouse, error))
     assert "\n" not in message
-    assert "has no images_metadata table yet" in message
+    assert f"has no {table} table yet" in message
     assert "flowforge clickhouse migrate" in message
     assert "http://db:8123" in message
