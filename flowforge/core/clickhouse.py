@@ -7,6 +7,7 @@ locks its data directory to one process; the process that opens it records itsel
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -137,6 +138,27 @@ def live_owner(path: Path) -> dict[str, Any] | None:
     if pid == os.getpid() or not psutil.pid_exists(pid):
         return None
     return dict(record)
+
+
+def through_owner(settings: ClickHouseSettings) -> ClickHouseSettings:
+    """The settings to reach the data with: for an embedded engine that another live process
+    owns, that owner's HTTP interface (the address in its owner record), taken as a ClickHouse
+    server with the same user, password and database; otherwise ``settings`` unchanged.
+
+    EngineLocked if the owner serves no HTTP interface (not a worker, or its HTTP port is 0).
+    """
+    path = embedded_path(settings.url)
+    owner = live_owner(path) if path is not None else None
+    if path is None or owner is None:
+        return settings
+    http = owner.get("http")
+    if not isinstance(http, str) or not http.startswith("http://"):
+        raise EngineLocked(
+            f"the embedded ClickHouse at {path} is in use by {_owner(path)}, which serves no "
+            "HTTP interface for other clients; only one process can own it: stop that one and "
+            "run this again"
+        )
+    return dataclasses.replace(settings, url=http)
 
 
 def owner_schema_version(owner: Mapping[str, Any], timeout: float = 15.0) -> int:
