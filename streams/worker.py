@@ -38,13 +38,12 @@ class Worker:
         return self.flow.tables
 
 
-def build_worker(settings: Settings, clickhouse: Any = None, queries: Any = None) -> Worker:
+def build_worker(settings: Settings, clickhouse: Any = None) -> Worker:
     """Build the worker's Faust app with the agents of its roles, and its web pages.
 
     Roles (``settings.worker.agents``): ``process`` consumes images.raw (with the tables);
     ``sink`` consumes images.metadata into ClickHouse through ``clickhouse`` (a client, required
-    then, unless the sink mode is kafka-engine, where ClickHouse consumes the topic itself);
-    ``queries``, a second client, answers the pages' read queries beside the inserts.
+    then, unless the sink mode is kafka-engine, where ClickHouse consumes the topic itself).
     """
     run_sink = "sink" in settings.worker.agents and settings.sink.mode == "agent"
     if run_sink and clickhouse is None:
@@ -53,6 +52,6 @@ def build_worker(settings: Settings, clickhouse: Any = None, queries: Any = None
     if "process" in settings.worker.agents:
         built.agents["process"], built.processor = process.register(built.flow)
     if run_sink:
-        built.agents["sink"], built.sink = sink.register(built.flow, clickhouse, queries)
+        built.agents["sink"], built.sink = sink.register(built.flow, clickhouse)
     web.register(built.flow, built.processor, built.sink)
     return built

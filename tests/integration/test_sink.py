@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from flowforge.core.clickhouse import OWNER_FILE
 from flowforge.core.clickhouse_http import ClickHouseHttpServer
 from flowforge.core.faults import write_fault
 from flowforge.core.settings import Settings
@@ -93,11 +94,41 @@ def test_images_become_exactly_one_row_each_with_their_outcome(
     assert rollup == [[len(ids), statuses["rejected"]]]
 
 
-def test_second_owner_of_the_embedded_engine_exits_naming_the_owner(pipeline: Pipeline) -> None:
-    """A second sink on the same embedded engine exits 1 with one line naming the owning PID and
-    what to do instead, and the first sink keeps running."""
+def test_a_second_sink_writes_through_the_engine_owners_http_interface(pipeline: Pipeline) -> None:
+    """A second `flowforge worker --agents sink` on the embedded engine a first one owns writes
+    through the owner's HTTP interface instead of exiting: the two sinks share the metadata
+    partitions, each inserts rows, and N images through the pipeline are exactly N rows FINAL."""
+    first = pipeline.start_worker(agents="sink")
+    pipeline.wait_until(pipeline.serving, "the owner's HTTP interface answers")
+    second = pipeline.start_worker(agents="sink")
+    pipeline.wait_group(2, group=f"{pipeline.settings.worker.app_id}-sink")
+    images = [(name, payload) for name, (payload, _) in mixed_set().items()]
+    sources = pipeline.sources_on_every_partition()  # metadata is keyed by source: both get some
+    ids = []
+    for k, source in enumerate(sources):
+        ids += pipeline.produce(images[k :: len(sources)], source=source)
+    pipeline.start_worker(agents="process")
+    pipeline.wait_until(lambda: pipeline.rows() == len(ids), "a row per image")
+    http = pipeline.env["FLOWFORGE_CLICKHOUSE_HTTP_PORT"]
+    assert f"through its HTTP interface http://127.0.0.1:{http}" in pipeline.worker_log(second)
+    for port in (first, second):
+        assert pipeline.metric(port, "flowforge_sink_rows_total", outcome="inserted") > 0, port
+    pipeline.stop_all()
+    [[final, distinct]] = pipeline.query_engine(
+        "SELECT (SELECT count() FROM images_metadata FINAL), uniqExact(image_id) "
+        "FROM images_metadata"
+    )
+    assert (final, distinct) == (len(ids), len(ids))
+
+
+def test_a_second_sink_exits_naming_an_owner_that_serves_no_http(pipeline: Pipeline) -> None:
+    """With the owner's HTTP interface off (FLOWFORGE_CLICKHOUSE_HTTP_PORT=0), a second sink on
+    the same embedded engine exits 1 with one line naming the owning PID and what to do instead,
+    and the first sink keeps running."""
+    pipeline.env["FLOWFORGE_CLICKHOUSE_HTTP_PORT"] = "0"
     first = pipeline.start_worker(agents="sink")
     pipeline.wait_until(lambda: pipeline.status(first, "/livez")[0] == 200, "first sink up")
+    pipeline.wait_until(lambda: (pipeline.engine_path / OWNER_FILE).exists(), "the owner file")
     second = pipeline.start_worker(agents="sink")
     proc = pipeline.workers[second]
     assert proc.wait(timeout=90) == 1
@@ -329,11 +360,11 @@ def test_stats_without_a_running_worker_reads_the_engine_itself(pipeline: Pipeli
     assert row.split()[:3] == ["cam-09", "5", "5"]
 
 
-def test_a_stopped_sink_closes_its_spool_and_its_clickhouse_clients(
+def test_a_stopped_sink_closes_its_spool_and_its_clickhouse_client(
     pipeline: Pipeline, backend: str
 ) -> None:
     """SIGTERM of a sink worker ends with its spool closed (SQLite's last connection removes the
-    -wal file) and its ClickHouse clients closed, said in its log; the exit is clean."""
+    -wal file) and its ClickHouse client closed, said in its log; the exit is clean."""
     pipeline.produce_metadata(metadata_record(i) for i in range(20))
     port = pipeline.start_worker(agents="sink")
     pipeline.wait_until(lambda: pipeline.rows() == 20, "all rows")
@@ -342,7 +373,7 @@ def test_a_stopped_sink_closes_its_spool_and_its_clickhouse_clients(
     assert wal.exists(), "the running sink's spool should be open in WAL mode"
     assert pipeline.workers[port].signal(signal.SIGTERM, timeout=60) == 0
     log = pipeline.worker_log(port)
-    assert "sink: stopped; spool and ClickHouse clients closed" in log, log[-3000:]
+    assert "sink: stopped; spool and ClickHouse client closed" in log, log[-3000:]
     assert not wal.exists(), "the spool was not closed"
 
 

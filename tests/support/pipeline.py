@@ -19,6 +19,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from flowforge.core.clickhouse import connect, through_owner
@@ -234,6 +235,20 @@ class Pipeline:
         finally:
             await producer.stop()
         return ids
+
+    def sources_on_every_partition(self) -> list[str]:
+        """Source ids whose keys land on every partition, one each (Kafka's default
+        partitioner, which the worker's producer uses): records of these sources reach every
+        consumer of a topic, whatever partitions it was assigned."""
+        count = self.settings.kafka.partitions
+        partitions = list(range(count))
+        found: dict[int, str] = {}
+        for i in range(10_000):
+            name = f"cam-{i:02d}"
+            found.setdefault(DefaultPartitioner()(name.encode(), partitions, partitions), name)
+            if len(found) == count:
+                return [found[p] for p in partitions]
+        raise AssertionError(f"no source names cover {count} partitions")
 
     def produce_metadata(self, values: Iterable[bytes], source: str = "cam-01") -> None:
         """Publish raw values to images.metadata (records as a worker would send, or junk)."""
