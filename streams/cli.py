@@ -36,7 +36,9 @@ Examples:
   flowforge worker                      process images.raw and sink images.metadata
   flowforge worker --web-port 6070 --agents process
                                         a second, processing-only worker on this machine
-  flowforge worker --agents sink        only the sink (the one owner of the embedded engine)
+  flowforge worker --agents sink        only the sink (the first owns the embedded engine)
+  flowforge worker --web-port 6071 --agents sink
+                                        a second sink, writing through the owner's HTTP port
   flowforge worker --help               Faust's worker options
 """,
 )
@@ -48,9 +50,10 @@ def worker(ctx: click.Context, faust_args: tuple[str, ...]) -> None:
     Agents (--agents or FLOWFORGE_WORKER_AGENTS, default process,sink): "process" decodes,
     scores and resizes images.raw; "sink" writes images.metadata to ClickHouse (with
     FLOWFORGE_SINK_MODE=kafka-engine the embedded engine's owner has ClickHouse consume it
-    itself). The embedded ClickHouse engine has one owner, so with it run the sink in one worker
-    only and start the others with --agents process. Each worker keeps its state under
-    FLOWFORGE_HOME/worker-<web port>: give each worker on one machine its own --web-port.
+    itself). The embedded ClickHouse engine has one owner, the first sink, which serves
+    ClickHouse's HTTP interface over it; a further sink on the same engine writes through that
+    interface. Each worker keeps its state under FLOWFORGE_HOME/worker-<web port>: give each
+    worker on one machine its own --web-port.
     """
     from faust.cli.faust import cli as faust_cli
 
@@ -75,7 +78,7 @@ def worker(ctx: click.Context, faust_args: tuple[str, ...]) -> None:
             raise click.BadParameter(str(exc), param_hint="--web-port") from None
         derived = "FLOWFORGE_WORKER_DATA_DIR" not in os.environ
         settings = settings.with_worker_port(port_number, derive_data_dir=derived)
-    clients: tuple[Any, Any] = (None, None)
+    client: Any = None
     http: Any = None
     wants_help = "-h" in faust_args or "--help" in faust_args
     if wants_help:
@@ -88,12 +91,13 @@ def worker(ctx: click.Context, faust_args: tuple[str, ...]) -> None:
     else:
         _check_web_port(settings)
         if "sink" in settings.worker.agents and settings.sink.mode == "agent":
-            clients = _sink_clients(settings)
+            settings = _through_owner(settings)
+            client = _sink_client(settings)
             http = _serve_http(settings)
         elif "sink" in settings.worker.agents and settings.clickhouse.url.startswith("chdb://"):
-            clients = _kafka_engine_clients(settings)
+            client = _kafka_engine_client(settings)
             http = _serve_http(settings)
-    built = build_worker(settings, *clients)
+    built = build_worker(settings, client)
     app = built.app
     app.finalize()
     if built.tables is not None and not wants_help:
@@ -184,12 +188,36 @@ _FAUST_LEVELS = {
 }
 
 
-def _sink_clients(settings: Settings) -> tuple[Any, Any]:
+def _through_owner(settings: Settings) -> Settings:
+    """A sink on an embedded engine that another worker owns writes through that worker's HTTP
+    interface, as a client of a ClickHouse server (so sinks scale out on one machine); an owner
+    serving no HTTP interface is an error naming it."""
+    from flowforge.core.clickhouse import embedded_path, through_owner
+    from flowforge.core.errors import EngineLocked
+    from flowforge.core.urls import redact_url
+
+    ch = settings.clickhouse
+    try:
+        reach = through_owner(ch)
+    except EngineLocked as exc:
+        raise EngineLocked(f"{exc}; or run this worker with --agents process") from exc
+    if reach is ch:
+        return settings
+    log.info(
+        "clickhouse: the embedded engine at %s is owned by another worker; this sink writes "
+        "through its HTTP interface %s",
+        embedded_path(ch.url),
+        redact_url(reach.url),
+    )
+    return dataclasses.replace(settings, clickhouse=reach)
+
+
+def _sink_client(settings: Settings) -> Any:
     """Open ClickHouse for the sink: owner check, schema, fault drills (if configured).
 
-    Two clients: one for the sink's inserts, one for the read queries of the worker's pages (see
-    streams.agents.sink.SinkAgent). A ClickHouse server that is down at start does not stop the
-    worker: its clients connect (and apply the schema) once it answers, and rows spool till then.
+    A ClickHouse server (or another worker's HTTP interface) that is down at start does not stop
+    the worker: its client connects (and applies the schema) once it answers, and rows spool
+    till then.
     """
     from flowforge.core import kafka_engine
     from flowforge.core.clickhouse import ServerClient
@@ -197,56 +225,50 @@ def _sink_clients(settings: Settings) -> tuple[Any, Any]:
     from flowforge.core.faults import FaultInjectingClient
 
     ch = settings.clickhouse
-    inserts: Any
-    queries: Any
+    client: Any
     if ch.url.startswith("chdb://"):
-        inserts, queries = _embedded_clients(settings)
-        kafka_engine.drop_embedded(inserts, settings)  # the views and the agent never both write
+        client = _embedded_client(settings)
+        kafka_engine.drop_embedded(client, settings)  # the views and the agent never both write
     else:
-        inserts = ServerClient(ch, migrate_schema=settings.sink.migrate_on_start)
-        queries = ServerClient(ch, migrate_schema=False)
+        client = ServerClient(ch, migrate_schema=settings.sink.migrate_on_start)
         try:
-            inserts.connected()
+            client.connected()
         except ClickHouseUnavailable as exc:
             log.warning("%s; processing goes on, rows spool until it answers", exc)
     if settings.sink.fault_file:
         log.warning("fault drills enabled: %s", settings.sink.fault_file)
-        inserts = FaultInjectingClient(inserts, Path(settings.sink.fault_file))
-        if queries is not None:
-            queries = FaultInjectingClient(queries, Path(settings.sink.fault_file))
-    return inserts, queries
+        client = FaultInjectingClient(client, Path(settings.sink.fault_file))
+    return client
 
 
-def _embedded_clients(settings: Settings) -> tuple[Any, Any]:
-    """Open the embedded engine as its owner (the owner record names this worker's pages),
-    apply the schema if configured; two clients (the second None for ``chdb://memory``)."""
+def _embedded_client(settings: Settings) -> Any:
+    """Open the embedded engine as its owner (the owner record names its HTTP interface) and
+    apply the schema if configured."""
     from flowforge.core.clickhouse import connect, embedded_path, migrate
     from flowforge.core.errors import EngineLocked
 
     ch = settings.clickhouse
-    worker = settings.worker
-    owner = {"web": f"http://{reachable_host(worker.web_bind)}:{worker.web_port}"}
+    owner = {}
     if ch.http_port and embedded_path(ch.url) is not None:
         owner["http"] = f"http://{reachable_host(ch.http_bind)}:{ch.http_port}"
     try:
-        main = connect(ch, owner=owner)
+        client = connect(ch, owner=owner)
     except EngineLocked as exc:
         raise EngineLocked(f"{exc}; or run this worker with --agents process") from exc
     if settings.sink.migrate_on_start:
-        migrate(main, ttl_days=ch.ttl_days)
-    queries = connect(ch, owner=owner) if embedded_path(ch.url) is not None else None
-    return main, queries
+        migrate(client, ttl_days=ch.ttl_days)
+    return client
 
 
-def _kafka_engine_clients(settings: Settings) -> tuple[Any, Any]:
+def _kafka_engine_client(settings: Settings) -> Any:
     """FLOWFORGE_SINK_MODE=kafka-engine on the embedded engine: open it as its owner, apply the
     schema, and have its Kafka table consume images.metadata (created at every start, see
     flowforge/core/kafka_engine.py); it consumes while the first client stays open."""
     from flowforge.core import kafka_engine
 
-    main, queries = _embedded_clients(settings)
-    kafka_engine.start_embedded(main, settings)
-    return main, queries
+    client = _embedded_client(settings)
+    kafka_engine.start_embedded(client, settings)
+    return client
 
 
 def _serve_http(settings: Settings) -> Any:

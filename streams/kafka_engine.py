@@ -1,6 +1,6 @@
 """The worker owning the embedded engine in kafka-engine mode: ClickHouse consumes images.metadata
-itself (flowforge/core/kafka_engine.py); this keeps the engine open, answers the pages' queries
-and reports the engine's state on /readyz and /metrics."""
+itself (flowforge/core/kafka_engine.py); this keeps the engine open and reports its state on
+/readyz and /metrics."""
 
 from __future__ import annotations
 
@@ -24,26 +24,21 @@ REFRESH_S = 5.0
 
 
 class KafkaEngineOwner:
-    """Holds the engine's clients open (the Kafka table consumes while they are) and runs the
-    pages' queries on a thread of its own, one at a time."""
+    """Holds the engine's client open (the Kafka table consumes while it is) and reads the
+    engine's state on a thread of its own."""
 
-    def __init__(self, flow: FlowForgeApp, client: Any, queries: Any = None) -> None:
+    def __init__(self, flow: FlowForgeApp, client: Any) -> None:
         self.flow = flow
         self.client = client
-        self.queries = queries if queries is not None else client
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ff-query")
         self.state: EngineState | None = None
         self.error = ""  # why the state could not be read, if it could not
         self._reported_error = ""
 
-    async def query(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
-        """Run a read query on the engine (the worker's pages)."""
-        return await self._in_thread(self.queries.query, sql, parameters)
-
     async def refresh(self) -> None:
         """Read the engine's state into the metrics; a failure is reported, never raised."""
         try:
-            state = await self._in_thread(kafka_engine.state, self.queries, self.flow.settings)
+            state = await self._in_thread(kafka_engine.state, self.client, self.flow.settings)
         except Exception as exc:  # noqa: BLE001 - shown on /readyz, the worker goes on
             self.error = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
             metrics.KAFKA_ENGINE_UP.set(0)
@@ -86,18 +81,17 @@ class KafkaEngineOwner:
             raise
 
     def close(self) -> None:
-        """Once the worker has stopped: finish the thread's work and close the clients (the
-        engine, and its Kafka consumption, stop with the last)."""
+        """Once the worker has stopped: finish the thread's work and close the client (the
+        engine, and its Kafka consumption, stop with it)."""
         self.thread.shutdown(wait=True)
-        for client in {id(c): c for c in (self.queries, self.client)}.values():
-            with contextlib.suppress(Exception):  # closing must not stop the shutdown
-                client.close()
-        log.info("kafka engine: stopped; ClickHouse clients closed")
+        with contextlib.suppress(Exception):  # closing must not stop the shutdown
+            self.client.close()
+        log.info("kafka engine: stopped; ClickHouse client closed")
 
 
-def register(flow: FlowForgeApp, client: Any, queries: Any = None) -> KafkaEngineOwner:
+def register(flow: FlowForgeApp, client: Any) -> KafkaEngineOwner:
     """The owner of an engine whose Kafka table consumes images.metadata (created before, by
     :func:`flowforge.core.kafka_engine.start_embedded`), its state read every REFRESH_S."""
-    owner = KafkaEngineOwner(flow, client, queries)
+    owner = KafkaEngineOwner(flow, client)
     flow.app.task(owner.refresh_forever)
     return owner

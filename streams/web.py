@@ -7,8 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from flowforge.core.clickhouse import MIGRATIONS_TABLE
-from flowforge.core.stats import ALL_TIME_S, SQL, rows_to_dicts
 from streams import metrics
 from streams.app import consumes
 
@@ -120,30 +118,3 @@ def register(
             return web.json({})
         table = flow.tables.stats
         return web.json({source: value.asdict() for source, value in table.items()})
-
-    @app.page("/clickhouse/schema")
-    async def clickhouse_schema(web: Any, request: Any) -> Any:
-        """`flowforge validate` asks here for the schema version while this worker owns it."""
-        if owner is None:
-            return web.json({"error": "this worker runs no sink"}, status=404)
-        try:
-            sql = f"SELECT max(version) FROM {MIGRATIONS_TABLE}"  # noqa: S608 - a constant
-            result = await owner.query(sql)
-        except Exception as exc:  # noqa: BLE001 - reported to the caller, the worker goes on
-            return web.json({"error": f"ClickHouse query failed: {exc}"}, status=503)
-        return web.json({"version": int(result.result_rows[0][0] or 0)})
-
-    @app.page("/clickhouse/stats")
-    async def clickhouse_stats(web: Any, request: Any) -> Any:
-        """`flowforge stats` asks here while this worker owns the embedded engine."""
-        if owner is None:
-            return web.json({"error": "this worker runs no sink"}, status=404)
-        try:
-            since_s = int(request.query.get("since_s", ALL_TIME_S))
-        except ValueError:
-            return web.json({"error": "since_s must be an integer"}, status=400)
-        try:
-            result = await owner.query(SQL, {"since_s": max(0, since_s)})
-        except Exception as exc:  # noqa: BLE001 - reported to the caller, the worker goes on
-            return web.json({"error": f"ClickHouse query failed: {exc}"}, status=503)
-        return web.json(rows_to_dicts(result.result_rows))

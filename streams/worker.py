@@ -40,15 +40,14 @@ class Worker:
         return self.flow.tables
 
 
-def build_worker(settings: Settings, clickhouse: Any = None, queries: Any = None) -> Worker:
+def build_worker(settings: Settings, clickhouse: Any = None) -> Worker:
     """Build the worker's Faust app with the agents of its roles, and its web pages.
 
     Roles (``settings.worker.agents``): ``process`` consumes images.raw (with the tables);
     ``sink`` consumes images.metadata into ClickHouse through ``clickhouse`` (a client, required
     then). In kafka-engine mode ClickHouse consumes the topic itself and no sink agent runs; a
     ``clickhouse`` client then is the embedded engine this worker owns, whose Kafka table
-    consumes while it stays open (none with a ClickHouse server). ``queries``, a second client,
-    answers the pages' read queries beside the inserts.
+    consumes while it stays open (none with a ClickHouse server).
     """
     sink_role = "sink" in settings.worker.agents
     run_sink = sink_role and settings.sink.mode == "agent"
@@ -58,8 +57,8 @@ def build_worker(settings: Settings, clickhouse: Any = None, queries: Any = None
     if "process" in settings.worker.agents:
         built.agents["process"], built.processor = process.register(built.flow)
     if run_sink:
-        built.agents["sink"], built.sink = sink.register(built.flow, clickhouse, queries)
+        built.agents["sink"], built.sink = sink.register(built.flow, clickhouse)
     elif sink_role and clickhouse is not None:
-        built.engine = kafka_engine.register(built.flow, clickhouse, queries)
+        built.engine = kafka_engine.register(built.flow, clickhouse)
     web.register(built.flow, built.processor, built.sink, built.engine)
     return built

@@ -114,43 +114,33 @@ def clickhouse() -> None:
 def clickhouse_migrate(state: State) -> None:
     """Apply the schema files not yet applied (idempotent), then the configured row TTL.
 
-    While a worker owns the embedded engine (a running stack), that worker has applied the
-    schema at its start: this asks it and says so (exit 0 when current)."""
+    While a worker owns the embedded engine (a running stack), this runs them through that
+    worker's ClickHouse HTTP interface, as against a server."""
     from flowforge.core.clickhouse import (
         connect,
         embedded_path,
-        live_owner,
         migrate,
-        migrations,
-        owner_schema_version,
         schema_version,
+        through_owner,
     )
 
     ch = state.settings.clickhouse
-    path = embedded_path(ch.url)
-    owner = live_owner(path) if path is not None else None
-    if owner is not None:
-        # The running worker holds the engine (one process per directory) and migrates at
-        # start; ask it rather than fail on the engine's lock.
-        who = f"the running worker (pid {owner['pid']}, {owner.get('web') or 'no web page'})"
-        version = owner_schema_version(owner)
-        latest = migrations()[-1].version
-        if version < latest:
-            raise FlowForgeError(
-                f"{who} owns the embedded ClickHouse at {path}; its schema is version {version}, "
-                f"latest is {latest}: restart it (a worker applies the schema at start)"
-            )
+    reach = through_owner(ch)
+    if reach is not ch:
         click.echo(
-            f"{who} owns the embedded ClickHouse at {path} and applies the schema itself: "
-            f"schema version {version} (latest), nothing to do"
+            f"the embedded ClickHouse at {embedded_path(ch.url)} is owned by a running worker: "
+            f"migrating through the HTTP interface of the worker owning it ({reach.url})"
         )
-        return
-    client = connect(ch)
-    applied = migrate(client, ttl_days=ch.ttl_days)
-    for name in applied:
-        click.echo(f"applied {name}")
-    ttl = f"{ch.ttl_days} days" if ch.ttl_days else "none"
-    click.echo(f"schema version {schema_version(client)} (database {ch.database}, row TTL {ttl})")
+    client = connect(reach)
+    try:
+        applied = migrate(client, ttl_days=ch.ttl_days)
+        for name in applied:
+            click.echo(f"applied {name}")
+        ttl = f"{ch.ttl_days} days" if ch.ttl_days else "none"
+        version = schema_version(client)
+    finally:
+        client.close()
+    click.echo(f"schema version {version} (database {ch.database}, row TTL {ttl})")
 
 
 @clickhouse.command(
@@ -202,7 +192,7 @@ def stats(state: State, since: str | None, as_json: bool) -> None:
     Counts are of distinct images by outcome, plus duplicates: images sent again within the
     worker's dedup window (each re-send once; they add no image row).
 
-    While a worker owns the embedded engine, the answer comes through that worker's web port.
+    While a worker owns the embedded engine, this asks it through its ClickHouse HTTP interface.
     """
     from flowforge.core import stats as statistics
 

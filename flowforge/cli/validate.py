@@ -122,13 +122,15 @@ def _mqtt(settings: Settings, checks: list[Check]) -> None:
 
 
 def _clickhouse(settings: Settings, checks: list[Check]) -> None:
+    from clickhouse_connect.driver.exceptions import ClickHouseError
+
     from flowforge.core.clickhouse import (
         connect,
         embedded_path,
         live_owner,
         migrations,
-        owner_schema_version,
         schema_version,
+        through_owner,
     )
     from flowforge.core.urls import redact_url
 
@@ -145,16 +147,19 @@ def _clickhouse(settings: Settings, checks: list[Check]) -> None:
         checks.append(Check("clickhouse", False, detail, fix))
         return
     try:
-        if owner is not None and owner.get("web"):
-            version = owner_schema_version(owner)
-            where = f"embedded, owned by pid {owner['pid']} (asked through {owner['web']})"
-        else:
-            version = schema_version(connect(ch))
-            where = redact_url(ch.url)
-    except (FlowForgeError, OSError, ValueError, KeyError) as exc:
+        reach = through_owner(ch)
+        client = connect(reach)
+        try:
+            version = schema_version(client)
+        finally:
+            client.close()
+    except (FlowForgeError, ClickHouseError, OSError, ValueError, KeyError) as exc:
         fix = "start it, or fix FLOWFORGE_CLICKHOUSE_URL and credentials"
         checks.append(Check("clickhouse", False, f"{redact_url(ch.url)}: {exc}", fix))
         return
+    where = redact_url(ch.url)
+    if owner is not None:
+        where = f"embedded, owned by pid {owner['pid']}, through its HTTP interface {reach.url}"
     checks.append(Check("clickhouse", True, where))
     if version < latest:
         checks.append(Check("schema", False, f"version {version}, latest is {latest}", migrate))

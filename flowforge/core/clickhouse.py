@@ -1,12 +1,14 @@
 """ClickHouse access: one client for chdb:// (embedded) or http(s)://, and the versioned schema.
 
 The embedded engine (clickhouse-connect's chdb backend) runs the real ClickHouse in-process and
-locks its data directory to one process; the process that opens it records itself in
-``<dir>/flowforge-owner.json`` so a second would-be owner is told who holds it.
+locks its data directory to one process; the process that opens it records itself (and the
+address of the HTTP interface it serves) in ``<dir>/flowforge-owner.json``, so every other
+process is a client of that interface (:func:`through_owner`), or is told who holds the engine.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -14,7 +16,6 @@ import re
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,8 +60,9 @@ def connect(
 ) -> Any:
     """A clickhouse-connect client for the configured URL and database (created if missing).
 
-    For the embedded engine, ``owner`` adds to the owner record (the worker's web address, so
-    `flowforge stats` can ask the owning worker).
+    For the embedded engine, ``owner`` adds to the owner record (the address of the HTTP
+    interface the owning worker serves, through which every other process is its client: see
+    :func:`through_owner`).
     """
     db = database or settings.database
     path = embedded_path(settings.url)
@@ -138,24 +140,25 @@ def live_owner(path: Path) -> dict[str, Any] | None:
     return dict(record)
 
 
-def owner_schema_version(owner: Mapping[str, Any], timeout: float = 15.0) -> int:
-    """The schema version the live owner of an embedded engine reports on its web page
-    (``/clickhouse/schema``); ClickHouseUnavailable if it does not answer."""
-    web = owner.get("web")
-    if not web:
-        argv = " ".join(str(a) for a in owner.get("argv", []))
+def through_owner(settings: ClickHouseSettings) -> ClickHouseSettings:
+    """The settings to reach the data with: for an embedded engine that another live process
+    owns, that owner's HTTP interface (the address in its owner record), taken as a ClickHouse
+    server with the same user, password and database; otherwise ``settings`` unchanged.
+
+    EngineLocked if the owner serves no HTTP interface (not a worker, or its HTTP port is 0).
+    """
+    path = embedded_path(settings.url)
+    owner = live_owner(path) if path is not None else None
+    if path is None or owner is None:
+        return settings
+    http = owner.get("http")
+    if not isinstance(http, str) or not http.startswith("http://"):
         raise EngineLocked(
-            f"the embedded ClickHouse is in use by pid {owner.get('pid')} ({argv}), which is not "
-            "a worker; only one process can own it: stop that one and run this again"
+            f"the embedded ClickHouse at {path} is in use by {_owner(path)}, which serves no "
+            "HTTP interface for other clients; only one process can own it: stop that one and "
+            "run this again"
         )
-    try:
-        with urllib.request.urlopen(f"{web}/clickhouse/schema", timeout=timeout) as resp:  # noqa: S310 - our own http URL
-            return int(json.load(resp)["version"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ClickHouseUnavailable(
-            f"the embedded ClickHouse is owned by pid {owner.get('pid')}, whose page "
-            f"{web}/clickhouse/schema did not answer ({exc})"
-        ) from exc
+    return dataclasses.replace(settings, url=http)
 
 
 def _other_owner_alive(path: Path) -> bool:

@@ -1,17 +1,14 @@
-"""Per-source statistics from ClickHouse: the query behind `flowforge stats` and a worker page."""
+"""Per-source statistics from ClickHouse: the query behind `flowforge stats`."""
 
 from __future__ import annotations
 
-import json
 import math
-import urllib.error
-import urllib.request
 from datetime import datetime
 from typing import Any
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from flowforge.core.clickhouse import connect, embedded_path, live_owner
+from flowforge.core.clickhouse import connect, embedded_path, through_owner
 from flowforge.core.errors import ClickHouseUnavailable, FlowForgeError, StackNotFound
 from flowforge.core.settings import ClickHouseSettings
 from flowforge.core.urls import redact_url
@@ -101,30 +98,20 @@ def query(client: Any, since_s: int = ALL_TIME_S) -> list[dict[str, Any]]:
 
 
 def fetch(settings: ClickHouseSettings, since_s: int = ALL_TIME_S) -> list[dict[str, Any]]:
-    """Statistics from ClickHouse, or from the worker owning the embedded engine (its web page)."""
-    path = embedded_path(settings.url)
-    owner = live_owner(path) if path is not None else None
-    if owner is None or not owner.get("web"):
-        if path is not None and not path.is_dir():
-            raise StackNotFound(f"no ClickHouse data at {path} (nothing has run there)")
-        try:
-            return query(connect(settings), since_s)
-        except ClickHouseError as exc:
-            raise _query_failed(settings, exc) from exc
-    url = f"{owner['web']}/clickhouse/stats?since_s={since_s}"
+    """Statistics from ClickHouse: a server, the embedded engine opened here, or, while a
+    worker owns the engine, that worker's HTTP interface (see
+    :func:`flowforge.core.clickhouse.through_owner`)."""
+    reach = through_owner(settings)
+    path = embedded_path(reach.url)
+    if path is not None and not path.is_dir():
+        raise StackNotFound(f"no ClickHouse data at {path} (nothing has run there)")
+    client = connect(reach)
     try:
-        with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - our own http URL
-            return list(json.load(response))
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode("utf-8", errors="replace")[:300]
-        raise FlowForgeError(
-            f"the worker owning ClickHouse ({owner['web']}) answered {exc.code}: {detail}"
-        ) from exc
-    except (OSError, ValueError) as exc:
-        raise FlowForgeError(
-            f"the embedded ClickHouse is owned by pid {owner['pid']}, whose web page "
-            f"{owner['web']} did not answer ({exc}); try again, or stop that worker"
-        ) from exc
+        return query(client, since_s)
+    except ClickHouseError as exc:
+        raise _query_failed(reach, exc) from exc
+    finally:
+        client.close()
 
 
 def _query_failed(settings: ClickHouseSettings, exc: ClickHouseError) -> FlowForgeError:

@@ -53,19 +53,11 @@ class _Origin:
 class SinkAgent:
     """The sink's asynchronous side: batches in, drain loop, back-pressure, readiness."""
 
-    def __init__(self, flow: FlowForgeApp, client: Any, queries: Any = None) -> None:
-        """``client`` takes the inserts on the sink's thread; ``queries``, a second client, the
-        read queries of the worker's pages on a thread of their own, so a slow query never holds
-        up an insert (without it, queries share the sink's thread and client)."""
+    def __init__(self, flow: FlowForgeApp, client: Any) -> None:
+        """``client`` takes the inserts, on the sink's thread."""
         self.flow = flow
         sink = flow.settings.sink
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ff-sink")
-        self.queries = queries
-        self.query_thread = (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="ff-query")
-            if queries is not None
-            else None
-        )
         spool = Spool(sink.spool_path, int(sink.spool_max_mb * 1024 * 1024))
         self.core = MetadataSink(
             ClickHouseWriter(client), spool, drain_rows=DRAIN_BATCHES * sink.batch_size
@@ -178,13 +170,9 @@ class SinkAgent:
             metrics.SINK_PAUSED.set(0)
         log.info("sink: spool below its bound, consuming again")
 
-    async def _in_thread(
-        self, call: Callable[..., T], *args: Any, thread: ThreadPoolExecutor | None = None
-    ) -> T:
-        """Run ``call`` on the sink thread (or ``thread``); a cancelled caller still waits for it
-        to finish."""
-        pool = thread or self.thread
-        future = asyncio.get_running_loop().run_in_executor(pool, call, *args)
+    async def _in_thread(self, call: Callable[..., T], *args: Any) -> T:
+        """Run ``call`` on the sink thread; a cancelled caller still waits for it to finish."""
+        future = asyncio.get_running_loop().run_in_executor(self.thread, call, *args)
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -233,31 +221,20 @@ class SinkAgent:
             )
         return True, f"sink spool {spool.rows} rows"
 
-    async def query(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
-        """Run a read query in this process (the one that may own the embedded engine): on the
-        queries' own client and thread, one at a time, beside the inserts."""
-        if self.queries is None:
-            return await self._in_thread(self.client.query, sql, parameters)
-        return await self._in_thread(self.queries.query, sql, parameters, thread=self.query_thread)
-
     def close(self) -> None:
         """Once the agent has stopped: finish the thread's work, close the spool and the
-        ClickHouse clients."""
-        if self.query_thread is not None:
-            self.query_thread.shutdown(wait=True)
+        ClickHouse client."""
         self.thread.shutdown(wait=True)
         self.core.spool.close()
-        for client in (self.queries, self.client):
-            if client is not None:
-                with contextlib.suppress(Exception):  # closing must not stop the shutdown
-                    client.close()
-        log.info("sink: stopped; spool and ClickHouse clients closed")
+        with contextlib.suppress(Exception):  # closing must not stop the shutdown
+            self.client.close()
+        log.info("sink: stopped; spool and ClickHouse client closed")
 
 
-def register(flow: FlowForgeApp, client: Any, queries: Any = None) -> tuple[Any, SinkAgent]:
+def register(flow: FlowForgeApp, client: Any) -> tuple[Any, SinkAgent]:
     """Register the "sink" agent on images.metadata and its drain task; the agent and its
-    SinkAgent (``queries``: see :class:`SinkAgent`)."""
-    sink_agent = SinkAgent(flow, client, queries)
+    SinkAgent."""
+    sink_agent = SinkAgent(flow, client)
     settings = flow.settings.sink
 
     async def sink(stream: Any) -> None:

@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from flowforge.core.clickhouse import connect
+from flowforge.core.clickhouse import connect, embedded_path
+from flowforge.core.clickhouse_http import ClickHouseHttpServer, HttpUser
 from flowforge.core.settings import Settings
 from flowforge.stack import Stack
 from tests.support.pipeline import Pipeline, make_pipeline
 from tests.support.stack import stack_env
-from tests.support.unique import unique_name
+from tests.support.unique import free_port, unique_name
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +34,25 @@ def database(engine_url: str) -> Iterator[Any]:
     client = connect(Settings.from_env(env).clickhouse)
     yield client
     client.command(f"DROP DATABASE IF EXISTS {name}")
+
+
+#: The application user of :func:`clickhouse_server`, as a deployment's sink logs in.
+SERVER_USER = HttpUser("flowforge", "sink-secret")
+
+
+@pytest.fixture
+def clickhouse_server(engine_url: str, database: Any) -> Iterator[ClickHouseHttpServer]:
+    """ClickHouse's HTTP interface over the session's engine on a free port, its database a fresh
+    one and its application user SERVER_USER: a ClickHouse server as a compose deployment's
+    sink sees one (FLOWFORGE_CLICKHOUSE_URL=http://...)."""
+    path = embedded_path(engine_url)
+    assert path is not None
+    server = ClickHouseHttpServer(
+        path, port=free_port(), database=database.database, users=(SERVER_USER,)
+    )
+    server.start()
+    yield server
+    server.close()
 
 
 @pytest.fixture

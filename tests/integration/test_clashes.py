@@ -1,14 +1,17 @@
 """Clashes with a running worker explain themselves in one line: a taken web port (worker,
-bridge) names its holder and what to run instead; `clickhouse migrate` defers to the owner."""
+bridge) names its holder and what to run instead; `clickhouse migrate`, `stats` and `validate`
+are clients of the HTTP interface of the worker owning the embedded engine."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
 import urllib.request
 
-from tests.support.pipeline import Pipeline
+from flowforge.core.clickhouse import MIGRATIONS_TABLE, migrations
+from tests.support.pipeline import Pipeline, metadata_record
 
 
 def flowforge(pipeline: Pipeline, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
@@ -65,19 +68,53 @@ def test_a_bridge_on_a_taken_web_port_is_one_line_naming_the_holder(pipeline: Pi
     assert "OSError" not in bridge.stderr
 
 
-def test_migrate_on_a_running_stack_defers_to_the_worker_that_owns_the_engine(
+def test_migrate_on_a_running_stack_applies_the_schema_through_the_owners_http_interface(
     pipeline: Pipeline,
 ) -> None:
-    """`clickhouse migrate` while a sink worker owns the embedded engine exits 0 with one line
-    naming that worker's pid and web address and the current schema version, and no engine
-    error (`Cannot lock file`)."""
-    port = pipeline.start_worker(agents="process,sink")
-    version = pipeline.get_json(port, "/clickhouse/schema")["version"]
-    holder = pipeline.workers[port].pid
-    migrate = flowforge(pipeline, "clickhouse", "migrate")
-    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
-    assert "Cannot lock" not in migrate.stdout + migrate.stderr
-    assert "Code:" not in migrate.stdout + migrate.stderr
-    assert migrate.stdout.count("\n") == 1, migrate.stdout
-    assert f"the running worker (pid {holder}, http://127.0.0.1:{port})" in migrate.stdout
-    assert f"schema version {version} (latest)" in migrate.stdout
+    """`clickhouse migrate` while a sink worker owns the embedded engine (started without
+    applying the schema) applies every schema file through that worker's HTTP interface, says
+    so, and leaves the latest version; run again it applies nothing. No engine error."""
+    pipeline.env["FLOWFORGE_SINK_MIGRATE_ON_START"] = "false"
+    pipeline.start_worker(agents="sink")
+    pipeline.wait_until(pipeline.serving, "the owner's HTTP interface answers")
+    http = f"http://127.0.0.1:{pipeline.env['FLOWFORGE_CLICKHOUSE_HTTP_PORT']}"
+    latest = migrations()[-1].version
+    first = flowforge(pipeline, "clickhouse", "migrate")
+    assert first.returncode == 0, first.stdout + first.stderr
+    applied = [line.split()[1] for line in first.stdout.splitlines() if line.startswith("applied")]
+    assert applied == [m.path.name for m in migrations()]
+    assert f"through the HTTP interface of the worker owning it ({http})" in first.stdout
+    assert f"schema version {latest}" in first.stdout
+    again = flowforge(pipeline, "clickhouse", "migrate")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "applied" not in again.stdout
+    assert f"schema version {latest}" in again.stdout
+    version = f"SELECT max(version) FROM {MIGRATIONS_TABLE}"  # noqa: S608 - a constant
+    assert pipeline.query_engine(version) == [[latest]]
+    for result in (first, again):
+        assert "Cannot lock" not in result.stdout + result.stderr
+
+
+def test_stats_and_validate_on_a_running_stack_are_clients_of_the_owners_http_interface(
+    pipeline: Pipeline,
+) -> None:
+    """While a sink worker owns the embedded engine, `flowforge stats` and `validate` answer as
+    clients of its ClickHouse HTTP interface (validate names that address), and the worker
+    serves no private ClickHouse pages on its web port."""
+    pipeline.produce_metadata((metadata_record(i, source="cam-07") for i in range(5)), "cam-07")
+    port = pipeline.start_worker(agents="sink")
+    pipeline.wait_until(lambda: pipeline.rows() == 5, "the rows")
+    http = f"http://127.0.0.1:{pipeline.env['FLOWFORGE_CLICKHOUSE_HTTP_PORT']}"
+    stats = flowforge(pipeline, "stats", "--json")
+    assert stats.returncode == 0, stats.stdout + stats.stderr
+    [row] = json.loads(stats.stdout)
+    assert (row["source_id"], row["images"], row["processed"]) == ("cam-07", 5, 5)
+    validate = flowforge(pipeline, "validate")
+    assert validate.returncode == 0, validate.stdout + validate.stderr
+    lines = {line.split()[0]: line for line in validate.stdout.splitlines() if line.strip()}
+    assert "PASS" in lines["clickhouse"], validate.stdout
+    assert f"through its HTTP interface {http}" in lines["clickhouse"], validate.stdout
+    assert "PASS" in lines["schema"], validate.stdout
+    assert "(latest)" in lines["schema"], validate.stdout
+    for page in ("/clickhouse/stats", "/clickhouse/schema"):
+        assert pipeline.status(port, page)[0] == 404, page

@@ -33,32 +33,31 @@ BAD_RECORDS = {
 }
 
 
-def _rows(pipeline: Pipeline, port: int) -> int:
-    """Distinct images in ClickHouse, asked through the owning worker's page."""
-    stats = pipeline.get_json(port, "/clickhouse/stats")
-    return sum(s["images"] for s in stats) if isinstance(stats, list) else -1
-
-
 def test_kafka_engine_mode_writes_one_row_per_image_and_refuses_bad_records_visibly(
     pipeline: Pipeline,
 ) -> None:
     """Images of every outcome (rejects included) through a processing worker, with the engine
     owner in kafka-engine mode: exactly one row FINAL per image, with the values of its metadata
-    record, written by ClickHouse's Kafka table (no sink agent ran); every bad record put on
-    images.metadata is a kafka_engine_refused row with its raw bytes and why, and counted on
-    the owner's /metrics."""
+    record, written by ClickHouse's Kafka table (no sink agent ran); an image sent again is one
+    images_duplicates row; every bad record put on images.metadata is a kafka_engine_refused
+    row with its raw bytes and why, and counted on the owner's /metrics."""
     owner = pipeline.start_worker(agents="sink")
     pipeline.start_worker(agents="process")
     cases = mixed_set()
     ids = pipeline.produce((name, payload) for name, (payload, _) in cases.items())
     out = pipeline.collect(len(ids), settle=1)
+    name, (payload, _) = next(iter(cases.items()))
+    [again] = pipeline.produce([(f"again-{name}", payload)])  # a re-send: a duplicate record
+    assert again in ids
     pipeline.produce_metadata(list(BAD_RECORDS))  # after reading the workers' own records
     assert "rejected" in {m["status"] for m in out.metadata}
 
     def refused() -> float:
         return pipeline.metric(owner, "flowforge_kafka_engine_refused_records")
 
-    pipeline.wait_until(lambda: _rows(pipeline, owner) == len(ids), "a row per image", 120)
+    pipeline.wait_until(lambda: pipeline.rows() == len(ids), "a row per image", 120)
+    duplicates = "SELECT image_id FROM images_duplicates FINAL"
+    pipeline.wait_until(lambda: pipeline.query_engine(duplicates) == [[again]], "the duplicate")
     pipeline.wait_until(lambda: refused() == len(BAD_RECORDS), "the refused records counted")
     assert pipeline.metric(owner, "flowforge_sink_rows_total") == 0, "a sink agent wrote rows"
     ready = pipeline.wait_until(lambda: _readyz(owner), "the owner ready")

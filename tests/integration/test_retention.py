@@ -49,10 +49,7 @@ def test_old_and_future_photos_are_kept_and_timed_from_their_ingestion(
     run = _flowforge(pipeline, "bridge", "batch", str(root))
     assert run.returncode == 0, run.stderr[-2000:]
     port = pipeline.start_worker(agents="process,sink")
-    pipeline.wait_until(
-        lambda: sum(s["images"] for s in pipeline.get_json(port, "/clickhouse/stats")) == 4,
-        "4 rows",
-    )
+    pipeline.wait_until(lambda: pipeline.rows() == 4, "4 rows")
     pipeline.kill_worker(port, signal.SIGTERM)
 
     pipeline.query_engine("OPTIMIZE TABLE images_metadata FINAL")

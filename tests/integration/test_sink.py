@@ -1,4 +1,9 @@
-"""The sink agent on the real broker and the real embedded ClickHouse: rows, crashes, outages."""
+"""The sink agent on the real broker and real ClickHouse: rows, crashes, outages, refusals.
+
+The suite (every test taking ``backend``) runs twice: with the sink owning the embedded engine
+(``chdb://``), and with the sink a client of ClickHouse's HTTP interface (``http://``, as in a
+compose deployment) served over the session's engine by this process.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,18 @@ import json
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from flowforge.core.clickhouse import OWNER_FILE
+from flowforge.core.clickhouse_http import ClickHouseHttpServer
 from flowforge.core.faults import write_fault
 from flowforge.core.settings import Settings
+from tests.integration.conftest import SERVER_USER
 from tests.support.images import jpeg, mixed_set, scene
 from tests.support.pipeline import Pipeline, metadata_record
 from tests.support.unique import free_port
@@ -21,32 +30,39 @@ from tests.support.unique import free_port
 PIPELINE_ENV = {"FLOWFORGE_SINK_FLUSH_S": "0.2"}  # the conftest pipeline adds it
 
 
-def _status(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def _rows_in_clickhouse(pipeline: Pipeline, port: int) -> int:
-    """Distinct images in ClickHouse, asked through the owning worker's page."""
-    stats = pipeline.get_json(port, "/clickhouse/stats")
-    return sum(s["images"] for s in stats) if isinstance(stats, list) else -1
+@pytest.fixture(params=["chdb", "http"])
+def backend(request: pytest.FixtureRequest, pipeline: Pipeline) -> Iterator[str]:
+    """The pipeline's ClickHouse: ``chdb`` (its sink owns the embedded engine) or ``http`` (its
+    sink logs in to ClickHouse's HTTP interface at http://127.0.0.1:PORT, served over the
+    session's engine, its rows in a database of their own)."""
+    if request.param == "http":
+        server: ClickHouseHttpServer = request.getfixturevalue("clickhouse_server")
+        pipeline.env.update(
+            {
+                "FLOWFORGE_CLICKHOUSE_URL": server.url,
+                "FLOWFORGE_CLICKHOUSE_DATABASE": server.database,
+                "FLOWFORGE_CLICKHOUSE_USERNAME": SERVER_USER.name,
+                "FLOWFORGE_CLICKHOUSE_PASSWORD": SERVER_USER.password,
+            }
+        )
+    yield request.param
+    pipeline.stop_all()  # before the server and its database go
 
 
 def _stop(pipeline: Pipeline, port: int) -> None:
     pipeline.kill_worker(port, signal.SIGTERM)
 
 
-def test_images_become_exactly_one_row_each_with_their_outcome(pipeline: Pipeline) -> None:
+def test_images_become_exactly_one_row_each_with_their_outcome(
+    pipeline: Pipeline, backend: str
+) -> None:
     """N images in (every outcome, rejects too) give exactly N rows (FINAL) whose statuses and
     scores are those of the metadata records, and `flowforge stats` reports them per source."""
     cases = mixed_set()
     ids = pipeline.produce((name, payload) for name, (payload, _) in cases.items())
     port = pipeline.start_worker(agents="process,sink")
     out = pipeline.collect(len(ids), settle=1)
-    pipeline.wait_until(lambda: _rows_in_clickhouse(pipeline, port) == len(ids), "all rows")
+    pipeline.wait_until(lambda: pipeline.rows() == len(ids), "all rows")
 
     result = subprocess.run(
         [sys.executable, "-m", "flowforge", "stats", "--json"],
@@ -102,13 +118,10 @@ def test_an_image_sent_twice_is_one_row_and_one_duplicate_of_its_source(
     port = pipeline.start_worker(agents="process,sink")
 
     def duplicates() -> dict[str, tuple[int, int]]:
-        stats = pipeline.get_json(port, "/clickhouse/stats")
-        return {s["source_id"]: (s["images"], s["duplicates"]) for s in stats}
+        return {k: (s["images"], s["duplicates"]) for k, s in _stats_cli(pipeline).items()}
 
     want = {"cam-05": (1, 1), "cam-06": (1, 0)}
     pipeline.wait_until(lambda: duplicates() == want, "the duplicate in ClickHouse")
-    stats = _stats_cli(pipeline)
-    assert {k: (s["images"], s["duplicates"]) for k, s in stats.items()} == want
 
     # Kafka delivers the duplicate's record to the sink once more: a row again, not a count.
     [record] = pipeline.collect_written().duplicates
@@ -119,8 +132,7 @@ def test_an_image_sent_twice_is_one_row_and_one_duplicate_of_its_source(
         lambda: pipeline.metric(port, "flowforge_sink_rows_total", outcome="inserted") > inserted,
         "the redelivered record inserted",
     )
-    stats = _stats_cli(pipeline)
-    assert {k: (s["images"], s["duplicates"]) for k, s in stats.items()} == want
+    assert duplicates() == want
 
     _stop(pipeline, port)
     rows = pipeline.query_engine(
@@ -131,11 +143,41 @@ def test_an_image_sent_twice_is_one_row_and_one_duplicate_of_its_source(
     assert rows == [[[first], 1]]
 
 
-def test_second_owner_of_the_embedded_engine_exits_naming_the_owner(pipeline: Pipeline) -> None:
-    """A second sink on the same embedded engine exits 1 with one line naming the owning PID and
-    what to do instead, and the first sink keeps running."""
+def test_a_second_sink_writes_through_the_engine_owners_http_interface(pipeline: Pipeline) -> None:
+    """A second `flowforge worker --agents sink` on the embedded engine a first one owns writes
+    through the owner's HTTP interface instead of exiting: the two sinks share the metadata
+    partitions, each inserts rows, and N images through the pipeline are exactly N rows FINAL."""
     first = pipeline.start_worker(agents="sink")
-    pipeline.wait_until(lambda: _status(first, "/livez")[0] == 200, "first sink up")
+    pipeline.wait_until(pipeline.serving, "the owner's HTTP interface answers")
+    second = pipeline.start_worker(agents="sink")
+    pipeline.wait_group(2, group=f"{pipeline.settings.worker.app_id}-sink")
+    images = [(name, payload) for name, (payload, _) in mixed_set().items()]
+    sources = pipeline.sources_on_every_partition()  # metadata is keyed by source: both get some
+    ids = []
+    for k, source in enumerate(sources):
+        ids += pipeline.produce(images[k :: len(sources)], source=source)
+    pipeline.start_worker(agents="process")
+    pipeline.wait_until(lambda: pipeline.rows() == len(ids), "a row per image")
+    http = pipeline.env["FLOWFORGE_CLICKHOUSE_HTTP_PORT"]
+    assert f"through its HTTP interface http://127.0.0.1:{http}" in pipeline.worker_log(second)
+    for port in (first, second):
+        assert pipeline.metric(port, "flowforge_sink_rows_total", outcome="inserted") > 0, port
+    pipeline.stop_all()
+    [[final, distinct]] = pipeline.query_engine(
+        "SELECT (SELECT count() FROM images_metadata FINAL), uniqExact(image_id) "
+        "FROM images_metadata"
+    )
+    assert (final, distinct) == (len(ids), len(ids))
+
+
+def test_a_second_sink_exits_naming_an_owner_that_serves_no_http(pipeline: Pipeline) -> None:
+    """With the owner's HTTP interface off (FLOWFORGE_CLICKHOUSE_HTTP_PORT=0), a second sink on
+    the same embedded engine exits 1 with one line naming the owning PID and what to do instead,
+    and the first sink keeps running."""
+    pipeline.env["FLOWFORGE_CLICKHOUSE_HTTP_PORT"] = "0"
+    first = pipeline.start_worker(agents="sink")
+    pipeline.wait_until(lambda: pipeline.status(first, "/livez")[0] == 200, "first sink up")
+    pipeline.wait_until(lambda: (pipeline.engine_path / OWNER_FILE).exists(), "the owner file")
     second = pipeline.start_worker(agents="sink")
     proc = pipeline.workers[second]
     assert proc.wait(timeout=90) == 1
@@ -146,7 +188,7 @@ def test_second_owner_of_the_embedded_engine_exits_naming_the_owner(pipeline: Pi
 
 
 def test_sink_killed_mid_batch_and_restarted_leaves_exactly_one_row_per_image(
-    pipeline: Pipeline,
+    pipeline: Pipeline, backend: str
 ) -> None:
     """SIGKILL of the sink while it writes batches, then a restart: every record is redelivered
     (no offsets were committed) and ClickHouse still holds exactly one row per image (FINAL;
@@ -164,7 +206,7 @@ def test_sink_killed_mid_batch_and_restarted_leaves_exactly_one_row_per_image(
     assert inserted
     pipeline.kill_worker(port, signal.SIGKILL)
     port = pipeline.start_worker(port, agents="sink")
-    pipeline.wait_until(lambda: _rows_in_clickhouse(pipeline, port) == count, "all rows", 120)
+    pipeline.wait_until(lambda: pipeline.rows() == count, "all rows", 120)
     replayed = pipeline.metric(port, "flowforge_sink_rows_total", outcome="inserted")
     assert replayed == count, "the restarted sink should have been given every record again"
     _stop(pipeline, port)
@@ -176,7 +218,7 @@ def test_sink_killed_mid_batch_and_restarted_leaves_exactly_one_row_per_image(
 
 
 def test_clickhouse_outage_spools_rows_and_drains_them_when_it_returns(
-    pipeline: Pipeline, tmp_path: Path
+    pipeline: Pipeline, backend: str, tmp_path: Path
 ) -> None:
     """With ClickHouse refusing, timing out, then answering TOO_MANY_PARTS, processing goes on,
     rows go to the spool, /readyz says degraded; once it answers, the spool drains in full."""
@@ -194,7 +236,7 @@ def test_clickhouse_outage_spools_rows_and_drains_them_when_it_returns(
         return pipeline.metric(port, "flowforge_sink_spool_rows")
 
     pipeline.wait_until(lambda: spooled() == len(ids), "every row spooled")
-    code, body = _status(port, "/readyz")
+    code, body = pipeline.status(port, "/readyz")
     assert (code, "degraded: ClickHouse unavailable" in body) == (503, True), body
     for fault in ("timeout", "too_many_parts"):
         failures = pipeline.metric(port, "flowforge_sink_insert_failures_total")
@@ -207,13 +249,92 @@ def test_clickhouse_outage_spools_rows_and_drains_them_when_it_returns(
     write_fault(faults, None)
     pipeline.wait_until(lambda: spooled() == 0, "the spool drained", 60)
     assert pipeline.metric(port, "flowforge_sink_rows_total", outcome="drained") == len(ids)
-    pipeline.wait_until(lambda: _rows_in_clickhouse(pipeline, port) == len(ids), "all rows")
-    code, body = _status(port, "/readyz")
+    pipeline.wait_until(lambda: pipeline.rows() == len(ids), "all rows")
+    code, body = pipeline.status(port, "/readyz")
     assert code == 200, body
 
 
+def test_rows_clickhouse_refuses_are_bisected_out_and_dead_lettered(
+    pipeline: Pipeline, backend: str
+) -> None:
+    """Rows the engine itself refuses (a CHECK constraint) are found by bisecting their batch:
+    each goes to the dead-letter topic as it came (reason clickhouse_rejected, the engine's
+    code and words in the detail), and every other row of the batch is written."""
+    pipeline.env["FLOWFORGE_SINK_BATCH_SIZE"] = "40"
+    pipeline.migrate()
+    pipeline.query_engine(
+        "ALTER TABLE images_metadata ADD CONSTRAINT no_bad_source CHECK source_id != 'bad'"
+    )
+    bad = {3, 17, 18, 39}
+    records = [metadata_record(i, source="bad" if i in bad else "cam-01") for i in range(40)]
+    pipeline.produce_metadata(records)
+    port = pipeline.start_worker(agents="sink")
+    pipeline.wait_until(
+        lambda: (
+            pipeline.metric(port, "flowforge_sink_rows_total", outcome="dead_lettered") == len(bad)
+        ),
+        "the refused rows dead-lettered",
+    )
+    pipeline.wait_until(lambda: pipeline.rows() == len(records) - len(bad), "the other rows")
+    assert pipeline.metric(port, "flowforge_sink_insert_failures_total", kind="rejected") > len(bad)
+    dead = pipeline.collect_written().dlq
+    assert sorted(data for _, data in dead) == sorted(records[i] for i in bad)
+    for headers, _ in dead:
+        assert (headers["ff-error-stage"], headers["ff-error-reason"]) == (
+            "sink",
+            "clickhouse_rejected",
+        )
+        detail = headers["ff-error-detail"]
+        assert "(code 469)" in detail, detail
+        assert "Constraint `no_bad_source`" in detail, detail
+    stored = pipeline.query_engine("SELECT DISTINCT source_id FROM images_metadata")
+    assert stored == [["cam-01"]]
+
+
+def test_inserts_stored_but_their_replies_lost_are_dropped_by_their_tokens(
+    pipeline: Pipeline, backend: str, tmp_path: Path
+) -> None:
+    """Inserts the engine stores but whose replies are lost (the fault hook raises after the
+    client call returned) are re-sent with their deduplication tokens and dropped as copies:
+    with merges stopped (so the table cannot collapse them), count() without FINAL is one row
+    per record."""
+    count = 600
+    faults = tmp_path / "faults.json"
+    write_fault(faults, "lost_reply")
+    pipeline.env.update(
+        {
+            "FLOWFORGE_SINK_FAULT_FILE": str(faults),
+            "FLOWFORGE_SINK_BATCH_SIZE": "50",
+            "FLOWFORGE_SINK_RETRY_MAX_S": "1",
+        }
+    )
+    pipeline.migrate()
+    pipeline.query_engine(
+        "ALTER TABLE images_metadata MODIFY SETTING max_bytes_to_merge_at_max_space_in_pool = 1"
+    )
+    pipeline.produce_metadata(metadata_record(i) for i in range(count))
+    port = pipeline.start_worker(agents="sink")
+
+    def lost() -> float:
+        return pipeline.metric(port, "flowforge_sink_insert_failures_total", kind="unavailable")
+
+    pipeline.wait_until(lambda: lost() >= 3, "three inserts stored with their replies lost")
+    write_fault(faults, None)
+    pipeline.wait_until(lambda: pipeline.rows() == count, "all rows")
+    pipeline.wait_until(
+        lambda: pipeline.metric(port, "flowforge_sink_spool_rows") == 0, "the spool drained"
+    )
+    [[raw, distinct, parts]] = pipeline.query_engine(
+        "SELECT count(), uniqExact(image_id), (SELECT count() FROM system.parts WHERE "
+        "database = currentDatabase() AND table = 'images_metadata' AND active) "
+        "FROM images_metadata"
+    )
+    assert parts > 1, "the table's parts were merged: a token cannot be told from a merge"
+    assert (raw, distinct) == (count, count), "a stored insert was written twice"
+
+
 def test_spool_at_its_bound_pauses_consumption_and_drops_nothing(
-    pipeline: Pipeline, tmp_path: Path
+    pipeline: Pipeline, backend: str, tmp_path: Path
 ) -> None:
     """At the spool's size bound the sink stops consuming (paused, spool no longer grows) and,
     once ClickHouse answers, every record still arrives."""
@@ -245,21 +366,23 @@ def test_spool_at_its_bound_pauses_consumption_and_drops_nothing(
     assert pipeline.metric(port, "flowforge_sink_spool_rows") == held, "spool grew while paused"
     assert 0 < held < count
     assert 1024 * 1024 <= size < 1024 * 1024 + 200 * 1024, size  # the bound, plus one batch
-    code, body = _status(port, "/readyz")
+    code, body = pipeline.status(port, "/readyz")
     assert (code, "spool full" in body) == (503, True), body
 
     write_fault(faults, None)
-    pipeline.wait_until(lambda: _rows_in_clickhouse(pipeline, port) == count, "all rows", 120)
+    pipeline.wait_until(lambda: pipeline.rows() == count, "all rows", 120)
     assert pipeline.metric(port, "flowforge_sink_paused") == 0
 
 
-def test_records_that_are_not_metadata_go_to_the_dead_letter_topic(pipeline: Pipeline) -> None:
+def test_records_that_are_not_metadata_go_to_the_dead_letter_topic(
+    pipeline: Pipeline, backend: str
+) -> None:
     """Junk on images.metadata is dead-lettered with the sink's reason; good records around it
     are written, and the sink goes on."""
     junk = [b"not json", b'{"image_id": "x"}', b"[1, 2]"]
     pipeline.produce_metadata([metadata_record(1), *junk, metadata_record(2)])
     port = pipeline.start_worker(agents="sink")
-    pipeline.wait_until(lambda: _rows_in_clickhouse(pipeline, port) == 2, "the two good rows")
+    pipeline.wait_until(lambda: pipeline.rows() == 2, "the two good rows")
     out = pipeline.collect(2, settle=2)
     assert sorted(data for _, data in out.dlq) == sorted(junk)
     for headers, _ in out.dlq:
@@ -273,7 +396,7 @@ def test_stats_without_a_running_worker_reads_the_engine_itself(pipeline: Pipeli
     """`flowforge stats` with no worker owning the engine opens it directly and prints a table."""
     pipeline.produce_metadata([metadata_record(i, source="cam-09") for i in range(5)])
     port = pipeline.start_worker(agents="sink")
-    pipeline.wait_until(lambda: _rows_in_clickhouse(pipeline, port) == 5, "rows")
+    pipeline.wait_until(lambda: pipeline.rows() == 5, "rows")
     _stop(pipeline, port)
     env = dict(pipeline.env, COLUMNS="200")
     result = subprocess.run(
@@ -286,18 +409,20 @@ def test_stats_without_a_running_worker_reads_the_engine_itself(pipeline: Pipeli
     assert row.split()[:3] == ["cam-09", "5", "5"]
 
 
-def test_a_stopped_sink_closes_its_spool_and_its_clickhouse_clients(pipeline: Pipeline) -> None:
+def test_a_stopped_sink_closes_its_spool_and_its_clickhouse_client(
+    pipeline: Pipeline, backend: str
+) -> None:
     """SIGTERM of a sink worker ends with its spool closed (SQLite's last connection removes the
-    -wal file) and its ClickHouse clients closed, said in its log; the exit is clean."""
+    -wal file) and its ClickHouse client closed, said in its log; the exit is clean."""
     pipeline.produce_metadata(metadata_record(i) for i in range(20))
     port = pipeline.start_worker(agents="sink")
-    pipeline.wait_until(lambda: _rows_in_clickhouse(pipeline, port) == 20, "all rows")
+    pipeline.wait_until(lambda: pipeline.rows() == 20, "all rows")
     spool = Settings.from_env(pipeline.env).with_worker_port(port, derive_data_dir=True)
     wal = spool.sink.spool_path.with_name(spool.sink.spool_path.name + "-wal")
     assert wal.exists(), "the running sink's spool should be open in WAL mode"
     assert pipeline.workers[port].signal(signal.SIGTERM, timeout=60) == 0
     log = pipeline.worker_log(port)
-    assert "sink: stopped; spool and ClickHouse clients closed" in log, log[-3000:]
+    assert "sink: stopped; spool and ClickHouse client closed" in log, log[-3000:]
     assert not wal.exists(), "the spool was not closed"
 
 
@@ -315,6 +440,6 @@ def test_a_clickhouse_server_down_at_start_does_not_stop_processing(pipeline: Pi
     pipeline.wait_until(
         lambda: pipeline.metric(port, "flowforge_sink_spool_rows") == len(ids), "rows spooled"
     )
-    code, body = _status(port, "/readyz")
+    code, body = pipeline.status(port, "/readyz")
     assert (code, "degraded: ClickHouse unavailable" in body) == (503, True), body
     assert pipeline.alive(port)

@@ -289,12 +289,9 @@ class EndToEnd:
         return feeder
 
     def rows(self) -> int:
-        """Images in ClickHouse (FINAL) through the sink's page; -1 while it cannot answer."""
-        try:
-            stats = self.pipeline.get_json(self.sink_port, "/clickhouse/stats", timeout=5)
-        except OSError:
-            return -1
-        return sum(s["images"] for s in stats) if isinstance(stats, list) else -1
+        """Images in ClickHouse (FINAL), over the sink's HTTP interface; -1 while it cannot
+        answer."""
+        return self.pipeline.rows()
 
     def wait_rows(self, at_least: int, timeout: float = 120.0) -> float:
         """Wait until ClickHouse holds ``at_least`` images; return the monotonic time it did."""

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -18,10 +19,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
+from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from flowforge.core.clickhouse import connect, through_owner
 from flowforge.core.envelope import Envelope, content_image_id, header_map
+from flowforge.core.errors import EngineLocked, FlowForgeError
 from flowforge.core.kafka_admin import admin_client, ensure_topics, topic_spec
-from flowforge.core.settings import Settings
+from flowforge.core.settings import ClickHouseSettings, Settings
 from streams.records import ImageMetadata
 from tests.support.processes import FlowForgeProcess, start_flowforge
 from tests.support.unique import free_port
@@ -104,11 +109,12 @@ class Pipeline:
         finally:
             await admin.close()
 
-    def wait_group(self, members: int, timeout: float = 60.0) -> None:
-        """Wait until the workers' consumer group is Stable with ``members`` members."""
-        asyncio.run(self._wait_group(members, timeout))
+    def wait_group(self, members: int, timeout: float = 60.0, group: str | None = None) -> None:
+        """Wait until the workers' consumer group (or ``group``) is Stable with ``members``
+        members."""
+        asyncio.run(self._wait_group(members, timeout, group or self.settings.worker.app_id))
 
-    async def _wait_group(self, members: int, timeout: float) -> None:
+    async def _wait_group(self, members: int, timeout: float, group_id: str) -> None:
         admin = admin_client(self.settings.kafka)
         await admin.start()
         state: Any = None
@@ -116,7 +122,7 @@ class Pipeline:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 try:
-                    [response] = await admin.describe_consumer_groups([self.settings.worker.app_id])
+                    [response] = await admin.describe_consumer_groups([group_id])
                 except KafkaError as exc:
                     if not exc.retriable:  # e.g. no coordinator yet on a fresh broker
                         raise
@@ -182,6 +188,14 @@ class Pipeline:
                     raise
                 time.sleep(0.3)
 
+    def status(self, port: int, path: str) -> tuple[int, str]:
+        """GET ``path`` on the worker's web port: the HTTP status and the body."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
     def worker_log(self, port: int) -> str:
         return (self.workdir / f"worker-{port}.log").read_text(errors="replace")
 
@@ -224,6 +238,20 @@ class Pipeline:
             await producer.stop()
         return ids
 
+    def sources_on_every_partition(self) -> list[str]:
+        """Source ids whose keys land on every partition, one each (Kafka's default
+        partitioner, which the worker's producer uses): records of these sources reach every
+        consumer of a topic, whatever partitions it was assigned."""
+        count = self.settings.kafka.partitions
+        partitions = list(range(count))
+        found: dict[int, str] = {}
+        for i in range(10_000):
+            name = f"cam-{i:02d}"
+            found.setdefault(DefaultPartitioner()(name.encode(), partitions, partitions), name)
+            if len(found) == count:
+                return [found[p] for p in partitions]
+        raise AssertionError(f"no source names cover {count} partitions")
+
     def produce_metadata(self, values: Iterable[bytes], source: str = "cam-01") -> None:
         """Publish raw values to images.metadata (records as a worker would send, or junk)."""
         asyncio.run(self._produce_metadata(list(values), source))
@@ -256,9 +284,29 @@ class Pipeline:
         code = process.wait(timeout=120)
         assert code == 0, f"migrate failed ({code}): {log.read_text(errors='replace')[-2000:]}"
 
+    def _clickhouse_over_http(self) -> ClickHouseSettings | None:
+        """Where this pipeline's ClickHouse answers over HTTP now: its server
+        (FLOWFORGE_CLICKHOUSE_URL=http://...) or the HTTP interface of the live worker owning its
+        embedded engine; None while neither is there (nothing is opened to find out)."""
+        try:
+            ch = through_owner(Settings.from_env(self.env).clickhouse)
+        except EngineLocked:
+            return None
+        return ch if ch.url.startswith(("http://", "https://")) else None
+
     def query_engine(self, sql: str) -> list[list[Any]]:
-        """Run ``sql`` on the pipeline's embedded engine from a fresh process (this one may own
-        another engine) once no worker holds it; return the rows."""
+        """Run ``sql`` on the pipeline's ClickHouse; return the rows as JSON gives them (times as
+        strings). Over HTTP when it is a server or a worker owns its embedded engine, as any
+        other client does; else from a fresh process that opens the engine (this one may own
+        another engine), so only once no worker is starting on it."""
+        http = self._clickhouse_over_http()
+        if http is not None:
+            client = connect(http)
+            try:
+                rows = client.query(sql).result_rows
+            finally:
+                client.close()
+            return list(json.loads(json.dumps(rows, default=str)))
         script = (
             "import json, sys, clickhouse_connect\n"
             "client = clickhouse_connect.get_client(dsn='chdb://' + sys.argv[1])\n"
@@ -271,6 +319,38 @@ class Pipeline:
         if result.returncode != 0:
             raise AssertionError(f"query failed: {result.stderr[-2000:]}")
         return list(json.loads(result.stdout.strip().splitlines()[-1]))
+
+    def _http_client(self) -> Any:
+        """A clickhouse-connect client over HTTP (see :meth:`_clickhouse_over_http`), or None
+        while nothing answers there."""
+        http = self._clickhouse_over_http()
+        if http is None:
+            return None
+        try:
+            return connect(http)
+        except FlowForgeError:
+            return None
+
+    def serving(self) -> bool:
+        """ClickHouse answers over HTTP now (its server, or the engine owner's interface)."""
+        client = self._http_client()
+        if client is not None:
+            client.close()
+        return client is not None
+
+    def rows(self) -> int:
+        """Distinct images in ClickHouse (count FINAL), asked over HTTP (its server, or the
+        interface of the worker owning the engine); -1 while nothing answers. Never opens the
+        engine, so polling it cannot lock out a worker that is starting."""
+        client = self._http_client()
+        if client is None:
+            return -1
+        try:
+            return int(client.command("SELECT count() FROM images_metadata FINAL"))
+        except (ClickHouseError, OSError):
+            return -1
+        finally:
+            client.close()
 
     def wait_until(
         self, condition: Any, what: str, timeout: float = 90.0, interval: float = 0.3

@@ -32,7 +32,7 @@ def test_default_worker_runs_process_and_sink(tmp_path: Path) -> None:
 
 
 def test_worker_web_server_binds_to_loopback_by_default(tmp_path: Path) -> None:
-    """The Faust web server (/livez, /metrics, /stats, /clickhouse/*) listens on 127.0.0.1."""
+    """The Faust web server (/livez, /metrics, /stats) listens on 127.0.0.1."""
     flow = build_worker(_settings(tmp_path, FLOWFORGE_WORKER_AGENTS="process"))
     assert (flow.app.conf.web_bind, flow.app.conf.web_host) == ("127.0.0.1", "127.0.0.1")
 
