@@ -121,6 +121,7 @@ def test_an_image_sent_twice_is_one_row_and_one_duplicate_of_its_source(
         return {k: (s["images"], s["duplicates"]) for k, s in _stats_cli(pipeline).items()}
 
     want = {"cam-05": (1, 1), "cam-06": (1, 0)}
+    pipeline.wait_until(lambda: pipeline.rows() == 2, "a row per image")
     pipeline.wait_until(lambda: duplicates() == want, "the duplicate in ClickHouse")
 
     # Kafka delivers the duplicate's record to the sink once more: a row again, not a count.
