@@ -11,11 +11,17 @@ the rows' own ``inserted_at`` (first to last). Variants, one run:
 - baseline: ``FLOWFORGE_SINK_BATCH_SIZE=1`` (one insert per record, what a naive sink does);
 - default: the default batch size (1000) and flush age;
 - drain: ClickHouse refused (fault drill) until every row is spooled, then answering: the rate
-  at which the spool is written back.
+  at which the spool is written back;
+- queries: the default batch while ``QUERY_CLIENTS`` clients keep querying the sink worker's
+  ClickHouse HTTP interface, each in a loop of: `flowforge stats`' query, a malformed query, a
+  query whose result is over the result-size limit, and a query that waits a second (the
+  figure: its rows/s against the default's, and the queries answered and refused meanwhile).
 
 Prints JSON with rows/s per variant and the ratios to the baseline, and writes
 bench/results/sink_throughput.json: ``batch1_rows_per_s``, ``default_batch_rows_per_s``,
-``spool_drain_rows_per_s``, ``default_over_batch1``, ``drain_over_batch1`` (per run).
+``spool_drain_rows_per_s``, ``default_over_batch1``, ``drain_over_batch1``,
+``queries_rows_per_s``, ``queries_over_default``, ``queries_answered``, ``queries_refused`` (per
+run).
 ``--quick``: 10,000 rows, 200 baseline rows, one run (what `make bench` runs). Not a test.
 """
 
@@ -24,11 +30,14 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 from bench.results import Figure, description, write
+from flowforge.core import stats
 from flowforge.core.faults import write_fault
 from flowforge.core.settings import Settings
 from tests.support.pipeline import Pipeline, make_pipeline, metadata_record
@@ -56,7 +65,66 @@ def _wait(condition: object, what: str, timeout: float = 900.0) -> None:
     raise SystemExit(f"timed out waiting for {what}")
 
 
-def run(variant: str, rows: int, env_extra: dict[str, str], drain: bool = False) -> float:
+#: Clients querying the sink worker's HTTP interface in the ``queries`` variant: the interface's
+#: default bound on queries running at once (FLOWFORGE_CLICKHOUSE_HTTP_MAX_QUERIES).
+QUERY_CLIENTS = 4
+
+#: One client's loop: what a dashboard and careless users send.
+QUERY_MIX = (
+    ("stats", stats.SQL.replace("{since_s:UInt64}", str(stats.ALL_TIME_S))),
+    ("malformed", "SELEC count() FROM images_metadata"),
+    ("huge", "SELECT repeat('x', 1000) FROM numbers(100000000)"),
+    ("slow", "SELECT sleep(1)"),
+)
+
+
+class QueryLoad:
+    """``QUERY_CLIENTS`` threads querying ``pipeline``'s ClickHouse over HTTP until stopped;
+    counts the queries answered and refused (a ClickHouse error, as a user would get)."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.counts: Counter[str] = Counter()
+        self.stop = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._loop, daemon=True) for _ in range(QUERY_CLIENTS)
+        ]
+
+    def __enter__(self) -> QueryLoad:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=120)
+
+    def _loop(self) -> None:
+        client = None
+        while not self.stop.is_set():
+            if client is None:
+                client = self.pipeline.http_client()
+                if client is None:  # the worker's interface is not up yet
+                    time.sleep(0.2)
+                    continue
+            for name, sql in QUERY_MIX:
+                try:
+                    client.query(sql)
+                    self.counts[f"{name} answered"] += 1
+                except Exception:  # noqa: BLE001 - a refused query is what the load measures
+                    self.counts[f"{name} refused"] += 1
+        if client is not None:
+            client.close()
+
+
+def run(
+    variant: str,
+    rows: int,
+    env_extra: dict[str, str],
+    drain: bool = False,
+    queries: Counter[str] | None = None,
+) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         env = stack_env()
         name = f"bench.sink.{variant}.{uuid.uuid4().hex[:8]}"
@@ -68,7 +136,10 @@ def run(variant: str, rows: int, env_extra: dict[str, str], drain: bool = False)
             pipeline.env["FLOWFORGE_SINK_FAULT_FILE"] = str(faults)
             pipeline.env["FLOWFORGE_SINK_RETRY_MAX_S"] = "0.5"
         pipeline.produce_metadata(metadata_record(i) for i in range(rows))
+        load = QueryLoad(pipeline) if queries is not None else None
         port = pipeline.start_worker(agents="sink")
+        if load is not None:
+            load.__enter__()
         try:
             if drain:
                 _wait(
@@ -87,6 +158,9 @@ def run(variant: str, rows: int, env_extra: dict[str, str], drain: bool = False)
                 "every row written",
             )
         finally:
+            if load is not None:
+                load.__exit__()
+                queries.update(load.counts)  # type: ignore[union-attr]
             pipeline.stop_all()
         return _rows_per_s(pipeline, rows)
 
@@ -106,17 +180,31 @@ def main(argv: list[str] | None = None) -> None:
         "spool_drain_rows_per_s": Figure("sink spool drain", "rows/s"),
         "default_over_batch1": Figure("default batch / batch 1", "x"),
         "drain_over_batch1": Figure("spool drain / batch 1", "x"),
+        "queries_rows_per_s": Figure(
+            f"sink, default batch, {QUERY_CLIENTS} query clients", "rows/s"
+        ),
+        "queries_over_default": Figure("with query load / default", "x"),
+        "queries_answered": Figure("queries answered during the load run", "queries"),
+        "queries_refused": Figure("queries refused during the load run", "queries"),
     }
     with running_stack():
         for _ in range(args.repeat):
             baseline = run("batch1", args.baseline_rows, {"FLOWFORGE_SINK_BATCH_SIZE": "1"})
             default = run("default", args.rows, {})
             drain = run("drain", args.rows, {}, drain=True)
+            counts: Counter[str] = Counter()
+            loaded = run("queries", args.rows, {}, queries=counts)
+            print(f"query load: {dict(sorted(counts.items()))}")
             figures["batch1_rows_per_s"].add(baseline)
             figures["default_batch_rows_per_s"].add(default)
             figures["spool_drain_rows_per_s"].add(drain)
             figures["default_over_batch1"].add(default / baseline)
             figures["drain_over_batch1"].add(drain / baseline)
+            figures["queries_rows_per_s"].add(loaded)
+            figures["queries_over_default"].add(loaded / default)
+            answered = sum(n for k, n in counts.items() if k.endswith("answered"))
+            figures["queries_answered"].add(answered)
+            figures["queries_refused"].add(sum(counts.values()) - answered)
     print(
         json.dumps(
             {

@@ -320,7 +320,7 @@ class Pipeline:
             raise AssertionError(f"query failed: {result.stderr[-2000:]}")
         return list(json.loads(result.stdout.strip().splitlines()[-1]))
 
-    def _http_client(self) -> Any:
+    def http_client(self) -> Any:
         """A clickhouse-connect client over HTTP (see :meth:`_clickhouse_over_http`), or None
         while nothing answers there."""
         http = self._clickhouse_over_http()
@@ -333,7 +333,7 @@ class Pipeline:
 
     def serving(self) -> bool:
         """ClickHouse answers over HTTP now (its server, or the engine owner's interface)."""
-        client = self._http_client()
+        client = self.http_client()
         if client is not None:
             client.close()
         return client is not None
@@ -342,7 +342,7 @@ class Pipeline:
         """Distinct images in ClickHouse (count FINAL), asked over HTTP (its server, or the
         interface of the worker owning the engine); -1 while nothing answers. Never opens the
         engine, so polling it cannot lock out a worker that is starting."""
-        client = self._http_client()
+        client = self.http_client()
         if client is None:
             return -1
         try:
