@@ -76,6 +76,18 @@ NOT_IMPLEMENTED = 48
 SYNTAX_ERROR = 62
 UNKNOWN_FORMAT = 73
 TOO_MANY_SIMULTANEOUS_QUERIES = 202
+TOO_MANY_ROWS_OR_BYTES = 396
+
+#: Output formats whose streamed chunks concatenate into the whole result (no header, footer
+#: or per-document framing), lower-cased.
+CONCATENABLE_FORMATS = frozenset(
+    name.lower()
+    for name in (
+        "Native", "RowBinary", "TabSeparated", "TSV", "TabSeparatedRaw", "TSVRaw", "CSV",
+        "JSONEachRow", "JSONCompactEachRow", "JSONStringsEachRow", "JSONCompactStringsEachRow",
+        "NDJSON", "JSONLines", "Values", "LineAsString", "RawBLOB", "Null",
+    )
+)  # fmt: skip
 AUTHENTICATION_FAILED = 516
 STD_EXCEPTION = 1001
 CANNOT_DECOMPRESS = 271
@@ -664,19 +676,68 @@ class ClickHouseHttpServer:
             for name, value in settings.items():
                 quoted = value.replace("\\", "\\\\").replace("'", "\\'")
                 _engine_call(conn, f"SET {name} = '{quoted}'", "TabSeparated")
-            result = _engine_call(conn, sql, output_format, dict(bindings))
-            body = bytes(result.bytes() or b"")
-            summary = {
-                "read_rows": str(result.rows_read()),
-                "read_bytes": str(result.bytes_read()),
-                "written_rows": str(result.rows_written()),
-                "written_bytes": str(result.bytes_written()),
-                "result_bytes": str(len(body)),
-                "elapsed_ns": str(int((time.perf_counter() - started) * 1e9)),
-            }
+            chunks = self._stream(conn, sql, output_format, dict(bindings))
+            if chunks is not None and (
+                len(chunks) <= 1 or output_format.lower() in CONCATENABLE_FORMATS
+            ):
+                body = b"".join(chunks)
+                summary = {"result_bytes": str(len(body))}
+            else:  # not streamed (INSERT, DDL, SET, ...), or streamed as several documents
+                result = _engine_call(conn, sql, output_format, dict(bindings))
+                body = bytes(result.bytes() or b"")
+                summary = {
+                    "read_rows": str(result.rows_read()),
+                    "read_bytes": str(result.bytes_read()),
+                    "written_rows": str(result.rows_written()),
+                    "written_bytes": str(result.bytes_written()),
+                    "result_bytes": str(len(body)),
+                }
+            summary["elapsed_ns"] = str(int((time.perf_counter() - started) * 1e9))
             return _Result(body, output_format, summary)
         finally:
             conn.close()
+
+    def _stream(
+        self, conn: Any, sql: str, output_format: str, bindings: dict[str, str]
+    ) -> list[bytes] | None:
+        """The result of ``sql`` read chunk by chunk, refused (TOO_MANY_ROWS_OR_BYTES) once it
+        grows past ``max_result_bytes``; None for a statement the engine does not stream.
+
+        Each chunk is a whole document of the format: chunks of a format with a header or a
+        footer (JSON, CSVWithNames, Parquet, ...) do not concatenate, so for a result of several
+        chunks in such a format the caller runs the query again, whole, knowing its size.
+
+        The engine's own max_result_bytes misses results computed per row: a query of 1,000-byte
+        strings over a million rows returned 1.27 GB under a 256 MiB limit, and such queries
+        grew the owning worker until the kernel killed it. Counting what is sent bounds it.
+        """
+        try:
+            stream = conn.send_query(sql, output_format, params=bindings)
+        except Exception as exc:  # noqa: BLE001 - chdb raises RuntimeError/ChdbError
+            if "Streaming query is not supported" in str(exc):
+                return None
+            raise _query_error(exc) from None
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in stream:
+                data = bytes(chunk.bytes() or b"")
+                size += len(data)
+                if size > self.max_result_bytes:
+                    stream.cancel()
+                    raise QueryError(
+                        TOO_MANY_ROWS_OR_BYTES,
+                        f"Limit for result exceeded, max bytes: {self.max_result_bytes}, "
+                        f"current bytes: {size}. (TOO_MANY_ROWS_OR_BYTES)",
+                    )
+                chunks.append(data)
+        except QueryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - an error while the query runs (a timeout, ...)
+            raise _query_error(exc) from None
+        finally:
+            stream.close()
+        return chunks
 
 
 def _as_query_error(exc: Exception) -> QueryError:
@@ -692,18 +753,22 @@ def _engine_call(conn: Any, sql: str, fmt: str, params: dict[str, str] | None = 
     try:
         return conn.query(sql, fmt, params=params or {})
     except Exception as exc:  # noqa: BLE001 - chdb raises RuntimeError/ChdbError with the text
-        text = str(exc)
-        start = text.find("Code: ")
-        message = text[start:].strip() if start >= 0 else text.strip()
-        match = _CODE.match(message)
-        if match is None:
-            raise QueryError(BAD_ARGUMENTS, message or type(exc).__name__) from None
-        code = int(match.group(1))
-        detail = message
-        while (prefix := _PREFIX.match(detail)) is not None:  # chdb nests "Code: N. ..." thrice
-            detail = detail[prefix.end() :]
-        detail = _VERSION_TAIL.sub("", detail)
-        raise QueryError(code, detail.strip()) from None
+        raise _query_error(exc) from None
+
+
+def _query_error(exc: Exception) -> QueryError:
+    """The engine's exception as ClickHouse's error (its code and message)."""
+    text = str(exc)
+    start = text.find("Code: ")
+    message = text[start:].strip() if start >= 0 else text.strip()
+    match = _CODE.match(message)
+    if match is None:
+        return QueryError(BAD_ARGUMENTS, message or type(exc).__name__)
+    detail = message
+    while (prefix := _PREFIX.match(detail)) is not None:  # chdb nests "Code: N. ..." thrice
+        detail = detail[prefix.end() :]
+    detail = _VERSION_TAIL.sub("", detail)
+    return QueryError(int(match.group(1)), detail.strip())
 
 
 def _is_loopback(host: str) -> bool:

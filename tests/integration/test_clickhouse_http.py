@@ -387,19 +387,43 @@ def test_read_only_user_through_clickhouse_connect(guarded: ClickHouseHttpServer
 
 
 def test_limits(guarded: ClickHouseHttpServer, tmp_path: Path) -> None:
-    """A query over max_execution_time (159) or max_result_bytes (396), or a body decompressing
-    past the body limit (413), is refused, even when the request asks for more; the server
-    keeps serving."""
+    """A query over max_execution_time (159) or max_result_bytes (396, wide computed strings
+    too), or a body decompressing past the body limit (413), is refused, even when the request
+    asks for more; the server keeps serving."""
     app = {"Authorization": "Basic Zmxvd2ZvcmdlOmFwcC1zZWNyZXQ="}  # flowforge:app-secret
     slow = b"SELECT sleepEachRow(0.5) FROM numbers(8) SETTINGS max_block_size = 1"
     assert _code(_post(guarded, slow, headers=app)) == (500, "159")
     big = b"SELECT * FROM numbers(1000000)"
     assert _code(_post(guarded, big, "max_result_bytes=0", headers=app)) == (500, "396")
+    # Wide strings computed per row: the engine's own max_result_bytes let 1.27 GB through
+    # here (and a worker grew to 23 GB and was killed); the server counts what it sends.
+    wide = b"SELECT repeat('x', 1000) FROM numbers(1000000)"
+    reply = _post(guarded, wide, headers=app)
+    assert _code(reply) == (500, "396"), reply[2][:200]
+    assert b"Limit for result exceeded, max bytes: 100000" in reply[2], reply[2][:200]
     bomb = gzip.compress(b"\0" * (8 * 1024 * 1024))
     reply = _post(guarded, bomb, "query=INSERT%20INTO%20t%20FORMAT%20RowBinary",
                   headers={**app, "Content-Encoding": "gzip"})  # fmt: skip
     assert _code(reply) == (413, "36")
     assert _post(guarded, b"SELECT 1", headers=app)[::2] == (200, b"1\n")
+
+
+def test_results_of_many_blocks_are_one_document_in_every_format(
+    served: tuple[ClickHouseHttpServer, Any],
+) -> None:
+    """A result the engine produces in several blocks (200,000 rows) answers as one document:
+    one JSON object with every row, one CSV header, every TabSeparated row."""
+    server, _ = served
+    sql = b"SELECT number FROM numbers(200000) FORMAT "
+    status, _, body = _post(server, sql + b"JSONCompact")
+    assert status == 200, body[:200]
+    document = json.loads(body)
+    assert document["rows"] == len(document["data"]) == 200_000
+    status, _, body = _post(server, sql + b"CSVWithNames")
+    lines = body.decode().splitlines()
+    assert (status, lines[0], lines.count('"number"'), len(lines)) == (200, '"number"', 1, 200_001)
+    status, _, body = _post(server, sql + b"TabSeparated")
+    assert (status, body.decode().splitlines()[-1]) == (200, "199999")
 
 
 def test_off_loopback_needs_passwords(engine_url: str, database: Any) -> None:
