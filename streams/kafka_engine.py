@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from flowforge.core import kafka_engine
 from flowforge.core.kafka_engine import EngineState
 from streams import metrics
+from streams.threads import in_thread
 
 if TYPE_CHECKING:
     from streams.app import FlowForgeApp
@@ -38,7 +39,8 @@ class KafkaEngineOwner:
     async def refresh(self) -> None:
         """Read the engine's state into the metrics; a failure is reported, never raised."""
         try:
-            state = await self._in_thread(kafka_engine.state, self.client, self.flow.settings)
+            settings = self.flow.settings
+            state = await in_thread(self.thread, kafka_engine.state, self.client, settings)
         except Exception as exc:  # noqa: BLE001 - shown on /readyz, the worker goes on
             self.error = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
             metrics.KAFKA_ENGINE_UP.set(0)
@@ -71,14 +73,6 @@ class KafkaEngineOwner:
         if state.last_error:
             text += f" (consumer's last error: {state.last_error[:120]})"
         return True, text
-
-    async def _in_thread(self, call: Any, *args: Any) -> Any:
-        future = asyncio.get_running_loop().run_in_executor(self.thread, call, *args)
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            await asyncio.wait([future])
-            raise
 
     def close(self) -> None:
         """Once the worker has stopped: finish the thread's work and close the client (the

@@ -31,6 +31,7 @@ from streams.retrying import Retrying, until_done
 from streams.sink.core import Drained, MetadataSink, Stored
 from streams.sink.spool import Spool
 from streams.sink.writer import ClickHouseWriter
+from streams.threads import in_thread
 
 if TYPE_CHECKING:
     from streams.app import FlowForgeApp
@@ -172,12 +173,7 @@ class SinkAgent:
 
     async def _in_thread(self, call: Callable[..., T], *args: Any) -> T:
         """Run ``call`` on the sink thread; a cancelled caller still waits for it to finish."""
-        future = asyncio.get_running_loop().run_in_executor(self.thread, call, *args)
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            await asyncio.wait([future])
-            raise
+        return await in_thread(self.thread, call, *args)
 
     async def _back_off(self) -> None:
         delay = self.backoff.delay(self.failures)
