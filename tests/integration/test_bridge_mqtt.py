@@ -484,3 +484,34 @@ def test_a_burst_of_large_images_while_kafka_stalls_stays_in_the_byte_budget(
             os.killpg(kafka_pid, signal.SIGCONT)
         bridge.stop()
         broker.down()
+
+
+def test_an_mqtt_client_in_a_process_with_over_1024_descriptors_still_talks_to_mosquitto(
+    settings: Settings, services: Stack, request: pytest.FixtureRequest
+) -> None:
+    """A process holding more than 1024 descriptors (the embedded engine keeps three per thread
+    open, so a test process or a worker can) still completes an MQTT round trip through the real
+    Mosquitto: paho's loop watches its socket with select(), which cannot take a descriptor past
+    FD_SETSIZE and failed silently (no CONNACK, no error) until FlowForge gave it poll()."""
+    import paho.mqtt.client as paho
+
+    from flowforge.core.mqtt import mqtt_client, mqtt_round_trip
+
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        mqtt_round_trip(settings.mqtt, timeout=10.0)
+        # A plain paho client (as the bridge and the tests make them) works the same way.
+        client = mqtt_client(settings.mqtt, unique_name(request, "fd-high"), protocol=paho.MQTTv311)
+        connected = threading.Event()
+        client.on_connect = lambda *_args: connected.set()
+        client.connect(settings.mqtt.host, settings.mqtt.port, keepalive=10)
+        assert client.socket().fileno() >= 1024
+        client.loop_start()
+        try:
+            assert connected.wait(10), "no CONNACK"
+        finally:
+            client.disconnect()
+            client.loop_stop()
+    finally:
+        for fd in held:
+            os.close(fd)
