@@ -17,7 +17,9 @@ from flowforge.core.settings import MqttSettings
 
 
 def _fileno(item: Any) -> int:
-    fd = item if isinstance(item, int) else item.fileno()  # None: TypeError, as select() raises
+    if not isinstance(item, int) and not hasattr(item, "fileno"):
+        raise TypeError("argument must be an int, or have a fileno() method")  # as select()
+    fd = item if isinstance(item, int) else item.fileno()
     if fd < 0:
         raise ValueError("file descriptor cannot be a negative integer")
     return int(fd)
