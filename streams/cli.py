@@ -295,6 +295,8 @@ def _serve_http(settings: Settings) -> Any:
         max_queries=ch.http_max_queries,
         max_execution_s=ch.http_max_execution_s,
         max_result_bytes=ch.http_max_result_bytes,
+        query_threads=ch.http_query_threads,
+        query_nice=ch.http_query_nice,
     )
     server.start()
     return server

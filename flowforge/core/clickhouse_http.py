@@ -28,7 +28,9 @@ Every request runs on its own engine connection (settings and ``USE`` never leak
 requests) in a thread of a bounded pool, apart from the event loop and the sink's thread; at
 most ``max_queries`` run at once, and a few more wait before the server answers "too many
 simultaneous queries". ``max_execution_time`` and ``max_result_bytes`` are set over the
-request's own settings; request bodies are bounded before and after decompression.
+request's own settings, and so, for queries (not inserts), are ``max_threads`` (at most
+``query_threads``) and ``os_thread_priority`` (``query_nice``): on a small machine the sink's
+inserts keep their cores. Request bodies are bounded before and after decompression.
 """
 
 from __future__ import annotations
@@ -412,6 +414,8 @@ class ClickHouseHttpServer:
         max_execution_s: int = 60,
         max_result_bytes: int = 256 * 1024 * 1024,
         max_body_bytes: int = 64 * 1024 * 1024,
+        query_threads: int | None = None,
+        query_nice: int = 0,
     ) -> None:
         if not users:
             raise ValueError("the HTTP interface needs at least its application user")
@@ -426,6 +430,8 @@ class ClickHouseHttpServer:
         self.max_queries = max_queries
         self.max_waiting = max_waiting
         self.max_body_bytes = max_body_bytes
+        self.query_threads = query_threads
+        self.query_nice = query_nice
         self._pool = ThreadPoolExecutor(max_queries, thread_name_prefix="clickhouse-http")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -641,6 +647,8 @@ class ClickHouseHttpServer:
         text = head + (b"\n" + body if head and body else body)
         statement = split_statement(text, request.default_format)
         database, settings, bindings = request.database, request.settings, request.bindings
+        if not statement.is_insert:
+            settings = self._bounded_query(settings)
         if statement.data is None:
             return self._run_on_engine(
                 statement.sql, statement.output_format, settings, bindings, database=database
@@ -658,6 +666,19 @@ class ClickHouseHttpServer:
         finally:
             Path(name).unlink(missing_ok=True)
         return _Result(b"", "TabSeparated", result.summary)
+
+    def _bounded_query(self, settings: Mapping[str, str]) -> dict[str, str]:
+        """A query's settings (an insert's stay as sent) with the interface's bounds over them:
+        at most ``query_threads`` threads (``max_threads``), at nice ``query_nice``
+        (``os_thread_priority``), so the sink's inserts, at nice 0, get the cores first."""
+        bounded = dict(settings)
+        if self.query_threads is not None:
+            wanted = bounded.get("max_threads", "").strip()
+            fits = wanted.isdigit() and 0 < int(wanted) <= self.query_threads
+            bounded["max_threads"] = wanted if fits else str(self.query_threads)
+        if self.query_nice:
+            bounded["os_thread_priority"] = str(self.query_nice)
+        return bounded
 
     def _run_on_engine(
         self,

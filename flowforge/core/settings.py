@@ -382,6 +382,18 @@ class ClickHouseSettings:
     http_max_queries: int = setting(
         4, "Queries the HTTP interface runs at once (more wait, then are refused).", _int_in(1, 64)
     )
+    http_query_threads: int = setting(
+        max(1, (os.cpu_count() or 2) // 2),
+        "Threads one HTTP interface query may use at most (max_threads; inserts are not limited).",
+        _int_in(1, 256),
+        shown_default="half the cores",
+    )
+    http_query_nice: int = setting(
+        10,
+        "Nice value of an HTTP interface query's threads (os_thread_priority; inserts keep 0): "
+        "the sink's inserts come first when cores are short; 0 turns it off.",
+        _int_in(0, 19),
+    )
     http_readonly_user: str = setting(
         "grafana", "Read-only user of the HTTP interface (for Grafana).", parse_str
     )

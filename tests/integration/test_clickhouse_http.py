@@ -408,6 +408,71 @@ def test_limits(guarded: ClickHouseHttpServer, tmp_path: Path) -> None:
     assert _post(guarded, b"SELECT 1", headers=app)[::2] == (200, b"1\n")
 
 
+def _busy_threads_by_nice() -> dict[int, int]:
+    """CPU ticks this process's threads have used, summed per nice value."""
+    ticks: dict[int, int] = {}
+    for stat in Path("/proc/self/task").glob("*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+        except OSError:
+            continue  # the thread ended
+        # After the command: state(0) ... utime(11) stime(12) ... nice(16)
+        nice = int(fields[16])
+        ticks[nice] = ticks.get(nice, 0) + int(fields[11]) + int(fields[12])
+    return ticks
+
+
+def test_queries_run_on_bounded_threads_at_a_lower_priority_and_inserts_do_not(
+    engine_url: str, database: Any
+) -> None:
+    """A query runs with at most the interface's threads (max_threads, a larger request is cut
+    down, a smaller one kept) at its nice value (os_thread_priority): its CPU is spent on
+    threads of that nice value. An insert keeps the sink's priority (0) and its threads."""
+    database.command("CREATE TABLE p (priority Int64, threads String) ENGINE = Memory")
+    path = embedded_path(engine_url)
+    assert path is not None
+    server = ClickHouseHttpServer(
+        path, port=free_port(), database=database.database, query_threads=1, query_nice=10
+    )
+    server.start()
+    try:
+        asked = b"SELECT getSetting('max_threads'), getSetting('os_thread_priority')"
+        assert _post(server, asked)[::2] == (200, b"1\t10\n")
+        assert _post(server, asked, "max_threads=8")[::2] == (200, b"1\t10\n")
+        many = ClickHouseHttpServer(
+            path, port=free_port(), database=database.database, query_threads=4, query_nice=19
+        )
+        many.start()
+        try:
+            assert _post(many, asked, "max_threads=2")[::2] == (200, b"2\t19\n")
+            assert _post(many, asked)[::2] == (200, b"4\t19\n")
+        finally:
+            many.close()
+        insert = (
+            b"INSERT INTO p SELECT getSetting('os_thread_priority'), "
+            b"toString(getSetting('max_threads'))"
+        )
+        assert _post(server, insert)[0] == 200
+        stored = database.query("SELECT priority, threads FROM p").result_rows
+        assert stored[0][0] == 0, stored
+        assert stored[0][1] != "1", stored
+        # While a busy query runs, its CPU is burnt on threads at nice 10.
+        busy = b"SELECT sum(cityHash64(number)) FROM numbers(3000000000)"
+        replies: list[tuple[int, dict[str, str], bytes]] = []
+        running = threading.Thread(target=lambda: replies.append(_post(server, busy)))
+        before = _busy_threads_by_nice()
+        running.start()
+        time.sleep(1.5)
+        during = _busy_threads_by_nice()
+        running.join(timeout=120)
+        assert replies, "the busy query did not answer"
+        assert replies[0][0] == 200, replies[0][2][:200]
+        spent = during.get(10, 0) - before.get(10, 0)
+        assert spent >= 50, f"{spent} ticks at nice 10 in 1.5 s ({before} -> {during})"
+    finally:
+        server.close()
+
+
 def test_results_of_many_blocks_are_one_document_in_every_format(
     served: tuple[ClickHouseHttpServer, Any],
 ) -> None:
