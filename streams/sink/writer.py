@@ -75,6 +75,11 @@ class ClickHouseWriter:
     Each batch is one columnar insert per table carrying :func:`batch_token` (deduplication
     tokens are per table), so a batch retried after a timeout (stored or not, in either
     table) never doubles rows; replays across batches collapse in the tables.
+
+    A table's column types are read once (``DESCRIBE TABLE``) and sent with each insert:
+    without them clickhouse-connect describes the table again before every insert. An insert
+    refused after a schema change (a migration while the sink runs) reads them again and is
+    tried once more, with the same token.
     """
 
     def __init__(
@@ -86,6 +91,7 @@ class ClickHouseWriter:
         self.client = client
         self.table = table
         self.duplicates_table = duplicates_table
+        self._types: dict[str, dict[str, str]] = {}
 
     def write(self, records: Sequence[Mapping[str, Any]], token: str | None = None) -> int:
         """Insert ``records`` (deduplicated by ``token``, default :func:`batch_token`).
@@ -107,11 +113,24 @@ class ClickHouseWriter:
         if not records:
             return
         columns = [[_value(name, record[name]) for record in records] for name in names]
+        known = table in self._types
+        try:
+            self._send(table, names, columns, token)
+        except InsertRejected:
+            if not known:
+                raise
+            self._types.pop(table, None)  # the schema may have changed since it was read
+            self._send(table, names, columns, token)
+
+    def _send(
+        self, table: str, names: tuple[str, ...], columns: list[list[Any]], token: str
+    ) -> None:
         try:
             self.client.insert(
                 table,
                 columns,
                 column_names=list(names),
+                column_type_names=self._column_types(table, names),
                 column_oriented=True,
                 settings={
                     "insert_deduplication_token": token,
@@ -122,6 +141,19 @@ class ClickHouseWriter:
             )
         except (ClickHouseError, OSError) as exc:
             raise classify(exc) from exc
+
+    def _column_types(self, table: str, names: tuple[str, ...]) -> list[str] | None:
+        """The types of ``names`` in ``table``, read once; None when the table lacks one of
+        them (clickhouse-connect then describes the table and names the missing column)."""
+        types = self._types.get(table)
+        if types is None:
+            described = self.client.query(f"DESCRIBE TABLE {table}").result_rows
+            types = {str(row[0]): str(row[1]) for row in described}
+            self._types[table] = types
+        if any(name not in types for name in names):
+            self._types.pop(table, None)
+            return None
+        return [types[name] for name in names]
 
 
 def _value(name: str, value: Any) -> Any:
