@@ -16,10 +16,15 @@ offset whose data it lacks.
   would, on restart, skip the redelivered X for good. With write-behind, anything not acked is
   simply gone after a crash and is redone from the redelivered input.
 - Each write is paired with its changelog message's future, which :class:`SQLiteTable` reports
-  to the store (Faust's own ``set_persisted_offset(tp, offset)`` says which offset was acked, not
-  which write it carried): an ack commits the write whose future it resolved, so a send that
+  to the store when it is sent and again when Kafka acks it (Faust's own
+  ``set_persisted_offset(tp, offset)`` says which offset was acked, not which write it carried):
+  an ack commits the write whose future it resolved, found by that future, so a send that
   failed (dropped with its future's error; reads fall back to the previous value) or that is
   never acked cannot shift later acks onto the wrong writes.
+- Group commit: the writes acked within one turn of the event loop are committed together, one
+  transaction per partition with the highest acked offset, at the end of that turn (a worker
+  handling a batch of events gets a batch of acks). A revocation before that commit drops them
+  like any pending write.
 - Revoking a partition drops its pending writes: re-assigned, it shows what recovery read from
   the changelog, and an ack arriving after the revocation is ignored (it neither reopens the
   file nor writes to it; the changelog holds that write, recovery reads it back).
@@ -282,6 +287,7 @@ class _PendingWrites:
     def __init__(self) -> None:
         self.writes: dict[FutureMessage, _Write] = {}
         self.by_key: dict[bytes, list[_Write]] = {}
+        self.acked: list[_Write] = []  # acked, to be committed at the end of the loop's turn
 
     def __len__(self) -> int:
         return len(self.writes)
@@ -298,19 +304,33 @@ class _PendingWrites:
     def overlay(self) -> dict[bytes, bytes | None]:
         return {key: writes[-1].value for key, writes in self.by_key.items() if writes}
 
-    def acked(self, tp: TP, offset: int) -> _Write | None:
-        """The write whose changelog message was acked at ``tp``/``offset``, if pending."""
-        for sent, write in self.writes.items():
-            if sent.done() and not sent.cancelled() and sent.exception() is None:
-                result = sent.result()
-                if result.offset == offset and result.topic_partition == tp:
-                    return write
-        return None
+    def commit_batch(
+        self, acked: list[_Write], now: float
+    ) -> tuple[dict[bytes, tuple[bytes | None, float]], dict[TP, int]]:
+        """The rows and offsets that committing ``acked`` (in ack order) writes: per key the
+        value of its newest write (by send order) among them, unless a newer one is already
+        in the file; the highest offset per changelog partition."""
+        rows: dict[bytes, tuple[bytes | None, float]] = {}
+        newest: dict[bytes, int] = {}
+        offsets: dict[TP, int] = {}
+        for write in acked:
+            result = write.sent.result()
+            tp = result.topic_partition
+            offsets[tp] = max(offsets.get(tp, -1), result.offset)
+            if write.stale:
+                continue
+            position = self.by_key[write.key].index(write)
+            if position >= newest.get(write.key, -1):
+                newest[write.key] = position
+                rows[write.key] = (write.value, now)
+        return rows, offsets
 
     def remove(self, write: _Write, *, committed: bool) -> None:
         """Forget ``write``; once committed, older writes of its key become stale."""
         del self.writes[write.sent]
-        writes = self.by_key[write.key]
+        writes = self.by_key.get(write.key)
+        if writes is None or write not in writes:
+            return  # stale: a newer write of its key was committed and dropped it already
         index = writes.index(write)
         if committed:
             for older in writes[:index]:
@@ -363,6 +383,9 @@ class SQLiteStore(base.SerializedStore[Any, Any]):
         self._pending: dict[int, _PendingWrites] = {}
         # The changelog future of the write being made (SQLiteTable.send_changelog -> _set).
         self._sent: FutureMessage | None = None
+        self._commit_scheduled = False
+        #: Transactions that committed acked writes (one per partition per loop turn at most).
+        self.group_commits = 0
         self._checkpoints: ThreadPoolExecutor | None = None
         #: Changelog events applied by recovery or standby since start (a restart with intact
         #: files replays only the tail; with files deleted, the whole changelog).
@@ -517,23 +540,60 @@ class SQLiteStore(base.SerializedStore[Any, Any]):
         return self._db_for_partition(tp.partition).offset(tp.topic, tp.partition)
 
     def set_persisted_offset(self, tp: TP, offset: int) -> None:
-        """The changelog message at ``offset`` was acked: commit its write with that offset.
+        """Not how acks reach this store: an offset does not say which write it carried.
 
-        Faust calls this from the send's callback, once the message's future has its result:
-        the write is the pending one whose future resolved to ``tp``/``offset``. An ack with no
-        pending write (its partition was revoked meanwhile) changes nothing.
+        :class:`SQLiteTable` reports each ack with its message's future
+        (:meth:`changelog_acked`) instead of calling this, and a table of another class cannot
+        write to this store at all.
         """
-        pending = self._pending.get(tp.partition)
-        write = None if pending is None else pending.acked(tp, offset)
-        db = self._dbs.get(tp.partition)
-        if pending is None or write is None or db is None:
-            logger.debug(
-                "Table %s: ignored the ack of %s@%d (no pending write)", self.table_name, tp, offset
-            )
+        logger.debug(
+            "Table %s: ack of %s@%d reported without its write", self.table_name, tp, offset
+        )
+
+    def changelog_acked(self, fut: FutureMessage) -> None:
+        """Kafka acked the changelog message ``fut``: its write is committed, with the other
+        writes acked in this turn of the event loop, at the end of the turn (one transaction
+        per partition). An ack with no pending write (its partition was revoked meanwhile)
+        changes nothing."""
+        partition = fut.message.partition
+        pending = None if partition is None else self._pending.get(partition)
+        write = None if pending is None else pending.writes.get(fut)
+        if pending is None or write is None:
+            logger.debug("Table %s: ignored an ack with no pending write", self.table_name)
             return
-        rows = {} if write.stale else {write.key: (write.value, time.time())}
-        db.apply(rows, {tp: offset}, _SET_ACKED_OFFSET)
-        pending.remove(write, committed=True)
+        pending.acked.append(write)
+        if not self._commit_scheduled:
+            self._commit_scheduled = True
+            try:
+                asyncio.get_running_loop().call_soon(self.commit_acked)
+            except RuntimeError:  # no loop running (a synchronous caller): commit now
+                self.commit_acked()
+
+    def commit_acked(self) -> None:
+        """Commit every acked write now: per partition, its rows and its highest acked offset in
+        one transaction. A write whose commit fails stays pending (still readable)."""
+        self._commit_scheduled = False
+        now = time.time()
+        for partition, pending in list(self._pending.items()):
+            db = self._dbs.get(partition)
+            if not pending.acked or db is None:
+                continue
+            acked, pending.acked = pending.acked, []
+            rows, offsets = pending.commit_batch(acked, now)
+            try:
+                db.apply(rows, offsets, _SET_ACKED_OFFSET)
+            except (sqlite3.Error, OSError):
+                logger.exception(
+                    "Table %s partition %d: could not commit %d acked writes; they stay in "
+                    "memory (the changelog has them)",
+                    self.table_name,
+                    partition,
+                    len(acked),
+                )
+                continue
+            self.group_commits += 1
+            for write in acked:
+                pending.remove(write, committed=True)
 
     def apply_changelog_batch(
         self,
@@ -731,3 +791,12 @@ class SQLiteTable(faust.Table[Any, Any]):
         if report is not None:
             report(fut)
         return fut
+
+    def _on_changelog_sent(self, fut: FutureMessage) -> None:
+        """Kafka acked a changelog message: the store commits the write it carried (found by
+        its future, not by its offset); Faust's own path reports the offset alone."""
+        acked = getattr(self.data, "changelog_acked", None)
+        if acked is None or self.app.in_transaction:
+            super()._on_changelog_sent(fut)
+            return
+        acked(fut)

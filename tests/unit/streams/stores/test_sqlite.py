@@ -121,10 +121,10 @@ def changelog_message(
             headers=None,
             key_serializer="raw",
             value_serializer="raw",
-            # Table._on_changelog_sent in at-least-once mode: the acked offset to the store.
-            callback=lambda f: store.set_persisted_offset(
-                f.result().topic_partition, f.result().offset
-            ),
+            # SQLiteTable._on_changelog_sent: the acked message's future to the store; the
+            # commit at the end of the loop's turn is made at once here (see
+            # test_acks_of_one_loop_turn_are_one_transaction_per_partition for the turn).
+            callback=lambda f: (store.changelog_acked(f), store.commit_acked()),
         )
     )
     store.changelog_sent(fut)
@@ -964,3 +964,75 @@ async def test_purging_six_hours_of_ids_never_stalls_the_loop_20_ms(
     )
     assert 4_000 < removed < 7_500  # about a minute of the 6 h
     assert own < 0.020
+
+
+async def test_acks_of_one_loop_turn_are_one_transaction_per_partition(
+    app: faust.App, table: Any, store: SQLiteStore, make_store: MakeStore
+) -> None:
+    """Writes acked within one turn of the event loop are committed at its end, together: one
+    transaction per partition (not one per write), with the partition's highest offset; until
+    then they are readable but not in the file."""
+    futs = {
+        p: [
+            sent(
+                app,
+                table,
+                store,
+                p,
+                f"k{i}".encode(),
+                b"v",
+            )
+            for i in range(3)
+        ]
+        for p in (0, 1)
+    }
+    begins: dict[int, int] = {0: 0, 1: 0}
+    for partition in (0, 1):
+        conn = store._dbs[partition].conn
+        conn.set_trace_callback(
+            lambda sql, p=partition: begins.__setitem__(p, begins[p] + sql.startswith("BEGIN"))
+        )
+    for partition, partition_futs in futs.items():
+        for offset, fut in enumerate(partition_futs):
+            tp = TP(fut.message.channel.get_topic_name(), partition)
+            fut.set_result(RecordMetadata(tp.topic, partition, tp, offset))
+            store.changelog_acked(fut)  # what SQLiteTable._on_changelog_sent does
+    assert store.pending_writes == 6
+    assert begins == {0: 0, 1: 0}
+    await asyncio.sleep(0)
+    assert begins == {0: 1, 1: 1}
+    assert store.pending_writes == 0
+    on_disk = make_store(table)
+    for partition in (0, 1):
+        with processing(app, partition):
+            assert on_disk[b"k2"] == b"v"
+        assert on_disk.persisted_offset(ctp(table, partition)) == 2
+
+
+async def test_older_write_of_a_key_acked_after_a_newer_one_keeps_the_newer_value(
+    app: faust.App, table: Any, store: SQLiteStore, make_store: MakeStore
+) -> None:
+    """Acks may arrive out of send order: the newer value stays in the file when the older
+    write's ack comes later (in a later turn or the same one), and both offsets count."""
+    for same_turn in (False, True):
+        key = b"same" if same_turn else b"later"
+        older = changelog_message(table, store, 0, key, b"old")
+        with processing(app, 0):
+            store[key] = b"old"
+        newer = changelog_message(table, store, 0, key, b"new")
+        with processing(app, 0):
+            store[key] = b"new"
+        base = 10 if same_turn else 0
+        for fut, offset in ((newer, base + 2), (older, base + 1)):
+            tp = TP(fut.message.channel.get_topic_name(), 0)
+            fut.set_result(RecordMetadata(tp.topic, 0, tp, offset))
+            store.changelog_acked(fut)
+            if not same_turn:
+                await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert store.pending_writes == 0
+        on_disk = make_store(table)
+        with processing(app, 0):
+            assert on_disk[key] == b"new"
+        assert on_disk.persisted_offset(ctp(table, 0)) == base + 2
+        on_disk.close()
