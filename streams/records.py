@@ -60,19 +60,6 @@ class ImageDuplicate(faust.Record, serializer="json", include_metadata=False):
     worker: str
 
 
-class SourceStats(faust.Record, serializer="json", include_metadata=False):
-    """Per-source counters kept in the worker's stats table (served at /stats)."""
-
-    images: int = 0
-    processed: int = 0
-    dark: int = 0
-    low_quality: int = 0
-    rejected: int = 0
-    duplicates: int = 0
-    brightness_avg: float = 0.0  # exponential moving average over decoded images
-    last_seen: float = 0.0  # epoch seconds
-
-
 _TIMES = ("captured_at", "ingested_at", "processed_at", "first_seen_at")
 _NULLABLE = ("first_seen_at",)
 

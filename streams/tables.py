@@ -1,8 +1,12 @@
-"""All Faust tables of the worker: the processed-image cache and per-source statistics.
+"""The worker's Faust table: the processed-image cache.
 
-Both live on the ``sqlite://`` store (one SQLite file per partition under the worker's data
-directory) and are keyed so that their changelog partition equals the images.raw partition the
-key arrives on (image ids and source ids both travel with the source-id message key).
+It lives on the ``sqlite://`` store (one SQLite file per partition under the worker's data
+directory); an entry is written to the changelog partition of the images.raw partition its
+image arrived on, where every delivery of that image arrives.
+
+Per-source figures are not a table: a table partitioned like images.raw holds, on each worker,
+only the sources of its partitions, so they come from ClickHouse (``flowforge stats``, the
+dashboard); the worker's own counters (``/stats``, ``/metrics``) are its own, since its start.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from mode.utils.times import want_seconds
 
 from flowforge.core.kafka_admin import TopicSpec
 from flowforge.core.settings import Settings
-from streams.records import SourceStats
 
 HOUR_MS = 3_600_000
 
@@ -25,7 +28,6 @@ class Tables:
     """The worker's tables."""
 
     seen: Any  # image id -> epoch ms first processed: drops redelivered or replayed images
-    stats: Any  # source id -> SourceStats
 
 
 def create_tables(app: faust.App, settings: Settings) -> Tables:
@@ -48,15 +50,7 @@ def create_tables(app: faust.App, settings: Settings) -> Tables:
             "segment.ms": str(max(ttl_ms // 4, 60_000)),
         },
     )
-    stats = app.Table(
-        "source-stats",
-        key_type=str,
-        value_type=SourceStats,
-        default=SourceStats,
-        partitions=settings.kafka.partitions,
-        help="Per-source image counters and brightness average.",
-    )
-    return Tables(seen=seen, stats=stats)
+    return Tables(seen=seen)
 
 
 def changelog_specs(app: faust.App, settings: Settings) -> list[TopicSpec]:

@@ -101,7 +101,7 @@ def register(
     async def prometheus(web: Any, request: Any) -> Any:
         if _consuming(flow):
             metrics.LAG.set(lag(flow))
-        for table in (flow.tables.seen, flow.tables.stats) if flow.tables else ():
+        for table in (flow.tables.seen,) if flow.tables else ():
             replayed = getattr(table.data, "changelog_events_applied", 0)
             metrics.CHANGELOG_REPLAYED.labels(table=table.name).set(replayed)
         if sink is not None:
@@ -114,7 +114,6 @@ def register(
 
     @app.page("/stats")
     async def stats(web: Any, request: Any) -> Any:
-        if flow.tables is None:
+        if processor is None:
             return web.json({})
-        table = flow.tables.stats
-        return web.json({source: value.asdict() for source, value in table.items()})
+        return web.json(processor.counts.as_json(flow.worker_name))

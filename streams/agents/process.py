@@ -25,7 +25,7 @@ from streams import metrics
 from streams.app import IN_FLIGHT_PER_THREAD
 from streams.dlq import acked, dead_letter
 from streams.processing import ImageRejected, ProcessedImage, process_image
-from streams.records import DUPLICATE, ImageDuplicate, ImageMetadata, SourceStats
+from streams.records import DUPLICATE, ImageDuplicate, ImageMetadata
 from streams.retrying import Retrying, until_done
 
 if TYPE_CHECKING:
@@ -83,6 +83,7 @@ class ImageProcessor:
         self._in_flight: set[str] = set()
         self._next_offset: dict[int, int] = {}
         self.progress = Progress()
+        self.counts = WorkerCounts()
         self.backoff = Backoff()
         self.retrying = Retrying("process")
 
@@ -98,6 +99,7 @@ class ImageProcessor:
         except EnvelopeError as exc:
             await self._reject(message, data, headers, None, "envelope", exc.reason, exc.detail)
             self._count("unknown", "rejected")
+            self.counts.add(message.partition, "unknown", "rejected", None)
             self.progress.note("rejected")
             return
         image_id = envelope.image_id
@@ -110,7 +112,7 @@ class ImageProcessor:
         self._in_flight.add(image_id)
         metrics.IN_FLIGHT.inc()
         try:
-            status = await self._process(message, data, headers, envelope)
+            status, brightness = await self._process(message, data, headers, envelope)
             # Rejections are not remembered: `flowforge dlq replay` must be able to bring an
             # image back once its cause is fixed (a redelivered reject is just rejected again).
             if status != "rejected":
@@ -118,11 +120,14 @@ class ImageProcessor:
         finally:
             metrics.IN_FLIGHT.dec()
             self._in_flight.discard(image_id)
+        self._count(envelope.source_id, status)
+        self.counts.add(message.partition, envelope.source_id, status, brightness)
         self.progress.note(status)
 
     async def _process(
         self, message: Any, data: bytes, headers: dict[str, str], envelope: Envelope
-    ) -> str:
+    ) -> tuple[str, float | None]:
+        """The image's outcome, sent and acked: its status and, once decoded, its brightness."""
         loop = asyncio.get_running_loop()
         try:
             result = await loop.run_in_executor(
@@ -130,8 +135,7 @@ class ImageProcessor:
             )
         except ImageRejected as exc:
             await self._reject(message, data, headers, envelope, "process", exc.reason, exc.detail)
-            self._update_stats(envelope.source_id, "rejected", None)
-            return "rejected"
+            return "rejected", None
         except Exception as exc:
             # A processing bug must not stop the worker: the image goes to the dead-letter
             # topic with the error, and the worker goes on.
@@ -140,8 +144,7 @@ class ImageProcessor:
             await self._reject(
                 message, data, headers, envelope, "process", "internal_error", detail
             )
-            self._update_stats(envelope.source_id, "rejected", None)
-            return "rejected"
+            return "rejected", None
         metrics.DECODE_MS.observe(result.decode_ms)
         metrics.RESIZE_MS.observe(result.resize_ms)
         metrics.TOTAL_MS.observe(result.total_ms)
@@ -151,8 +154,7 @@ class ImageProcessor:
             backoff=self.backoff,
             retrying=self.retrying,
         )
-        self._update_stats(envelope.source_id, result.status, result.brightness)
-        return result.status
+        return result.status, result.brightness
 
     async def _send_outputs(
         self, message: Any, data: bytes, envelope: Envelope, result: ProcessedImage
@@ -329,30 +331,73 @@ class ImageProcessor:
             f"the duplicate record of image {image.image_id}", image.source_id, record
         )
         self._count(envelope.source_id, "duplicate")
-        stats = self.tables.stats[envelope.source_id]
-        self.tables.stats[envelope.source_id] = stats.derive(duplicates=stats.duplicates + 1)
+        self.counts.add(message.partition, envelope.source_id, DUPLICATE, None)
         self.progress.note("duplicate")
 
     def _count(self, source: str, status: str) -> None:
         metrics.IMAGES.labels(source=metrics.source_label(source), status=status).inc()
 
-    def _update_stats(self, source: str, status: str, brightness: float | None) -> None:
-        self._count(source, status)
-        table = self.tables.stats
-        s: SourceStats = table[source]
-        avg = s.brightness_avg
-        if brightness is not None:
-            decoded = s.processed + s.dark + s.low_quality
-            avg = brightness if decoded == 0 else avg + BRIGHTNESS_EMA_ALPHA * (brightness - avg)
-        table[source] = s.derive(
-            images=s.images + 1,
-            processed=s.processed + (status == "processed"),
-            dark=s.dark + (status == "skipped_dark"),
-            low_quality=s.low_quality + (status == "skipped_low_quality"),
-            rejected=s.rejected + (status == "rejected"),
-            brightness_avg=round(avg, 3),
-            last_seen=time.time(),
+
+class SourceCounts:
+    """One source's outcomes in this worker since it started."""
+
+    __slots__ = ("brightness_avg", "counts", "last_seen")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.brightness_avg = 0.0  # exponential moving average over its decoded images here
+        self.last_seen = 0.0  # epoch seconds
+
+    def as_json(self) -> dict[str, Any]:
+        c = self.counts
+        return {
+            "images": sum(n for status, n in c.items() if status != DUPLICATE),
+            "processed": c.get("processed", 0),
+            "dark": c.get("skipped_dark", 0),
+            "low_quality": c.get("skipped_low_quality", 0),
+            "rejected": c.get("rejected", 0),
+            "duplicates": c.get(DUPLICATE, 0),
+            "brightness_avg": round(self.brightness_avg, 3),
+            "last_seen": self.last_seen,
+        }
+
+
+class WorkerCounts:
+    """This worker's outcomes since it started, per source and per images.raw partition: what
+    ``/stats`` serves. Only the images of the partitions it held; per-source totals over every
+    worker are ClickHouse's (``flowforge stats``). Sources past the ``/metrics`` cap count under
+    its ``other`` label, so memory stays bounded however many sources there are."""
+
+    def __init__(self) -> None:
+        self.since = time.time()
+        self.sources: dict[str, SourceCounts] = {}
+        self.partitions: dict[int, int] = {}
+
+    def add(self, partition: int, source: str, status: str, brightness: float | None) -> None:
+        counts = self.sources.get(label := metrics.source_label(source))
+        if counts is None:
+            counts = self.sources[label] = SourceCounts()
+        decoded = sum(
+            counts.counts.get(s, 0) for s in ("processed", "skipped_dark", "skipped_low_quality")
         )
+        if brightness is not None:
+            avg = counts.brightness_avg
+            counts.brightness_avg = (
+                brightness if decoded == 0 else avg + BRIGHTNESS_EMA_ALPHA * (brightness - avg)
+            )
+        counts.counts[status] = counts.counts.get(status, 0) + 1
+        counts.last_seen = time.time()
+        self.partitions[partition] = self.partitions.get(partition, 0) + 1
+
+    def as_json(self, worker: str) -> dict[str, Any]:
+        return {
+            "scope": "this worker since it started, over the images.raw partitions it held; "
+            "totals per source: flowforge stats (ClickHouse)",
+            "worker": worker,
+            "since": datetime.fromtimestamp(self.since, tz=UTC).isoformat(timespec="seconds"),
+            "sources": {source: c.as_json() for source, c in sorted(self.sources.items())},
+            "partitions": {str(p): n for p, n in sorted(self.partitions.items())},
+        }
 
 
 class Progress:

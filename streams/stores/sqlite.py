@@ -23,8 +23,7 @@ offset whose data it lacks.
   never acked cannot shift later acks onto the wrong writes.
 - Group commit: the writes acked within one turn of the event loop are committed together, one
   transaction per partition with the highest acked offset, at the end of that turn (a worker
-  handling a batch of events gets a batch of acks). A revocation before that commit drops them
-  like any pending write.
+  handling a batch of events gets a batch of acks); a revocation or a close commits them first.
 - Revoking a partition drops its pending writes: re-assigned, it shows what recovery read from
   the changelog, and an ack arriving after the revocation is ignored (it neither reopens the
   file nor writes to it; the changelog holds that write, recovery reads it back).
@@ -713,7 +712,9 @@ class SQLiteStore(base.SerializedStore[Any, Any]):
         await self.assign_partitions(self.table, newly_assigned, generation_id)
 
     def revoke_partitions(self, table: CollectionT, tps: set[TP]) -> None:
-        """Close and forget the files of this table's revoked changelog partitions."""
+        """Close and forget the files of this table's revoked changelog partitions (acked
+        writes are committed first; those still awaiting their ack are dropped)."""
+        self.commit_acked()
         topics = table.changelog_topic.topics
         for tp in tps:
             if tp.topic in topics:
@@ -756,6 +757,7 @@ class SQLiteStore(base.SerializedStore[Any, Any]):
     def close(self) -> None:
         """Close every open partition file and drop the writes not yet acked (a later access
         reopens a file); waits for the checkpoint thread to finish with them."""
+        self.commit_acked()
         dbs, self._dbs = self._dbs, {}
         self._pending.clear()
         for db in dbs.values():

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 from typing import Any
@@ -18,9 +17,10 @@ import pytest
 
 from flowforge.core.envelope import Envelope, content_image_id
 from flowforge.core.settings import Settings
+from streams import metrics
 from streams.agents import process
 from streams.app import processing_config
-from streams.records import ImageDuplicate, ImageMetadata, SourceStats
+from streams.records import ImageDuplicate, ImageMetadata
 from streams.tables import Tables
 from tests.support.images import jpeg, scene
 
@@ -58,11 +58,11 @@ def test_a_duplicate_in_flight_and_one_seen_before_each_send_one_record(
     once it is done, gives one outcome record and one duplicate record per duplicate delivery:
     first_seen_at null while in flight, the time it was done after; both counted per source."""
     settings = Settings.from_env({})
+    metrics.reset_source_labels()  # other tests may have used up the per-source labels
     pool = ThreadPoolExecutor(max_workers=1)
     metadata = Sent()
-    stats: defaultdict[str, SourceStats] = defaultdict(SourceStats)
     flow = SimpleNamespace(
-        settings=settings, tables=Tables(seen={}, stats=stats), pool=pool,
+        settings=settings, tables=Tables(seen={}), pool=pool,
         config=processing_config(settings), worker_name="test:0",
         topics=SimpleNamespace(metadata=metadata, processed=Sent()),
     )  # fmt: skip
@@ -98,4 +98,7 @@ def test_a_duplicate_in_flight_and_one_seen_before_each_send_one_record(
     assert seen.first_seen_at is not None
     assert seen.first_seen_at.timestamp() * 1000 == flow.tables.seen[outcomes[0].image_id]
     assert (in_flight.ingested_at.timestamp(), seen.ingested_at.timestamp()) == (2000, 3000)
-    assert stats["cam-1"].duplicates == 2
+    counted = processor.counts.as_json("test:0")
+    assert counted["sources"]["cam-1"]["duplicates"] == 2
+    assert counted["sources"]["cam-1"]["images"] == 1
+    assert counted["partitions"] == {"0": 3}
