@@ -115,6 +115,9 @@ class _Failing:
     def __init__(self, client: Any, error: Exception) -> None:
         self.client, self.error = client, error
 
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
     def insert(self, *args: Any, **kwargs: Any) -> None:
         raise self.error
 
@@ -130,6 +133,7 @@ class _Failing:
 )
 def test_outages_and_overload_are_retriable(database: Any, error: Exception) -> None:
     """Refused connections, TOO_MANY_PARTS and timeouts raise ClickHouseUnavailable (retriable)."""
+    migrate(database, ttl_days=90)
     with pytest.raises(ClickHouseUnavailable) as info:
         ClickHouseWriter(_Failing(database, error)).write([_record(1)])
     assert info.value.retriable is True
