@@ -20,6 +20,7 @@ from flowforge.core.dead_letter import error_headers, fit, record_size, without_
 from flowforge.core.envelope import Envelope, content_image_id
 from flowforge.core.kafka_admin import ensure_topics, topic_spec
 from flowforge.core.metadata import rejected_record
+from flowforge.core.partitioning import partition_of
 from flowforge.core.settings import BridgeSettings, KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -253,8 +254,8 @@ class KafkaPublisher:
         try:
             self.check(message, envelope)
             await self._send_with_retry(
-                self.kafka.topic_raw, message.source_id.encode(), message.data,
-                envelope.headers(), stop,
+                self.kafka.topic_raw, envelope.image_id, message.source_id.encode(),
+                message.data, envelope.headers(), stop,
             )  # fmt: skip
         except PayloadRejected as rejected:
             message = dataclasses.replace(message, image_id=envelope.image_id)
@@ -279,13 +280,13 @@ class KafkaPublisher:
         """
         envelope = message.envelope()
         headers = dead_letter_headers(envelope, reason, detail)
-        key = message.source_id.encode()
+        key, image_id = message.source_id.encode(), envelope.image_id
         value, headers = fit(key, message.data, headers, self.kafka.max_message_bytes)
         try:
-            await self._send_with_retry(self.kafka.topic_dlq, key, value, headers, stop)
+            await self._send_with_retry(self.kafka.topic_dlq, image_id, key, value, headers, stop)
         except PayloadRejected:  # the broker's own limit is lower than ours: keep the headers
             headers = without_value(headers, len(value))
-            await self._send_with_retry(self.kafka.topic_dlq, key, b"", headers, stop)
+            await self._send_with_retry(self.kafka.topic_dlq, image_id, key, b"", headers, stop)
         record = rejected_record(
             image_id=envelope.image_id,
             source_type=envelope.source_type,
@@ -296,7 +297,7 @@ class KafkaPublisher:
             size=len(message.data) if size is None else size,
             worker=self.worker_name,
         )
-        await self._send_with_retry(self.kafka.topic_metadata, key, record, [], stop)
+        await self._send_with_retry(self.kafka.topic_metadata, image_id, key, record, [], stop)
         metrics.REJECTED.labels(self.bridge_name, reason).inc()
         log.warning(
             "rejected image %s from %s (%s) to %s: %s: %s",
@@ -308,6 +309,7 @@ class KafkaPublisher:
     async def _send_with_retry(
         self,
         topic: str,
+        image_id: str,
         key: bytes,
         value: bytes,
         headers: list[tuple[str, bytes]],
@@ -320,7 +322,7 @@ class KafkaPublisher:
             if attempts:
                 metrics.PUBLISH_RETRIES.labels(self.bridge_name).inc()
             attempts += 1
-            return await self._send(topic, key, value, headers)
+            return await self._send(topic, image_id, key, value, headers)
 
         self.pending += 1
         try:
@@ -329,15 +331,20 @@ class KafkaPublisher:
             self.pending -= 1
 
     async def _send(
-        self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
+        self, topic: str, image_id: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
     ) -> Any:
+        """Send one record to the partition of its image id (flowforge.core.partitioning), keyed
+        by its source id, and wait for Kafka's acknowledgement."""
         if self._producer is None:
             raise RuntimeError("KafkaPublisher.start() was not called")
         size = len(value)
         await self.budget.acquire(size)
         started = time.monotonic()
         try:
-            future = await self._producer.send(topic, value, key=key, headers=headers)
+            partition = partition_of(image_id, await self._producer.partitions_for(topic))
+            future = await self._producer.send(
+                topic, value, key=key, headers=headers, partition=partition
+            )
             result = await future
         except MessageSizeTooLargeError as exc:
             raise PayloadRejected("too_large", f"Kafka refused the record: {exc}") from exc

@@ -11,11 +11,13 @@ import cv2
 import faust
 
 from flowforge.core.cpus import available_cpus
+from flowforge.core.partitioning import partition_of
 from flowforge.core.settings import Settings
 from streams.processing import ProcessingConfig
 from streams.stores.sqlite import SQLiteTable
 from streams.tables import Tables, create_tables
 from streams.topics import Topics, create_topics
+from streams.transport import Producer
 
 # Images in flight (buffered, in the pool, or waiting for Kafka's acks) per pool thread. Each
 # in-flight image holds its payload (tens to hundreds of KB); with 2 per thread one worker
@@ -53,6 +55,14 @@ class FlowForgeApp:
     concurrency: int
     config: ProcessingConfig
     worker_name: str
+
+    async def partition_of(self, topic: Any, image_id: str) -> int:
+        """The partition of ``topic`` (a Faust topic) that image ``image_id`` goes to
+        (flowforge.core.partitioning): the same for every send of the image."""
+        producer = self.app.producer
+        if not isinstance(producer, Producer):  # the transport is ours (broker flowforge://)
+            raise TypeError(f"the worker's producer is {type(producer).__name__}, not ours")
+        return partition_of(image_id, await producer.partitions_for(topic.get_topic_name()))
 
 
 def _hold_flow_during_seek(app: faust.App) -> None:

@@ -6,7 +6,8 @@ the group's metadata) and its coordinator then waits, without joining again, unt
 has seen the error. Faust never looks: a worker waiting for its first assignment hung there
 for good, and a fetch failed by the error crashed the worker. Here the consumer thread hands
 such an error back as soon as it is pending (the coordinator then joins again), logs and
-counts it, and a fetch it failed returns nothing for that round.
+counts it, and a fetch it failed returns nothing for that round. Its producer also tells a
+topic's partitions, so the worker can send an image to the partition of its image id.
 
 Selected by the broker URL scheme ``flowforge://`` (entry point ``faust.transports``).
 """
@@ -107,7 +108,16 @@ class Consumer(driver.Consumer):
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
+class Producer(driver.Producer):
+    """Faust's aiokafka producer, which also tells a topic's partitions."""
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        """The partition ids of ``topic`` (from the producer's metadata, fetched if unknown)."""
+        return set(await self._ensure_producer().partitions_for(topic))
+
+
 class Transport(driver.Transport):
-    """Faust's aiokafka transport, with :class:`Consumer`."""
+    """Faust's aiokafka transport, with :class:`Consumer` and :class:`Producer`."""
 
     Consumer = Consumer
+    Producer = Producer

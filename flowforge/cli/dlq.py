@@ -11,8 +11,15 @@ from aiokafka.errors import KafkaError
 
 from flowforge.cli.tail import Record, read_topic
 from flowforge.core.dead_letter import NOT_REPLAYABLE
-from flowforge.core.envelope import ERROR_REASON, ERROR_STAGE, ORIGINAL_TOPIC, SOURCE_ID
+from flowforge.core.envelope import (
+    ERROR_REASON,
+    ERROR_STAGE,
+    IMAGE_ID,
+    ORIGINAL_TOPIC,
+    SOURCE_ID,
+)
 from flowforge.core.errors import ServiceUnhealthy
+from flowforge.core.partitioning import partition_of
 from flowforge.core.settings import KafkaSettings
 
 # Stages whose dead letters are images from images.raw (the sink's are metadata records).
@@ -118,12 +125,18 @@ async def replay(
                 continue
             report.replayed[record.headers.get(ERROR_REASON, "unknown")] += 1
             if producer is not None:
+                image_id = record.headers.get(IMAGE_ID, "").strip()
+                partition = None  # no image id: where its key puts it, as the producer did
+                if image_id:
+                    partitions = await producer.partitions_for(kafka.topic_raw)
+                    partition = partition_of(image_id, partitions)
                 pending.append(
                     await producer.send(
                         kafka.topic_raw,
                         record.value,
                         key=record.key,
                         headers=replay_headers(record),
+                        partition=partition,
                     )
                 )
         for future in pending:

@@ -168,10 +168,21 @@ class ImageProcessor:
             ]
             out_headers.append((CONTENT_TYPE, b"image/jpeg"))
             sent.append(
-                await topics.processed.send(key=message.key, value=result.jpeg, headers=out_headers)
+                await topics.processed.send(
+                    key=message.key,
+                    value=result.jpeg,
+                    headers=out_headers,
+                    partition=await self.flow.partition_of(topics.processed, envelope.image_id),
+                )
             )
         record = self._metadata(message, Identity.of(envelope), len(data), result)
-        sent.append(await topics.metadata.send(key=envelope.source_id.encode(), value=record))
+        sent.append(
+            await topics.metadata.send(
+                key=envelope.source_id.encode(),
+                value=record,
+                partition=await self.flow.partition_of(topics.metadata, envelope.image_id),
+            )
+        )
         await acked(sent)
 
     def _metadata(
@@ -254,10 +265,11 @@ class ImageProcessor:
         self, what: str, source_id: str, record: ImageMetadata | ImageDuplicate
     ) -> None:
         """Send ``record`` on images.metadata, retried until Kafka acknowledged it."""
-        key = source_id.encode()
+        key, topic = source_id.encode(), self.flow.topics.metadata
 
         async def send_record() -> None:
-            await acked([await self.flow.topics.metadata.send(key=key, value=record)])
+            partition = await self.flow.partition_of(topic, record.image_id)
+            await acked([await topic.send(key=key, value=record, partition=partition)])
 
         await until_done(
             f"sending {what}", send_record, backoff=self.backoff, retrying=self.retrying

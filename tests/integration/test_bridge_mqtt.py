@@ -9,6 +9,7 @@ import re
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from flowforge.core.envelope import content_image_id, header_map
+from flowforge.core.partitioning import partition_of
 from flowforge.core.settings import Settings
 from flowforge.stack import KafkaService, Stack
 from flowforge.stack.mosquitto import MosquittoService
@@ -67,6 +69,35 @@ def test_mosquitto_pub_photo_gives_one_record_with_the_envelope(
     assert headers["ff-content-type"] == "image/jpeg"
     assert before <= int(headers["ff-captured-at"]) <= int(time.time() * 1000)
     assert bridge.metric("flowforge_bridge_published_total") == 1
+
+
+def test_one_sources_images_spread_over_every_partition_by_image_id(
+    bridge: BridgeProcess,
+) -> None:
+    """600 images of the one source `default` (the bare MQTT topic) land on every partition of
+    images.raw, none under half the even share; each image on the partition of its image id,
+    keyed by the source id. The same image sent again lands on the same partition."""
+    bridge.start()
+    settings = bridge.settings
+    payloads = [payload(i, 2_000) for i in range(600)]
+    mqtt_publish(settings, [(settings.mqtt.topic, data) for data in payloads])
+    records = read_records(settings, [settings.kafka.topic_raw], 600, settle=1)
+    assert len(records) == 600
+    partitions = range(settings.kafka.partitions)
+    counts = Counter(r.partition for r in records)
+    assert set(counts) == set(partitions), counts
+    assert min(counts.values()) >= 600 / len(partitions) / 2, counts
+    for r in records:
+        assert r.key == "default"
+        assert r.partition == partition_of(r.headers["ff-image-id"], partitions)
+    again = payloads[:20]
+    mqtt_publish(settings, [(settings.mqtt.topic, data) for data in again])
+    records = read_records(settings, [settings.kafka.topic_raw], 620, settle=1)
+    where: dict[str, set[int]] = {}
+    for r in records:
+        where.setdefault(r.headers["ff-image-id"], set()).add(r.partition)
+    assert len(records) == 620
+    assert all(len(p) == 1 for p in where.values()), where
 
 
 def assert_intact(records: list[Record], sent: dict[str, tuple[str, bytes]], base: str) -> None:

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from flowforge.core.kafka_admin import admin_client
+from flowforge.core.partitioning import partition_of
 from flowforge.core.settings import Settings
 from flowforge.stack import Stack
 from tests.support.images import jpeg, mixed_set, numbered, scene
@@ -194,6 +195,29 @@ def test_two_workers_split_the_partitions(pipeline: Pipeline) -> None:
         partitions_by_worker.setdefault(m["worker"], set()).add(m["kafka_partition"])
     a, b = partitions_by_worker.values()
     assert not a & b, "a partition was processed by both workers"
+    assert pipeline.alive(first)
+    assert pipeline.alive(second)
+
+
+def test_one_sources_images_are_spread_over_both_workers_by_image_id(pipeline: Pipeline) -> None:
+    """One source's images (sent as the bridges send them, on the partition of their image id)
+    are processed by both workers of a group, one outcome each; the worker sends each image's
+    metadata record and resized JPEG to the partition of its image id too."""
+    first = pipeline.start_worker()
+    second = pipeline.start_worker()
+    pipeline.wait_group(2)
+    ids = pipeline.produce((f"f{i}", jpeg(scene(160, 120, seed=i))) for i in range(120))
+    out = pipeline.collect(len(ids), settle=3)
+    assert Counter(out.ids()) == Counter(ids)
+    by_worker = Counter(m["worker"] for m in out.metadata)
+    assert len(by_worker) == 2, by_worker
+    assert min(by_worker.values()) >= 20, by_worker
+    partitions = range(pipeline.settings.kafka.partitions)
+    kafka = pipeline.kafka
+    for image_id in ids:
+        p = partition_of(image_id, partitions)
+        assert out.partitions[image_id] <= {(kafka.topic_metadata, p), (kafka.topic_processed, p)}
+    assert {p for where in out.partitions.values() for _, p in where} == set(partitions)
     assert pipeline.alive(first)
     assert pipeline.alive(second)
 

@@ -35,6 +35,7 @@ class Record:
     value: bytes
     headers: dict[str, str]
     timestamp_ms: int = 0  # the record's Kafka timestamp (the producer's create time)
+    partition: int = -1
 
 
 @dataclass
@@ -238,6 +239,7 @@ def _record(topic: str, message: Any) -> Record:
         message.value or b"",
         header_map(message.headers),
         message.timestamp,
+        message.partition,
     )
 
 

@@ -26,6 +26,7 @@ from flowforge.core.clickhouse import connect, through_owner
 from flowforge.core.envelope import Envelope, content_image_id, header_map
 from flowforge.core.errors import EngineLocked, FlowForgeError
 from flowforge.core.kafka_admin import admin_client, ensure_topics, topic_spec
+from flowforge.core.partitioning import partition_of
 from flowforge.core.settings import ClickHouseSettings, Settings
 from streams.records import ImageMetadata
 from tests.support.processes import FlowForgeProcess, start_flowforge
@@ -41,6 +42,8 @@ class Outcomes:
     duplicates: list[dict[str, Any]] = field(default_factory=list)
     processed: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     dlq: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    # image id -> the partitions of images.metadata and images.processed its records are on
+    partitions: dict[str, set[tuple[str, int]]] = field(default_factory=dict)
 
     def ids(self) -> list[str]:
         """Image ids of every outcome, with repeats: every image, rejects included, gets one
@@ -203,7 +206,8 @@ class Pipeline:
         return self.workers[port].poll() is None
 
     def produce(self, items: Iterable[tuple[str, bytes]], source: str = "cam-01") -> list[str]:
-        """Publish (name, payload) pairs to images.raw with bridge-style envelopes; return ids."""
+        """Publish (name, payload) pairs to images.raw with bridge-style envelopes, each on the
+        partition of its image id as the bridges send them; return ids."""
         return asyncio.run(self._produce(list(items), source))
 
     async def _produce(self, items: list[tuple[str, bytes]], source: str) -> list[str]:
@@ -232,6 +236,7 @@ class Pipeline:
                     payload,
                     key=source.encode(),
                     headers=envelope.headers(),
+                    partition=partition_of(image_id, range(self.settings.kafka.partitions)),
                 )
                 ids.append(image_id)
         finally:
@@ -419,9 +424,13 @@ class Pipeline:
                                 outcomes.duplicates.append(value)
                             elif isinstance(value, dict) and "image_id" in value:
                                 outcomes.metadata.append(value)
+                                where = outcomes.partitions.setdefault(value["image_id"], set())
+                                where.add((tp.topic, tp.partition))
                             # else: junk a test put there for the sink to refuse
                         elif tp.topic == kafka.topic_processed:
                             outcomes.processed.append((headers, r.value))
+                            where = outcomes.partitions.setdefault(headers["ff-image-id"], set())
+                            where.add((tp.topic, tp.partition))
                         else:
                             outcomes.dlq.append((headers, r.value))
                 if expected is None:

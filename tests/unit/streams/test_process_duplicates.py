@@ -31,11 +31,17 @@ class Sent:
     def __init__(self) -> None:
         self.values: list[Any] = []
 
-    async def send(self, *, key: bytes, value: Any, headers: Any = None) -> asyncio.Future[None]:
+    async def send(
+        self, *, key: bytes, value: Any, headers: Any = None, partition: int | None = None
+    ) -> asyncio.Future[None]:
         self.values.append(value)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
+
+
+async def _first_partition(topic: Any, image_id: str) -> int:
+    return 0
 
 
 def _event(payload: bytes, offset: int, ingested_at_ms: int) -> Any:
@@ -65,6 +71,7 @@ def test_a_duplicate_in_flight_and_one_seen_before_each_send_one_record(
         settings=settings, tables=Tables(seen={}), pool=pool,
         config=processing_config(settings), worker_name="test:0",
         topics=SimpleNamespace(metadata=metadata, processed=Sent()),
+        partition_of=_first_partition,
     )  # fmt: skip
     release = threading.Event()
     real = process.process_image
