@@ -2,7 +2,12 @@
 `flowforge worker` (process) -> `flowforge worker` (sink) -> a ClickHouse row, on a private local
 stack (the real Kafka and Mosquitto on free ports, the embedded ClickHouse engine in the sink).
 
-    python -m bench.e2e [--quick] [--steady-minutes 10]
+    python -m bench.e2e [--quick] [--steady-minutes 10] [--sources 1]
+
+The publisher sends every image as one source (``--sources 1``, the default: the bare
+``images/raw`` MQTT topic, as ``mosquitto_pub -t images/raw -f photo.jpg`` does), so phase 5's
+1 vs 2 workers is one source scaling out over the partitions its image ids choose; ``--sources
+8`` spreads the images over 8 camera topics, as runs before 2026-12-03 did.
 
 Phases, in one pipeline (bench/load.py has the load generator, the process sampler and the
 pipeline), about 15 minutes by default (--quick: about 5):
@@ -375,7 +380,16 @@ def main(argv: list[str] | None = None) -> None:
         default=2,
         help="FLOWFORGE_WORKER_CONCURRENCY of the processing workers (default 2 = the cores)",
     )
+    parser.add_argument(
+        "--sources",
+        type=int,
+        default=1,
+        help="camera topics to publish over (default 1: the bare MQTT topic, one source, whose "
+        "images the workers share by image id)",
+    )
     args = parser.parse_args(argv)
+    if args.sources < 1:
+        parser.error("--sources must be at least 1")
     timing = Timing.quick() if args.quick else Timing()
     if args.steady_minutes is not None:
         timing.steady_s = args.steady_minutes * 60
@@ -392,6 +406,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"bench.e2e: starting a private stack and the pipeline ({name})", flush=True)
     with loaded_pipeline(name, extra_env) as lp:
+        lp.sources = args.sources
         bench = Bench(lp, timing)
         notes = bench.notes
         frames = {r: Frames(r, name) for r in ("720p", "1080p")}
@@ -578,7 +593,7 @@ def main(argv: list[str] | None = None) -> None:
         "sustained": f"rows/s >= {SUSTAINED} x offered and drained within {DRAINED_S} s",
         "sink_flush_s": args.flush_s or "default (0.5)",
         "worker_concurrency": args.worker_concurrency,
-        "sources": 8,
+        "sources": args.sources,
         "wall_s": round(time.monotonic() - started),
     }
     path = write("e2e", figures, params, notes)

@@ -85,8 +85,9 @@ class Sent:
 
 class Publisher(threading.Thread):
     """Publishes distinct frames at QoS 1 at ``rate``/s for ``seconds`` (or until stopped), over
-    ``SOURCES`` camera topics, pipelined (paho keeps up to 256 unacknowledged); the publish time
-    of each image is taken just before handing it to paho. When behind, it publishes at once."""
+    ``sources`` camera topics (one: the bare MQTT topic, source ``default``), pipelined (paho
+    keeps up to 256 unacknowledged); the publish time of each image is taken just before handing
+    it to paho. When behind, it publishes at once."""
 
     def __init__(
         self,
@@ -97,10 +98,11 @@ class Publisher(threading.Thread):
         rate: float,
         seconds: float,
         phase: str,
+        sources: int = SOURCES,
     ) -> None:
         super().__init__(daemon=True)
         self.settings, self.frames, self.counter, self.sent = settings, frames, counter, sent
-        self.rate, self.seconds, self.phase = rate, seconds, phase
+        self.rate, self.seconds, self.phase, self.sources = rate, seconds, phase, sources
         self.published = 0
         self.started = 0.0
         self.ended = 0.0
@@ -132,11 +134,15 @@ class Publisher(threading.Thread):
                 if delay > 0:
                     time.sleep(delay)
                 number = self.counter.take()
-                source = f"cam-{number % SOURCES:02d}"
+                if self.sources == 1:  # as `mosquitto_pub -t images/raw -f photo.jpg`
+                    source, topic = "default", base
+                else:
+                    source = f"cam-{number % self.sources:02d}"
+                    topic = f"{base}/{source}"
                 payload = self.frames.payload(number)
                 image_id = content_image_id(source, payload)
                 self.sent.at[image_id] = (time.time(), self.phase)
-                info = client.publish(f"{base}/{source}", payload, qos=1)
+                info = client.publish(topic, payload, qos=1)
                 if info.rc != mqtt.MQTT_ERR_SUCCESS:
                     raise RuntimeError(f"publish failed: {mqtt.error_string(info.rc)}")
                 self._infos.append(info)
@@ -269,6 +275,7 @@ class LoadedPipeline:
     env: dict[str, str]
     counter: Counter = field(default_factory=Counter)
     sent: Sent = field(default_factory=Sent)
+    sources: int = SOURCES  # camera topics the publisher spreads its images over
 
     @property
     def settings(self) -> Settings:
@@ -309,7 +316,9 @@ class LoadedPipeline:
         return self.e2e.pipeline.metric(port, name)
 
     def publish(self, frames: Frames, rate: float, seconds: float, phase: str) -> Publisher:
-        publisher = Publisher(self.settings, frames, self.counter, self.sent, rate, seconds, phase)
+        publisher = Publisher(
+            self.settings, frames, self.counter, self.sent, rate, seconds, phase, self.sources
+        )
         publisher.start()
         return publisher
 
