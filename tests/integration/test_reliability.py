@@ -164,11 +164,16 @@ def test_mqtt_bridge_sigkilled_mid_stream_loses_and_doubles_nothing(e2e: EndToEn
     e2e.finish(figures, items)
 
 
-def test_a_second_worker_joining_then_leaving_loses_and_doubles_nothing(e2e: EndToEnd) -> None:
+@pytest.mark.parametrize("sources", [12, 1], ids=["12-sources", "one-source"])
+def test_a_second_worker_joining_then_leaving_loses_and_doubles_nothing(
+    e2e: EndToEnd, sources: int
+) -> None:
     """A second processing worker joins mid-stream (rebalance) and later leaves with SIGTERM
-    (rebalance again): every image becomes exactly one ClickHouse row, rejects exactly the DLQ."""
-    figures = Figures("rebalance")
-    items = drill_items(e2e.base_topic, 300, sources=12)
+    (rebalance again): every image becomes exactly one ClickHouse row, rejects exactly the DLQ.
+    With one source, whose images are spread over the partitions by image id, the second worker
+    takes a share of that source's images too."""
+    figures = Figures("rebalance" if sources > 1 else "rebalance-one-source")
+    items = drill_items(e2e.base_topic, 300, sources=sources)
 
     def fault(_: object) -> None:
         second = e2e.pipeline.start_worker(agents="process")
