@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from flowforge.core.envelope import content_image_id
+from flowforge.core.partitioning import partition_of
 from flowforge.core.settings import Settings
 from flowforge.stack import Stack
 from tests.support.bridges import BridgeProcess, bridge_env, checkpointed, read_records
@@ -86,8 +87,10 @@ def make_images(root: Path, count: int) -> dict[str, bytes]:
 def test_a_directory_is_published_once_then_only_what_changed(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    """1,000 nested images give 1,000 records with key, bytes and envelope intact; a re-run
-    publishes 0 and says so; a modified file is published again, a touched one is not."""
+    """1,000 nested images give 1,000 records with key, bytes and envelope intact, the
+    directory's one source spread over every partition by image id (none under half the even
+    share); a re-run publishes 0 and says so; a modified file is published again, a touched one
+    is not."""
     root = tmp_path / "photos"
     files = make_images(root, 1000)
     settings = Settings.from_env(env)
@@ -96,6 +99,7 @@ def test_a_directory_is_published_once_then_only_what_changed(
     assert "published 1000, skipped 0 (already done), rejected 0" in summary(first)
     records = read_records(settings, [settings.kafka.topic_raw], len(files), settle=2)
     assert len(records) == len(files)
+    partitions = range(settings.kafka.partitions)
     by_origin = {r.headers["ff-origin"]: r for r in records}
     assert set(by_origin) == set(files)
     for rel, data in files.items():
@@ -109,6 +113,10 @@ def test_a_directory_is_published_once_then_only_what_changed(
         kind = "png" if rel.endswith(".png") else "jpeg"
         assert headers["ff-content-type"] == f"image/{kind}"
         assert int(headers["ff-captured-at"]) == (root / rel).stat().st_mtime_ns // 1_000_000
+        assert record.partition == partition_of(headers["ff-image-id"], partitions)
+    shares = Counter(r.partition for r in records)
+    assert set(shares) == set(partitions), shares
+    assert min(shares.values()) >= len(files) / len(partitions) / 2, shares
 
     second = run_batch(env, str(root))
     assert second.returncode == 0, second.stderr
