@@ -432,16 +432,7 @@ class ClickHouseHttpServer:
         self.max_body_bytes = max_body_bytes
         self.query_threads = query_threads
         self.query_nice = query_nice
-        # Requests are decoded, and inserts run, at the process's priority; queries run on
-        # threads of their own at nice ``query_nice``: the Python side of a query (reading and
-        # counting its result) then yields the cores to the sink as its engine threads do.
         self._pool = ThreadPoolExecutor(max_queries, thread_name_prefix="clickhouse-http")
-        self._query_pool = ThreadPoolExecutor(
-            max_queries,
-            thread_name_prefix="clickhouse-http-query",
-            initializer=_lower_priority,
-            initargs=(query_nice,),
-        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -500,7 +491,6 @@ class ClickHouseHttpServer:
             self._thread.join(timeout=30)
             self._thread = None
         self._pool.shutdown(wait=True, cancel_futures=True)
-        self._query_pool.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(self._tmp, ignore_errors=True)
 
     # --- the event loop's thread --------------------------------------------------------
@@ -615,9 +605,7 @@ class ClickHouseHttpServer:
         try:
             async with self._slots:
                 loop = asyncio.get_running_loop()
-                statement = await loop.run_in_executor(self._pool, self._prepare, request_)
-                pool = self._pool if statement.is_insert else self._query_pool
-                return await loop.run_in_executor(pool, self._execute, request_, statement)
+                return await loop.run_in_executor(self._pool, self._execute, request_)
         finally:
             self._in_flight -= 1
 
@@ -653,13 +641,11 @@ class ClickHouseHttpServer:
             )
         return user
 
-    def _prepare(self, request: _Request) -> _Statement:
+    def _execute(self, request: _Request) -> _Result:
         body = decompress(request.body, request.encoding, self.max_body_bytes)
         head = request.text_head
         text = head + (b"\n" + body if head and body else body)
-        return split_statement(text, request.default_format)
-
-    def _execute(self, request: _Request, statement: _Statement) -> _Result:
+        statement = split_statement(text, request.default_format)
         database, settings, bindings = request.database, request.settings, request.bindings
         if not statement.is_insert:
             settings = self._bounded_query(settings)
@@ -782,13 +768,6 @@ def _as_query_error(exc: Exception) -> QueryError:
         return QueryError(BAD_ARGUMENTS, f"{exc.reason}. (BAD_ARGUMENTS)", status=exc.status)
     log.error("clickhouse http: request failed", exc_info=exc)
     return QueryError(STD_EXCEPTION, f"{type(exc).__name__}: {exc}. (STD_EXCEPTION)", status=500)
-
-
-def _lower_priority(nice: int) -> None:
-    """Run the calling thread at ``nice`` (Linux keeps a nice value per thread)."""
-    if nice > 0:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), nice))
 
 
 def _engine_call(conn: Any, sql: str, fmt: str, params: dict[str, str] | None = None) -> Any:
