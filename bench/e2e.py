@@ -576,6 +576,7 @@ def main(argv: list[str] | None = None) -> None:
             summary.append(f"== {who} ==")
             summary += summarise_profile(path)
         profile_path = RESULTS_DIR / "e2e_profile.txt"
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)  # a fresh clone has none yet
         profile_path.write_text("\n".join(summary) + "\n", encoding="utf-8")
         for who, path in profiles.items():
             notes.append(f"profile {who} (self time): " + " | ".join(
