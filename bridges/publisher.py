@@ -20,7 +20,7 @@ from flowforge.core.dead_letter import error_headers, fit, record_size, without_
 from flowforge.core.envelope import Envelope, content_image_id
 from flowforge.core.kafka_admin import ensure_topics, topic_spec
 from flowforge.core.metadata import rejected_record
-from flowforge.core.partitioning import partition_of
+from flowforge.core.partitioning import partition_for
 from flowforge.core.settings import BridgeSettings, KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -341,7 +341,7 @@ class KafkaPublisher:
         await self.budget.acquire(size)
         started = time.monotonic()
         try:
-            partition = partition_of(image_id, await self._producer.partitions_for(topic))
+            partition = await partition_for(self._producer, topic, image_id)
             future = await self._producer.send(
                 topic, value, key=key, headers=headers, partition=partition
             )

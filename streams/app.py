@@ -11,7 +11,7 @@ import cv2
 import faust
 
 from flowforge.core.cpus import available_cpus
-from flowforge.core.partitioning import partition_of
+from flowforge.core.partitioning import partition_for
 from flowforge.core.settings import Settings
 from streams.processing import ProcessingConfig
 from streams.stores.sqlite import SQLiteTable
@@ -62,7 +62,7 @@ class FlowForgeApp:
         producer = self.app.producer
         if not isinstance(producer, Producer):  # the transport is ours (broker flowforge://)
             raise TypeError(f"the worker's producer is {type(producer).__name__}, not ours")
-        return partition_of(image_id, await producer.partitions_for(topic.get_topic_name()))
+        return await partition_for(producer, topic.get_topic_name(), image_id)
 
 
 def _hold_flow_during_seek(app: faust.App) -> None:

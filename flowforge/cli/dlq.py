@@ -19,7 +19,7 @@ from flowforge.core.envelope import (
     SOURCE_ID,
 )
 from flowforge.core.errors import ServiceUnhealthy
-from flowforge.core.partitioning import partition_of
+from flowforge.core.partitioning import partition_for
 from flowforge.core.settings import KafkaSettings
 
 # Stages whose dead letters are images from images.raw (the sink's are metadata records).
@@ -128,8 +128,7 @@ async def replay(
                 image_id = record.headers.get(IMAGE_ID, "").strip()
                 partition = None  # no image id: where its key puts it, as the producer did
                 if image_id:
-                    partitions = await producer.partitions_for(kafka.topic_raw)
-                    partition = partition_of(image_id, partitions)
+                    partition = await partition_for(producer, kafka.topic_raw, image_id)
                 pending.append(
                     await producer.send(
                         kafka.topic_raw,

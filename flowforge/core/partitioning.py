@@ -13,10 +13,17 @@ producer puts it; the worker handles it as before.
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Protocol
 
 from aiokafka.partitioner import DefaultPartitioner
 
 _murmur2 = DefaultPartitioner()
+
+
+class KnowsPartitions(Protocol):
+    """A producer that tells a topic's partition ids (aiokafka's, and the worker's Faust one)."""
+
+    async def partitions_for(self, topic: str) -> Collection[int]: ...
 
 
 def partition_of(image_id: str, partitions: Collection[int]) -> int:
@@ -26,3 +33,9 @@ def partition_of(image_id: str, partitions: Collection[int]) -> int:
         raise ValueError("the topic has no partitions")
     ordered = sorted(partitions)
     return int(_murmur2(image_id.encode(), ordered, ordered))
+
+
+async def partition_for(producer: KnowsPartitions, topic: str, image_id: str) -> int:
+    """The partition of ``topic`` that image ``image_id`` goes to, from ``producer``'s metadata
+    of the topic (fetched if it has none yet)."""
+    return partition_of(image_id, await producer.partitions_for(topic))
