@@ -701,7 +701,7 @@ class ClickHouseHttpServer:
             if chunks is not None and (
                 len(chunks) <= 1 or output_format.lower() in CONCATENABLE_FORMATS
             ):
-                body = b"".join(chunks)
+                body = b"".join(chunk.get_memview().view() for chunk in chunks)
                 summary = {"result_bytes": str(len(body))}
             else:  # not streamed (INSERT, DDL, SET, ...), or streamed as several documents
                 result = _engine_call(conn, sql, output_format, dict(bindings))
@@ -720,9 +720,10 @@ class ClickHouseHttpServer:
 
     def _stream(
         self, conn: Any, sql: str, output_format: str, bindings: dict[str, str]
-    ) -> list[bytes] | None:
-        """The result of ``sql`` read chunk by chunk, refused (TOO_MANY_ROWS_OR_BYTES) once it
-        grows past ``max_result_bytes``; None for a statement the engine does not stream.
+    ) -> list[Any] | None:
+        """The result of ``sql`` read chunk by chunk (the engine's result blocks, not copied),
+        refused (TOO_MANY_ROWS_OR_BYTES) once it grows past ``max_result_bytes``; None for a
+        statement the engine does not stream.
 
         Each chunk is a whole document of the format: chunks of a format with a header or a
         footer (JSON, CSVWithNames, Parquet, ...) do not concatenate, so for a result of several
@@ -731,6 +732,9 @@ class ClickHouseHttpServer:
         The engine's own max_result_bytes misses results computed per row: a query of 1,000-byte
         strings over a million rows returned 1.27 GB under a 256 MiB limit, and such queries
         grew the owning worker until the kernel killed it. Counting what is sent bounds it.
+        The blocks are counted by their size and stay in the engine's memory until the answer
+        is joined: copying each into Python held the interpreter's lock, and the sink sharing
+        this process slowed to half its speed while a client asked for an over-limit result.
         """
         try:
             stream = conn.send_query(sql, output_format, params=bindings)
@@ -738,12 +742,11 @@ class ClickHouseHttpServer:
             if "Streaming query is not supported" in str(exc):
                 return None
             raise _query_error(exc) from None
-        chunks: list[bytes] = []
+        chunks: list[Any] = []
         size = 0
         try:
             for chunk in stream:
-                data = bytes(chunk.bytes() or b"")
-                size += len(data)
+                size += chunk.size()
                 if size > self.max_result_bytes:
                     stream.cancel()
                     raise QueryError(
@@ -751,7 +754,7 @@ class ClickHouseHttpServer:
                         f"Limit for result exceeded, max bytes: {self.max_result_bytes}, "
                         f"current bytes: {size}. (TOO_MANY_ROWS_OR_BYTES)",
                     )
-                chunks.append(data)
+                chunks.append(chunk)
         except QueryError:
             raise
         except Exception as exc:  # noqa: BLE001 - an error while the query runs (a timeout, ...)

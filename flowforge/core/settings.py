@@ -389,7 +389,7 @@ class ClickHouseSettings:
         shown_default="half the cores",
     )
     http_query_nice: int = setting(
-        10,
+        19,
         "Nice value of an HTTP interface query's threads (os_thread_priority; inserts keep 0): "
         "the sink's inserts come first when cores are short; 0 turns it off.",
         _int_in(0, 19),
