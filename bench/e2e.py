@@ -81,7 +81,8 @@ class Timing:
         return cls(step_s=8.0, low_s=24.0, hold_s=18.0, steady_s=120.0)
 
 
-Mark = tuple[float, dict[str, float], dict[str, float]]  # time, images per process, CPU s
+# time, images per process, CPU s per process, the machine's CPU times (every process)
+Mark = tuple[float, dict[str, float], dict[str, float], Any]
 
 
 @dataclass
@@ -92,6 +93,7 @@ class Window:
     offered: float
     rows_per_s: float  # images the processing worker(s) finished per second in the window
     cpu_ms: dict[str, float]  # role -> CPU ms per image that role handled
+    machine_busy: float  # share of all the machine's cores busy (any process) in the window
     drain_s: float = 0.0
     parts: list[Window] = field(default_factory=list)  # consecutive equal parts, if split
 
@@ -129,7 +131,7 @@ class Bench:
         procs = self.procs()
         publisher = self.lp.publish(frames, rate, seconds, phase)
         time.sleep(min(self.timing.warm_s, seconds / 3))
-        marks = [(time.monotonic(), self.lp.counts(), self._cpu(procs))]
+        marks = [self._mark(procs)]
         if during is not None:
             during(seconds - (time.monotonic() - publisher.started))
         else:
@@ -137,9 +139,9 @@ class Bench:
             for k in range(1, splits):
                 point = marks[0][0] + k * (end - marks[0][0]) / splits
                 time.sleep(max(0.0, point - time.monotonic()))
-                marks.append((time.monotonic(), self.lp.counts(), self._cpu(procs)))
+                marks.append(self._mark(procs))
         publisher.finish()
-        marks.append((time.monotonic(), self.lp.counts(), self._cpu(procs)))
+        marks.append(self._mark(procs))
         window = self._window(phase, publisher.offered_rate, marks[0], marks[-1])
         if len(marks) > 2:
             window.parts = [
@@ -152,6 +154,7 @@ class Bench:
             f"  {phase:<26} offered {window.offered:6.1f}/s  done {window.rows_per_s:6.1f}/s  "
             f"cpu {window.cpu_ms_per_image:5.2f} ms/image "
             f"({', '.join(f'{k} {v:.2f}' for k, v in window.cpu_ms.items())})  "
+            f"machine {window.machine_busy:.0%} busy  "
             f"drained in {window.drain_s:.1f}s{'' if window.sustained else '  NOT SUSTAINED'}"
             + (f"  parts {', '.join(f'{w.rows_per_s:.0f}' for w in window.parts)}/s"
                if window.parts else ""),
@@ -159,14 +162,14 @@ class Bench:
         )  # fmt: skip
         return window
 
-    @staticmethod
-    def _cpu(procs: dict[str, psutil.Process]) -> dict[str, float]:
-        return {name: cpu_seconds(p) for name, p in procs.items()}
+    def _mark(self, procs: dict[str, psutil.Process]) -> Mark:
+        cpu = {name: cpu_seconds(p) for name, p in procs.items()}
+        return time.monotonic(), self.lp.counts(), cpu, psutil.cpu_times()
 
     @staticmethod
     def _window(phase: str, offered: float, start: Mark, end: Mark) -> Window:
         """The window between two (time, counts, CPU seconds) marks."""
-        (t0, counts0, cpu0), (t1, counts1, cpu1) = start, end
+        (t0, counts0, cpu0, machine0), (t1, counts1, cpu1, machine1) = start, end
         cpu_ms: dict[str, float] = {}
         for role in ("bridge", "worker", "sink"):
             names = [n for n in cpu0 if n.startswith(role)]
@@ -176,7 +179,11 @@ class Bench:
         # The processing workers' count: it moves per image, while the sink's moves per batch
         # (every 0.5 s), too coarse for a 7 s window.
         processed = sum(counts1[n] - counts0[n] for n in cpu0 if n.startswith("worker"))
-        return Window(phase, offered, processed / (t1 - t0), cpu_ms)
+        spent = {k: getattr(machine1, k) - getattr(machine0, k) for k in machine0._fields}
+        total = sum(v for k, v in spent.items() if k not in ("guest", "guest_nice"))
+        idle = spent["idle"] + spent.get("iowait", 0.0)
+        busy = 1 - idle / total if total > 0 else float("nan")
+        return Window(phase, offered, processed / (t1 - t0), cpu_ms, busy)
 
     def ramp(
         self, frames: Frames, prefix: str, start: float, factor: float = RAMP_FACTOR
@@ -208,13 +215,6 @@ class Bench:
             window = self.measure(frames, middle, self.timing.step_s, f"{prefix}_{middle:.0f}")
             steps.append(window)
             steps.sort(key=lambda w: w.offered)
-            if window.sustained:
-                best = window
-        return steps, best
-        if best is not None:
-            middle = (best.offered + steps[-1].offered) / 2
-            window = self.measure(frames, middle, self.timing.step_s, f"{prefix}_{middle:.0f}")
-            steps.insert(-1, window)
             if window.sustained:
                 best = window
         return steps, best
@@ -536,9 +536,14 @@ def main(argv: list[str] | None = None) -> None:
         fig(f"rss_growth_pct_{role}", f"RSS growth of the {role.replace('_', ' ')}", "%", growth)
     fig("720p_1_worker_images_per_s", "720p max throughput, 1 processing worker", "images/s",
         parts("720p_held_at_max", lambda w: w.rows_per_s))  # fmt: skip
+    # Whether a second worker had cores to use: the whole machine's CPU, every process.
+    fig("720p_1_worker_machine_busy_pct", "machine CPU busy at 1 worker's max (all cores)", "%",
+        parts("720p_held_at_max", lambda w: 100 * w.machine_busy))  # fmt: skip
     if two is not None:
         fig("720p_2_workers_images_per_s", "720p max throughput, 2 processing workers",
             "images/s", parts("720p_2_workers_held", lambda w: w.rows_per_s))  # fmt: skip
+        fig("720p_2_workers_machine_busy_pct", "machine CPU busy at 2 workers' max (all cores)",
+            "%", parts("720p_2_workers_held", lambda w: 100 * w.machine_busy))  # fmt: skip
     else:  # not even the first step was sustained: the best the two workers did, overloaded
         fig("720p_2_workers_images_per_s", "720p images/s, 2 processing workers (overloaded)",
             "images/s", max(s.rows_per_s for s in ramps["720p_2w"]))  # fmt: skip

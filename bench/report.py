@@ -232,12 +232,18 @@ def headline(results: Results) -> list[Row]:
     rows.append(
         ratio_row(
             results,
-            "2 workers / 1 worker, 720p",
+            "2 workers / 1 worker, 720p, one source",
             ("e2e", "720p_2_workers_images_per_s"),
             ("e2e", "720p_1_worker_images_per_s"),
+            Target(">=", 1.3),
             unit="images/s",
         )
     )
+    for workers in ("1_worker", "2_workers"):
+        rows.append(
+            figure_row(results, f"machine CPU busy, 720p max with {workers.replace('_', ' ')}",
+                       "e2e", f"720p_{workers}_machine_busy_pct", unit="%")
+        )  # fmt: skip
     rows.append(
         ratio_row(
             results,

@@ -55,6 +55,7 @@ def _results(tmp_path: Path) -> Path:
             "rss_growth_pct_worker": [7.5],
             "720p_1_worker_images_per_s": [100.0],
             "720p_2_workers_images_per_s": [180.0],
+            "720p_1_worker_machine_busy_pct": [97.0, 98.0, 99.0],
         },
     )
     _write(tmp_path, "naive", {"720p_images_per_s": [38.0, 40.0, 45.0]})
@@ -93,14 +94,19 @@ def test_medians_with_ranges_and_verdicts(tmp_path: Path) -> None:
 
 
 def test_ratios_of_medians_across_benchmarks(tmp_path: Path) -> None:
-    """Overhead, 2-vs-1 workers and the naive multiple are ratios of the two medians."""
+    """Overhead, 2-vs-1 workers and the naive multiple are ratios of the two medians; the
+    machine's CPU beside the workers' figures is shown, or "not run"."""
     rows = _rows(tmp_path)
     overhead = rows["Overhead ratio 720p: CPU per image, all FlowForge processes / decode limit"]
     assert overhead == ("1.25 (4.00 / 3.20 ms)", "<= 1.3", "met")
-    assert rows["2 workers / 1 worker, 720p"][0].startswith("1.80 ")
+    two = rows["2 workers / 1 worker, 720p, one source"]
+    assert two[0].startswith("1.80 ")
+    assert two[1:] == (">= 1.3", "met")
     assert rows["FlowForge end to end / naive pipeline, 720p max throughput"][0] == (
         "5.00 (200 / 40.0 images/s)"
     )
+    assert rows["machine CPU busy, 720p max with 1 worker"][0] == "98.0 (97.0-99.0) %"
+    assert rows["machine CPU busy, 720p max with 2 workers"][0] == "not run"
 
 
 def test_missing_results_read_not_run(tmp_path: Path) -> None:
