@@ -102,10 +102,40 @@ class ConsumerThread(driver.AIOKafkaConsumerThread):
 
 
 class Consumer(driver.Consumer):
-    """Faust's aiokafka consumer, on :class:`ConsumerThread`."""
+    """Faust's aiokafka consumer, on :class:`ConsumerThread`, never committing past an image
+    still in flight."""
 
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def _new_offset(self, tp: Any) -> int | None:
+        """The offset to commit for ``tp``: Faust's (the end of the first consecutive run of
+        acked offsets), but never past the lowest offset handed to an agent and not acked.
+
+        The process agent's actors finish images out of order. Faust withholds a commit only
+        when the acked run starts more than one past the committed offset, or not at all with
+        no commit yet: an image still in flight at the committed head, with the next ones
+        done, was committed over, and a crash then lost it (faust-streaming#606, open in
+        0.15.3). Offsets acked above that image wait in Faust's list until it is done. A message
+        below the committed offset (one left from before a rebalance) holds nothing back.
+        """
+        committed = self._committed_offset[tp] or 0
+        in_flight = [
+            m.offset
+            for m in self._unacked_messages
+            if m.tp == tp and not m.acked and m.offset >= committed
+        ]
+        if not in_flight:
+            return super()._new_offset(tp)
+        lowest = min(in_flight)
+        acked = self._acked[tp]
+        waiting = [offset for offset in acked if offset >= lowest]
+        acked[:] = [offset for offset in acked if offset < lowest]
+        try:
+            offset = super()._new_offset(tp) if acked else None
+        finally:
+            acked.extend(waiting)
+        return None if offset is None else min(offset, lowest)
 
 
 class Producer(driver.Producer):
