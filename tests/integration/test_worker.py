@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import signal
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -14,9 +16,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from flowforge.core.envelope import content_image_id
 from flowforge.core.kafka_admin import admin_client
 from flowforge.core.partitioning import partition_of
 from flowforge.core.settings import Settings
@@ -435,3 +438,83 @@ async def _group_metadata_limit(pipeline: Pipeline, limit: int | None) -> None:
             await consumer.stop()
     finally:
         await admin.close()
+
+
+def _large_jpeg() -> bytes:
+    """A 7000x7000 JPEG (49 megapixels, under the 50 limit; 7.5 MB): 0.2-0.4 s to process."""
+    rng = np.random.default_rng(7)
+    coarse = rng.integers(60, 200, size=(875, 875, 3), dtype=np.uint8)
+    return jpeg(cv2.resize(coarse, (7000, 7000), interpolation=cv2.INTER_LINEAR), 80)
+
+
+class _CommitWatcher:
+    """Reads the workers' committed offset on one images.raw partition every 10 ms, in a
+    thread, keeping (wall time after the answer, offset) until stopped."""
+
+    def __init__(self, pipeline: Pipeline, partition: int) -> None:
+        self.pipeline = pipeline
+        self.tp = TopicPartition(pipeline.kafka.topic_raw, partition)
+        self.seen: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._watch()), daemon=True)
+
+    def __enter__(self) -> _CommitWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    async def _watch(self) -> None:
+        admin = admin_client(self.pipeline.settings.kafka)
+        await admin.start()
+        try:
+            while not self._stop.is_set():
+                group = self.pipeline.settings.worker.app_id
+                offsets = await admin.list_consumer_group_offsets(group)
+                if self.tp in offsets and offsets[self.tp].offset >= 0:
+                    self.seen.append((time.time(), offsets[self.tp].offset))
+                await asyncio.sleep(0.01)
+        finally:
+            await admin.close()
+
+
+def test_the_commit_never_passes_an_image_still_being_processed(pipeline: Pipeline) -> None:
+    """A large image at the head of its partition, processed for a few tenths of a second while
+    the 40 small images after it on that partition finish: the workers' committed offset stays at
+    the large image until its outcome exists (Faust committed past it while it was in flight,
+    faust-streaming#606, so a crash then lost it). Commits every 50 ms here, to meet the window."""
+    pipeline.env["FLOWFORGE_WORKER_COMMIT_INTERVAL_S"] = "0.05"
+    source, partitions = "cam-01", range(pipeline.settings.kafka.partitions)
+    big = _large_jpeg()
+    head = partition_of(content_image_id(source, big), partitions)
+    smalls: list[tuple[str, bytes]] = []
+    for i in itertools.count():
+        payload = jpeg(numbered(scene(320, 180, seed=3), i))
+        if partition_of(content_image_id(source, payload), partitions) == head:
+            smalls.append((f"small-{i}", payload))
+            if len(smalls) == 40:
+                break
+    pipeline.start_worker()
+    pipeline.wait_group(1)
+    with _CommitWatcher(pipeline, head) as watcher:
+        ids = pipeline.produce([("large", big), *smalls], source=source)
+        out = pipeline.collect(len(ids), settle=1)
+    commits = watcher.seen
+    done = {
+        m["image_id"]: datetime.fromisoformat(m["processed_at"]).timestamp() for m in out.metadata
+    }
+    assert sorted(done) == sorted(ids)
+    large = next(m for m in out.metadata if m["image_id"] == ids[0])
+    assert (large["status"], large["kafka_partition"]) == ("processed", head)
+    done_at = done[ids[0]]
+    earlier = sum(1 for image_id in ids[1:] if done[image_id] < done_at)
+    assert earlier >= 5, f"only {earlier} small images finished while the large one was processed"
+    assert commits, "no commit seen"
+    past = [(t, offset) for t, offset in commits if offset > large["kafka_offset"] and t < done_at]
+    assert not past, (
+        f"committed past the large image (offset {large['kafka_offset']}) before it was done: "
+        f"{past[:3]}"
+    )
+    assert commits[-1][1] == large["kafka_offset"] + 1 + len(smalls)
