@@ -1,11 +1,15 @@
 """Which group-join errors the worker's consumer hands back to join again, and which stay fatal;
-and which offset it commits while images are still in flight."""
+which offset it commits while images are still in flight; how soon it fetches again after its
+stream buffer was full."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import weakref
 from collections import defaultdict
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 from aiokafka import errors
@@ -104,3 +108,32 @@ def test_commits_as_faust_does_with_nothing_in_flight() -> None:
     """Nothing in flight: the first consecutive run of acked offsets commits, as in Faust."""
     consumer = _consumer(5, [5, 6, 7, 9], [])
     assert consumer._new_offset(TP0) == 8
+
+
+def test_fetches_again_as_soon_as_a_full_buffer_has_room() -> None:
+    """Every assigned partition paused because the agent's buffer is full: once the buffer
+    drops (50 ms later here), the consumer looks for records again at once, the partition
+    active, not after Faust's one-second sleep, during which the worker sat idle with images
+    waiting in Kafka."""
+
+    async def scenario() -> tuple[float, object]:
+        consumer = Consumer.__new__(Consumer)
+        consumer.app = SimpleNamespace(client_only=False, in_recovery=False)
+        consumer.flow_active = True
+        consumer._active_partitions = {TP0}
+        consumer._paused_partitions = set()
+        consumer._buffered_partitions = set()
+        consumer._stopped = asyncio.Event()
+        consumer.not_waiting_next_records = asyncio.Event()
+        consumer.on_buffer_full(TP0)
+        started = time.monotonic()
+        waiting = asyncio.ensure_future(consumer._wait_next_records(1.0))
+        await asyncio.sleep(0.05)
+        consumer.on_buffer_drop(TP0)
+        records, active = await waiting
+        assert records == {}
+        return time.monotonic() - started, active
+
+    waited, active = asyncio.run(scenario())
+    assert active == {TP0}
+    assert waited < 0.4, f"looked again after {waited:.2f} s"
