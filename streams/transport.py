@@ -6,8 +6,10 @@ the group's metadata) and its coordinator then waits, without joining again, unt
 has seen the error. Faust never looks: a worker waiting for its first assignment hung there
 for good, and a fetch failed by the error crashed the worker. Here the consumer thread hands
 such an error back as soon as it is pending (the coordinator then joins again), logs and
-counts it, and a fetch it failed returns nothing for that round. Its producer also tells a
-topic's partitions, so the worker can send an image to the partition of its image id.
+counts it, and a fetch it failed returns nothing for that round. The consumer also never
+commits past an image still in flight, and fetches again as soon as a full stream buffer has
+room (see :class:`Consumer`). Its producer tells a topic's partitions, so the worker can send
+an image to the partition of its image id.
 
 Selected by the broker URL scheme ``flowforge://`` (entry point ``faust.transports``).
 """
