@@ -31,7 +31,7 @@ from typing import Any
 
 from bench.report import write_report
 from bench.results import RESULTS_DIR, description, machine
-from tests.support.stack import running_stack
+from tests.support.stack import lock_shared_with_children, running_stack
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -57,15 +57,18 @@ STEPS = (
 )
 
 
-def run_step(step: Step, quick: bool, results: Path) -> dict[str, Any]:
-    """Run one step; its outcome: status ok | failed | timeout | missing, seconds, detail."""
+def run_step(
+    step: Step, quick: bool, results: Path, env_extra: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run one step (its environment ours plus ``env_extra``); its outcome: status ok | failed |
+    timeout | missing, seconds, detail."""
     outcome: dict[str, Any] = {"name": step.name, "seconds": 0.0, "detail": ""}
     (results / f"{step.name}.json").unlink(missing_ok=True)  # no stale figures for a failed step
     if importlib.util.find_spec(step.module) is None:
         print(f"== {step.name}: {step.module} is missing, not run", flush=True)
         return {**outcome, "status": "missing", "detail": f"no module {step.module}"}
     command = [sys.executable, "-m", step.module, *step.args, *(step.quick_args if quick else [])]
-    env = dict(os.environ)
+    env = dict(os.environ) | (env_extra or {})
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     logs = results / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -126,12 +129,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     outcomes: list[dict[str, Any]] = []
     with contextlib.ExitStack() as services:
+        # The steps start the same stack: they work under this process's hold of its ports
+        # (each would otherwise wait for it, to its time limit).
+        shared: dict[str, str] = {}
         try:
             services.enter_context(running_stack())
+            shared = lock_shared_with_children()
         except Exception as exc:  # noqa: BLE001 - recorded; the steps that need it fail alone
             detail = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
             outcomes.append({"name": "stack", "status": "failed", "seconds": 0.0, "detail": detail})
-        outcomes += [run_step(step, args.quick, args.results) for step in steps]
+        outcomes += [run_step(step, args.quick, args.results, shared) for step in steps]
     run = {
         "name": "run",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

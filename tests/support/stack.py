@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import os
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -76,6 +77,22 @@ def running_stack(
 # Lock files this process holds (a second flock of the same file here would wait for itself).
 _held: set[Path] = set()
 
+#: Set by a process holding the ports lock for a child it starts to work under it (``make
+#: bench``'s steps): "<holder's pid>:<lock file>"; only a direct child of the holder uses it.
+LOCK_HELD_BY_PARENT = "FLOWFORGE_TEST_STACK_LOCK_HELD_BY"
+
+
+def _lock_path(bootstrap: str) -> Path:
+    port = bootstrap.rpartition(":")[2]
+    return Path(tempfile.gettempdir()) / f"flowforge-test-stack-{port}.lock"
+
+
+def lock_shared_with_children(bootstrap: str | None = None) -> dict[str, str]:
+    """Environment for a child process to run under the ports lock this process holds (of
+    ``bootstrap``, by default the shared test stack's), instead of waiting for it."""
+    path = _lock_path(bootstrap or stack_env()["FLOWFORGE_KAFKA_BOOTSTRAP_SERVERS"])
+    return {LOCK_HELD_BY_PARENT: f"{os.getpid()}:{path}"}
+
 
 def shared_ports_lock() -> AbstractContextManager[None]:
     """The machine-wide lock of the shared test stack's ports (see :func:`_ports_lock`), for a
@@ -90,15 +107,15 @@ def _ports_lock(bootstrap: str) -> Iterator[None]:
     so a second test session or benchmark (another clone, say) waits for this one instead of
     failing on ports in use. The kernel drops the lock when the process dies. Re-entrant within
     a process."""
-    port = bootstrap.rpartition(":")[2]
-    path = Path(tempfile.gettempdir()) / f"flowforge-test-stack-{port}.lock"
-    if path in _held:
+    path = _lock_path(bootstrap)
+    if path in _held or os.environ.get(LOCK_HELD_BY_PARENT) == f"{os.getppid()}:{path}":
         yield
         return
     with path.open("a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            port = bootstrap.rpartition(":")[2]
             print(f"waiting for another test session on port {port} ({path})", file=sys.stderr)
             fcntl.flock(handle, fcntl.LOCK_EX)
         _held.add(path)
