@@ -79,7 +79,7 @@ _held: set[Path] = set()
 
 #: Set by a process holding the ports lock for a child it starts to work under it (``make
 #: bench``'s steps): "<holder's pid>:<lock file>"; only a direct child of the holder uses it.
-LOCK_HELD_BY_PARENT = "FLOWFORGE_TEST_STACK_LOCK_HELD_BY"
+LOCK_HELD_BY_PARENT = "TEST_STACK_PORTS_LOCK_HELD_BY"  # not FLOWFORGE_*: no setting
 
 
 def _lock_path(bootstrap: str) -> Path:
