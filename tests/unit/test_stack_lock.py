@@ -49,8 +49,8 @@ def test_a_benchmark_step_shares_the_lock_its_parent_holds(
 ) -> None:
     """`make bench` holds the ports for all its steps and runs each step as a child process,
     which starts the same stack: a child given the parent's lock in its environment goes on at
-    once (it waited for its own parent, each step to its time limit, before); a child without
-    it still waits."""
+    once (it waited for its own parent, each step to its time limit, before). A child without
+    it still waits: the test above."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     bootstrap = f"127.0.0.1:test-{uuid.uuid4().hex[:8]}"
     with _ports_lock(bootstrap):
