@@ -1,8 +1,8 @@
 """Work the worker must not drop (an image's outputs, a sink batch): retried until it is done.
 
-Faust acknowledges an event once the agent is done with it, whether the agent's work succeeded
-or raised, so an output that failed is never redelivered: it is retried here instead, with
-backoff, and the failure is visible while it lasts (``/readyz`` not ready, naming the work and
+An event is acknowledged once the agent is done with it (the sink's batches whether its work
+succeeded or raised), so an output that failed is not redelivered: it is retried here instead,
+with backoff, and the failure is visible while it lasts (``/readyz`` not ready, naming the work and
 the error; ``flowforge_worker_retrying`` on ``/metrics``).
 """
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
+
+from faust.streams import _current_event
 
 from flowforge.core.backoff import Backoff
 from flowforge.core.envelope import (
@@ -24,7 +29,7 @@ from flowforge.core.errors import EnvelopeError
 from streams import metrics
 from streams.app import IN_FLIGHT_PER_THREAD
 from streams.dlq import acked, dead_letter
-from streams.processing import ImageRejected, ProcessedImage, process_image
+from streams.processing import ImageRejected, ProcessedImage, ProcessingConfig, process_image
 from streams.records import DUPLICATE, ImageDuplicate, ImageMetadata
 from streams.retrying import Retrying, until_done
 
@@ -34,6 +39,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BRIGHTNESS_EMA_ALPHA = 0.05
+# How long a batch waits to fill before it is processed as it is: the most a quiet feed's
+# image waits (a busy feed fills the batch from what Faust already fetched).
+BATCH_WITHIN_S = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +79,58 @@ class Identity(NamedTuple):
         )
 
 
+@dataclass(slots=True)
+class Item:
+    """One event of a batch on its way to its outcome."""
+
+    event: Any
+    message: Any
+    data: bytes
+    headers: dict[str, str]
+    envelope: Envelope | None = None  # None: unreadable, rejected at the envelope stage
+    owned: bool = False  # this batch processes it (it was put in flight)
+    status: str = ""
+    brightness: float | None = None
+    first_seen: int | None = None  # a duplicate's first outcome (epoch ms), None: in flight
+    reject: tuple[str, str, str] | None = None  # stage, reason, detail
+
+    @property
+    def image_id(self) -> str:
+        return self.envelope.image_id if self.envelope is not None else ""
+
+    @property
+    def source_id(self) -> str:
+        return self.envelope.source_id if self.envelope is not None else "unknown"
+
+
+@contextmanager
+def current(event: Any) -> Iterator[None]:
+    """Make ``event`` Faust's current event in this task while the block runs.
+
+    Table reads and writes take their partition from it, and Faust sets it only for events
+    iterated one by one; a batch's events need it set for each (faust-streaming issue 497).
+    """
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def process_each(
+    payloads: list[bytes], config: ProcessingConfig
+) -> list[ProcessedImage | Exception]:
+    """:func:`process_image` over ``payloads`` (in a pool thread): each image's result, or the
+    exception that refused it."""
+    results: list[ProcessedImage | Exception] = []
+    for data in payloads:
+        try:
+            results.append(process_image(data, config))
+        except Exception as exc:  # noqa: BLE001 - the agent logs it and dead-letters the image
+            results.append(exc)
+    return results
+
+
 class ImageProcessor:
     """Turns one Kafka event into its outcome; the agent only feeds events to it."""
 
@@ -87,74 +147,126 @@ class ImageProcessor:
         self.backoff = Backoff()
         self.retrying = Retrying("process")
 
-    async def handle(self, event: Any) -> None:
-        """One event: dedup, decode/score/resize in the pool, send outputs, update tables."""
-        message = event.message
-        self._check_gap(message)
-        data = message.value if isinstance(message.value, bytes) else b""
-        headers = header_map(message.headers)
-        now_ms = int(time.time() * 1000)
-        try:
-            envelope = parse_envelope(headers, message.key, data, now_ms, _timestamp_ms(message))
-        except EnvelopeError as exc:
-            await self._reject(message, data, headers, None, "envelope", exc.reason, exc.detail)
-            self._count("unknown", "rejected")
-            self.counts.add(message.partition, "unknown", "rejected", None)
-            self.progress.note("rejected")
-            return
-        image_id = envelope.image_id
-        first_seen = self.tables.seen.get(image_id)
-        fresh = first_seen is not None and now_ms - int(first_seen) < self.ttl_ms
-        if fresh or image_id in self._in_flight:
-            seen_ms = int(first_seen) if fresh else None
-            await self._duplicate(message, envelope, len(data), seen_ms)
-            return
-        self._in_flight.add(image_id)
-        metrics.IN_FLIGHT.inc()
-        try:
-            status, brightness = await self._process(message, data, headers, envelope)
-            # Rejections are not remembered: `flowforge dlq replay` must be able to bring an
-            # image back once its cause is fixed (a redelivered reject is just rejected again).
-            if status != "rejected":
-                self.tables.seen[image_id] = now_ms
-        finally:
-            metrics.IN_FLIGHT.dec()
-            self._in_flight.discard(image_id)
-        self._count(envelope.source_id, status)
-        self.counts.add(message.partition, envelope.source_id, status, brightness)
-        self.progress.note(status)
+    async def handle_batch(
+        self, events: Sequence[Any], ack: Callable[[Any], Awaitable[Any]]
+    ) -> None:
+        """Give each event of a batch its one outcome, then ``ack(event)`` each, in order.
 
-    async def _process(
-        self, message: Any, data: bytes, headers: dict[str, str], envelope: Envelope
-    ) -> tuple[str, float | None]:
-        """The image's outcome, sent and acked: its status and, once decoded, its brightness."""
-        loop = asyncio.get_running_loop()
+        Dedup against ``seen-images`` and the images in flight (this batch's too); decode, score
+        and resize in the pool, one share of the batch per thread in one call; send a share's
+        outputs as soon as it is done and await Kafka's acknowledgements together (an image
+        whose send failed is retried on its own until Kafka has it); write ``seen-images`` only
+        for images whose outputs Kafka acknowledged. Nothing here raises for one image; an
+        event is acked only once its outcome is acknowledged, and one left unacked (a worker
+        killed or cancelled meanwhile) is delivered again.
+        """
+        now_ms = int(time.time() * 1000)
+        items = [self._admit(event, now_ms) for event in events]
+        owned = [item for item in items if item.owned]
+        metrics.IN_FLIGHT.inc(len(owned))
         try:
-            result = await loop.run_in_executor(
-                self.flow.pool, process_image, data, self.flow.config
+            await asyncio.gather(
+                self._process_all(owned),
+                *(self._reject_item(item) for item in items if item.reject is not None),
+                *(self._duplicate(item) for item in items if item.status == DUPLICATE),
             )
-        except ImageRejected as exc:
-            await self._reject(message, data, headers, envelope, "process", exc.reason, exc.detail)
-            return "rejected", None
-        except Exception as exc:
-            # A processing bug must not stop the worker: the image goes to the dead-letter
-            # topic with the error, and the worker goes on.
-            log.exception("processing image %s failed unexpectedly", envelope.image_id)
-            detail = f"{type(exc).__name__}: {exc}"
-            await self._reject(
-                message, data, headers, envelope, "process", "internal_error", detail
+            for item in owned:
+                # Rejections are not remembered: `flowforge dlq replay` must be able to bring an
+                # image back once its cause is fixed (a redelivered reject is rejected again).
+                if item.status != "rejected":
+                    with current(item.event):
+                        self.tables.seen[item.image_id] = now_ms
+        finally:
+            metrics.IN_FLIGHT.dec(len(owned))
+            for item in owned:
+                self._in_flight.discard(item.image_id)
+        for item in items:
+            await ack(item.event)
+
+    def _admit(self, event: Any, now_ms: int) -> Item:
+        """Read ``event``'s envelope and sort it: an image to process (put in flight), a
+        duplicate (seen within the dedup window, or in flight) or a reject."""
+        message = event.message
+        data = message.value if isinstance(message.value, bytes) else b""
+        item = Item(event, message, data, header_map(message.headers))
+        try:
+            envelope = parse_envelope(
+                item.headers, message.key, data, now_ms, _timestamp_ms(message)
             )
-            return "rejected", None
-        metrics.DECODE_MS.observe(result.decode_ms)
-        metrics.RESIZE_MS.observe(result.resize_ms)
-        metrics.TOTAL_MS.observe(result.total_ms)
+        except EnvelopeError as exc:
+            item.reject = ("envelope", exc.reason, exc.detail)
+            item.status = "rejected"
+            return item
+        item.envelope = envelope
+        with current(event):
+            first_seen = self.tables.seen.get(envelope.image_id)
+        fresh = first_seen is not None and now_ms - int(first_seen) < self.ttl_ms
+        if fresh or envelope.image_id in self._in_flight:
+            item.status = DUPLICATE
+            item.first_seen = int(first_seen) if fresh else None
+            return item
+        self._in_flight.add(envelope.image_id)
+        item.owned = True
+        return item
+
+    async def _process_all(self, owned: list[Item]) -> None:
+        """Process ``owned`` in the pool, one share per thread, sending each share's outcomes as
+        soon as it is done; return once Kafka acknowledged every outcome."""
+        if owned:
+            size = -(-len(owned) // self.flow.concurrency)
+            shares = [owned[i : i + size] for i in range(0, len(owned), size)]
+            await asyncio.gather(*(self._process_share(share) for share in shares))
+
+    async def _process_share(self, share: list[Item]) -> None:
+        loop = asyncio.get_running_loop()
+        results = await loop.run_in_executor(
+            self.flow.pool, process_each, [item.data for item in share], self.flow.config
+        )
+        sending = []
+        for item, result in zip(share, results, strict=True):
+            if isinstance(result, ProcessedImage):
+                metrics.DECODE_MS.observe(result.decode_ms)
+                metrics.RESIZE_MS.observe(result.resize_ms)
+                metrics.TOTAL_MS.observe(result.total_ms)
+                item.status, item.brightness = result.status, result.brightness
+                sending.append(self._deliver(item, result))
+                continue
+            item.status = "rejected"
+            if isinstance(result, ImageRejected):
+                item.reject = ("process", result.reason, result.detail)
+            else:
+                # A processing bug must not stop the worker: the image goes to the dead-letter
+                # topic with the error, and the worker goes on.
+                log.error("processing image %s failed unexpectedly", item.image_id, exc_info=result)
+                item.reject = ("process", "internal_error", f"{type(result).__name__}: {result}")
+            sending.append(self._reject_item(item))
+        await asyncio.gather(*sending)
+
+    async def _deliver(self, item: Item, result: ProcessedImage) -> None:
+        """Send ``item``'s outputs, retried until Kafka acknowledged them."""
+        envelope = item.envelope
+        assert envelope is not None
         await until_done(
             f"sending the outputs of image {envelope.image_id}",
-            lambda: self._send_outputs(message, data, envelope, result),
+            lambda: self._send_outputs(item.message, item.data, envelope, result),
             backoff=self.backoff,
             retrying=self.retrying,
         )
-        return result.status, result.brightness
+        self._note(item)
+
+    async def _reject_item(self, item: Item) -> None:
+        assert item.reject is not None
+        stage, reason, detail = item.reject
+        await self._reject(
+            item.message, item.data, item.headers, item.envelope, stage, reason, detail
+        )
+        self._note(item)
+
+    def _note(self, item: Item) -> None:
+        """Count ``item``'s outcome (acknowledged by Kafka) on /metrics, /stats and the log."""
+        self._count(item.source_id, item.status)
+        self.counts.add(item.message.partition, item.source_id, item.status, item.brightness)
+        self.progress.note(item.status)
 
     async def _send_outputs(
         self, message: Any, data: bytes, envelope: Envelope, result: ProcessedImage
@@ -275,12 +387,15 @@ class ImageProcessor:
             f"sending {what}", send_record, backoff=self.backoff, retrying=self.retrying
         )
 
-    def _check_gap(self, message: Any) -> None:
-        """Log and count offsets that Faust skipped on a partition (they would be lost)."""
+    def check_gap(self, message: Any) -> None:
+        """Log and count offsets that Faust skipped on a partition (they would be lost).
+
+        Called as each event leaves Faust's queue for an actor's batch, in delivery order (a
+        batch is processed later, and the actors' batches interleave)."""
         partition, offset = message.partition, message.offset
         expected = self._next_offset.get(partition)
-        # Concurrent actors may see a partition's events slightly out of order; only a forward
-        # jump past every offset seen so far is a gap.
+        # Only a forward jump past every offset seen so far is a gap (after a rebalance the
+        # expected offsets are forgotten: the next ones are Faust's to choose).
         if expected is not None and offset > expected:
             metrics.OFFSET_GAPS.inc(offset - expected)
             log.error(
@@ -297,16 +412,16 @@ class ImageProcessor:
         """Forget expected offsets (after a rebalance the next offsets are Faust's to choose)."""
         self._next_offset.clear()
 
-    async def _duplicate(
-        self, message: Any, envelope: Envelope, size: int, first_seen_ms: int | None
-    ) -> None:
+    async def _duplicate(self, item: Item) -> None:
         """An image seen again within the dedup window: no new outcome (it has one), but a
         ``duplicate`` record on images.metadata (a row of images_duplicates, so ClickHouse
         counts it per source), acknowledged before the event is done; counted, and said in
         the log, so a re-sent photo is not mistaken for a lost one.
 
-        ``first_seen_ms`` is None while the image's first delivery is still being processed.
+        ``item.first_seen`` is None while the image's first delivery is still being processed.
         """
+        message, envelope, first_seen_ms = item.message, item.envelope, item.first_seen
+        assert envelope is not None
         when = (
             "is being processed now"
             if first_seen_ms is None
@@ -334,7 +449,7 @@ class ImageProcessor:
             ),
             processed_at=datetime.now(tz=UTC),
             status=DUPLICATE,
-            bytes=size,
+            bytes=len(item.data),
             kafka_partition=message.partition,
             kafka_offset=message.offset,
             worker=self.flow.worker_name,
@@ -342,9 +457,7 @@ class ImageProcessor:
         await self._send_record(
             f"the duplicate record of image {image.image_id}", image.source_id, record
         )
-        self._count(envelope.source_id, "duplicate")
-        self.counts.add(message.partition, envelope.source_id, DUPLICATE, None)
-        self.progress.note("duplicate")
+        self._note(item)
 
     def _count(self, source: str, status: str) -> None:
         metrics.IMAGES.labels(source=metrics.source_label(source), status=status).inc()
@@ -445,13 +558,24 @@ def register(flow: FlowForgeApp) -> tuple[Any, ImageProcessor]:
     processor = ImageProcessor(flow)
 
     async def process(stream: Any) -> None:
-        async for event in stream.events():
-            await processor.handle(event)
+        def check_gap(value: Any) -> Any:  # runs as Faust dequeues the event, before batching
+            processor.check_gap(stream.current_event.message)
+            return value
 
-    # More actors than pool threads: while some wait for Kafka's acks (acks=all, tens of ms
-    # under load), others keep the threads busy. In-flight images stay bounded by the actor count.
-    actors = IN_FLIGHT_PER_THREAD * flow.concurrency
-    agent = flow.app.agent(flow.topics.raw, name="process", concurrency=actors)(process)
+        stream.add_processor(check_gap)
+        # Faust never acks these events itself: each is acked once its outcome is, so one in
+        # hand when the worker is killed or cancelled is delivered again.
+        async for events in stream.noack_take(batch, within=BATCH_WITHIN_S):
+            await processor.handle_batch(events, stream.ack)
+
+    # One actor per pool thread, each with a batch of IN_FLIGHT_PER_THREAD images: while one
+    # waits for Kafka's acknowledgements of its batch, the other's keeps the threads busy.
+    # Their acks interleave; the worker's consumer never commits past an image in flight
+    # (streams/transport.py).
+    batch = IN_FLIGHT_PER_THREAD
+    agent = flow.app.agent(flow.topics.raw, name="process", concurrency=max(2, flow.concurrency))(
+        process
+    )
 
     async def log_statistics() -> None:
         if processor.progress.changed():

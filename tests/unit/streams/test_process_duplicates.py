@@ -44,6 +44,13 @@ async def _first_partition(topic: Any, image_id: str) -> int:
     return 0
 
 
+class _Event:
+    """A Faust event as the agent sees it: its message (and a weak reference to it)."""
+
+    def __init__(self, message: Any) -> None:
+        self.message = message
+
+
 def _event(payload: bytes, offset: int, ingested_at_ms: int) -> Any:
     envelope = Envelope(
         image_id=content_image_id("cam-1", payload), source_type="mqtt", source_id="cam-1",
@@ -54,7 +61,7 @@ def _event(payload: bytes, offset: int, ingested_at_ms: int) -> Any:
         topic="images.raw", partition=0, offset=offset, key=b"cam-1", value=payload,
         headers=envelope.headers(), timestamp=ingested_at_ms / 1000,
     )  # fmt: skip
-    return SimpleNamespace(message=message)
+    return _Event(message)
 
 
 def test_a_duplicate_in_flight_and_one_seen_before_each_send_one_record(
@@ -69,7 +76,7 @@ def test_a_duplicate_in_flight_and_one_seen_before_each_send_one_record(
     metadata = Sent()
     flow = SimpleNamespace(
         settings=settings, tables=Tables(seen={}), pool=pool,
-        config=processing_config(settings), worker_name="test:0",
+        config=processing_config(settings), worker_name="test:0", concurrency=1,
         topics=SimpleNamespace(metadata=metadata, processed=Sent()),
         partition_of=_first_partition,
     )  # fmt: skip
@@ -84,13 +91,18 @@ def test_a_duplicate_in_flight_and_one_seen_before_each_send_one_record(
     processor = process.ImageProcessor(flow)  # type: ignore[arg-type]
     payload = jpeg(scene(640, 360, seed=5))
 
+    acked: list[int] = []
+
+    async def ack(event: Any) -> None:
+        acked.append(event.message.offset)
+
     async def scenario() -> None:
-        first = asyncio.ensure_future(processor.handle(_event(payload, 0, 1_000_000)))
+        first = asyncio.ensure_future(processor.handle_batch([_event(payload, 0, 1_000_000)], ack))
         await asyncio.sleep(0)  # the first delivery is in the pool now, held
-        await processor.handle(_event(payload, 1, 2_000_000))  # in flight: a duplicate
+        await processor.handle_batch([_event(payload, 1, 2_000_000)], ack)  # in flight: duplicate
         release.set()
         await first
-        await processor.handle(_event(payload, 2, 3_000_000))  # seen: a duplicate
+        await processor.handle_batch([_event(payload, 2, 3_000_000)], ack)  # seen: a duplicate
 
     try:
         asyncio.run(scenario())
@@ -109,3 +121,4 @@ def test_a_duplicate_in_flight_and_one_seen_before_each_send_one_record(
     assert counted["sources"]["cam-1"]["duplicates"] == 2
     assert counted["sources"]["cam-1"]["images"] == 1
     assert counted["partitions"] == {"0": 3}
+    assert sorted(acked) == [0, 1, 2]
