@@ -123,6 +123,7 @@ class BatchBridge(Bridge):
         self._progress: Progress | None = None
         self._began = time.monotonic()
         self._failures: list[BaseException] = []
+        self._recorded: set[str] | None = None  # one-shot: the paths the checkpoint has a row for
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -185,7 +186,11 @@ class BatchBridge(Bridge):
                 continue
             self._count_seen(item)
             matched.append(item)
-        done = await self.checkpoint.unchanged_among([(f.rel, f.signature) for f in matched])
+        recorded = await self.checkpoint.recorded_among([f.rel for f in matched])
+        done = {f.rel for f in matched if recorded.get(f.rel) == f.signature}
+        # The checkpoint is this run's alone (locked): a file it has no row for cannot have
+        # been published with the same content, so no lookup per file is needed.
+        self._recorded = set(recorded)
         todo: list[Found] = []
         for item in matched:
             if item.rel in done:
@@ -362,7 +367,8 @@ class BatchBridge(Bridge):
         metrics.RECEIVED.labels(NAME).inc()
         self._refused.pop(found.rel, None)
         image_id = digest[:32]  # content_image_id: the one hash of the file, made off the loop
-        if await self.checkpoint.touch_if_same(found.rel, found.signature, image_id):
+        recorded = self._recorded is None or found.rel in self._recorded
+        if recorded and await self.checkpoint.touch_if_same(found.rel, found.signature, image_id):
             self._skip()  # touched, not changed
             return
         fmt = sniff_format(data)
@@ -442,6 +448,9 @@ class BatchBridge(Bridge):
 async def _acquire_or_stop(slots: asyncio.Semaphore, stop: asyncio.Event) -> None:
     """Take a slot, or return without one as soon as ``stop`` is set."""
     if stop.is_set():
+        return
+    if not slots.locked():  # a slot is free: take it without a task to wait on
+        await slots.acquire()
         return
     acquire = asyncio.ensure_future(slots.acquire())
     stopping = asyncio.ensure_future(stop.wait())

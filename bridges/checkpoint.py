@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import hashlib
 import logging
 import os
@@ -21,6 +22,8 @@ from bridges.errors import CheckpointLocked
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# What a file is recorded with: path, (size, mtime_ns), digest, image id, outcome.
+Recorded = tuple[str, tuple[int, int], str, str, str]
 # Paths looked up per query (SQLite allows 32,766 parameters; smaller keeps each query short).
 LOOKUP_CHUNK = 500
 
@@ -83,19 +86,22 @@ class BatchCheckpoint:
         return row is not None and tuple(row) == signature
 
     def unchanged_among(self, files: Iterable[tuple[str, tuple[int, int]]]) -> set[str]:
-        """The paths of ``files`` ((path, (size, mtime)) pairs) recorded with that signature,
-        looked up LOOKUP_CHUNK paths per query."""
+        """The paths of ``files`` ((path, (size, mtime)) pairs) recorded with that signature."""
         wanted = dict(files)
-        paths = list(wanted)
-        done: set[str] = set()
+        recorded = self.recorded_among(list(wanted))
+        return {rel for rel, signature in recorded.items() if wanted[rel] == signature}
+
+    def recorded_among(self, paths: list[str]) -> dict[str, tuple[int, int]]:
+        """The (size, mtime) recorded for each of ``paths`` that has a row, looked up
+        LOOKUP_CHUNK paths per query."""
+        recorded: dict[str, tuple[int, int]] = {}
         for start in range(0, len(paths), LOOKUP_CHUNK):
             chunk = paths[start : start + LOOKUP_CHUNK]
             marks = ",".join("?" * len(chunk))
             query = f"SELECT path, size, mtime_ns FROM files WHERE path IN ({marks})"  # noqa: S608 - only placeholders
             for rel, size, mtime_ns in self._db.execute(query, chunk):
-                if wanted[rel] == (size, mtime_ns):
-                    done.add(rel)
-        return done
+                recorded[rel] = (size, mtime_ns)
+        return recorded
 
     def same_content(self, rel: str, image_id: str) -> bool:
         """Whether ``rel`` is recorded with this content (its image id, a content hash)."""
@@ -119,11 +125,21 @@ class BatchCheckpoint:
         self, rel: str, signature: tuple[int, int], digest: str, image_id: str, outcome: str
     ) -> None:
         """Record ``rel`` as done (call only after Kafka acknowledged it)."""
-        size, mtime_ns = signature
-        self._db.execute(
-            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (rel, size, mtime_ns, digest, image_id, outcome, int(time.time() * 1000)),
-        )
+        self.record_many([(rel, signature, digest, image_id, outcome)])
+
+    def record_many(self, files: list[Recorded]) -> None:
+        """Record ``files`` ((path, (size, mtime), digest, image id, outcome)) as done, in one
+        transaction (call only after Kafka acknowledged them)."""
+        now_ms = int(time.time() * 1000)
+        rows = [(rel, size, mtime, digest, image, outcome, now_ms)
+                for rel, (size, mtime), digest, image, outcome in files]  # fmt: skip
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def close(self) -> None:
         """Close the database and release the lock."""
@@ -139,6 +155,8 @@ class CheckpointThread:
         self._executor = executor
         self._checkpoint = checkpoint
         self.path = checkpoint.path
+        self._pending: list[tuple[Recorded, asyncio.Future[None]]] = []
+        self._writer: asyncio.Future[None] | None = None
 
     @classmethod
     async def open(cls, path: Path) -> CheckpointThread:
@@ -163,11 +181,41 @@ class CheckpointThread:
         """BatchCheckpoint.touch_if_same, on the checkpoint's thread."""
         return await self._call(lambda: self._checkpoint.touch_if_same(rel, signature, image_id))
 
+    async def recorded_among(self, paths: list[str]) -> dict[str, tuple[int, int]]:
+        """BatchCheckpoint.recorded_among, on the checkpoint's thread."""
+        return await self._call(lambda: self._checkpoint.recorded_among(paths))
+
     async def record(
         self, rel: str, signature: tuple[int, int], digest: str, image_id: str, outcome: str
     ) -> None:
-        """BatchCheckpoint.record, on the checkpoint's thread."""
-        await self._call(lambda: self._checkpoint.record(rel, signature, digest, image_id, outcome))
+        """BatchCheckpoint.record on the checkpoint's thread, in one transaction with the
+        records handed over while the previous one was written; returns once it is committed."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append(((rel, signature, digest, image_id, outcome), done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.ensure_future(self._write_pending())
+        await done
+
+    async def _write_pending(self) -> None:
+        group: list[tuple[Recorded, asyncio.Future[None]]] = []
+        try:
+            while self._pending:
+                group, self._pending = self._pending, []
+                files = [file for file, _ in group]
+                try:
+                    await self._call(functools.partial(self._checkpoint.record_many, files))
+                except Exception as exc:  # noqa: BLE001 - raised to each caller of the group
+                    for _, done in group:
+                        if not done.done():  # a caller cancelled meanwhile cancelled its own
+                            done.set_exception(exc)
+                else:
+                    for _, done in group:
+                        if not done.done():
+                            done.set_result(None)
+        finally:  # cancelled (the bridge stopping): the callers are told, none waits forever
+            for _, done in group + self._pending:
+                if not done.done():
+                    done.cancel()
 
     async def close(self) -> None:
         """Close the checkpoint (after the calls handed over before) and end the thread."""

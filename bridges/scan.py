@@ -185,7 +185,7 @@ def read_file(found: Found, real_root: str, limit: int, source_id: str) -> bytes
         if before.st_size > limit:
             raise FileTooLarge(before.st_size, _streamed_digest(handle, source_id))
         try:
-            data = handle.read(limit + 1)
+            data = handle.read(before.st_size + 1)  # one byte more shows a file growing
         except OSError as exc:
             raise FileRefused(UNREADABLE, _why(exc)) from exc
         after = os.fstat(fd)

@@ -3,10 +3,12 @@ up without loading it, used off the event loop."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sqlite3
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -151,3 +153,50 @@ def test_opening_a_large_checkpoint_does_not_load_it(tmp_path: Path) -> None:
         assert not checkpoint.unchanged("f-054321.jpg", (54321, 1))
     finally:
         checkpoint.close()
+
+
+async def test_records_handed_over_together_are_committed_in_few_transactions(
+    tmp_path: Path,
+) -> None:
+    """Records handed to the checkpoint thread while it writes are committed together (one
+    transaction per group, not per file), and each caller returns once its row is durable."""
+    checkpoint = await CheckpointThread.open(tmp_path / "c.sqlite")
+    groups: list[int] = []
+    record_many = checkpoint._checkpoint.record_many
+
+    def counted(files: list[Any]) -> None:
+        groups.append(len(files))
+        record_many(files)
+
+    checkpoint._checkpoint.record_many = counted  # type: ignore[method-assign]
+    names = [f"{i}.jpg" for i in range(200)]
+    await asyncio.gather(
+        *(checkpoint.record(n, (1, 2), content_digest("s", n.encode()), ID_A, "published")
+          for n in names)
+    )  # fmt: skip
+    await checkpoint.close()
+    assert sum(groups) == 200
+    assert len(groups) <= 3  # the first alone, then the rest handed over while it was written
+    reopened = BatchCheckpoint(tmp_path / "c.sqlite")
+    assert reopened.unchanged_among([(n, (1, 2)) for n in names]) == set(names)
+    reopened.close()
+
+
+async def test_a_failed_group_write_fails_each_of_its_callers(tmp_path: Path) -> None:
+    """When the checkpoint cannot write a group (a full disk), every caller whose record was in
+    it gets the error, and nothing of the group is recorded."""
+    checkpoint = await CheckpointThread.open(tmp_path / "c.sqlite")
+
+    def full(files: list[Any]) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    checkpoint._checkpoint.record_many = full  # type: ignore[method-assign]
+    results = await asyncio.gather(
+        *(checkpoint.record(f"{i}.jpg", (1, 2), "d", ID_A, "published") for i in range(5)),
+        return_exceptions=True,
+    )
+    await checkpoint.close()
+    assert [type(r) for r in results] == [sqlite3.OperationalError] * 5
+    reopened = BatchCheckpoint(tmp_path / "c.sqlite")
+    assert len(reopened) == 0
+    reopened.close()
