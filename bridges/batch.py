@@ -19,7 +19,7 @@ from bridges.checkpoint import CheckpointThread, checkpoint_path
 from bridges.errors import FileRefused, FileTooLarge
 from bridges.lifecycle import Bridge
 from bridges.progress import Progress
-from bridges.publisher import ImageMessage, KafkaPublisher
+from bridges.publisher import ByteBudget, ImageMessage, KafkaPublisher
 from bridges.scan import Found, Refused, read_file, scan, source_id_for_root
 from flowforge.core.envelope import content_digest
 from flowforge.core.errors import Stopped
@@ -124,6 +124,9 @@ class BatchBridge(Bridge):
         self._began = time.monotonic()
         self._failures: list[BaseException] = []
         self._recorded: set[str] | None = None  # one-shot: the paths the checkpoint has a row for
+        # The files read and not yet done hold at most the bridge's in-flight bytes (or one
+        # larger file alone), however many slots FLOWFORGE_BATCH_CONCURRENCY gives.
+        self._reading = ByteBudget(settings.bridge.in_flight_bytes, gauge=None)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -333,8 +336,13 @@ class BatchBridge(Bridge):
 
     async def _handle(self, found: Found, stop: asyncio.Event, slots: asyncio.Semaphore) -> None:
         self._in_flight.add(found.rel)
+        size = found.signature[0]
         try:
-            await self._publish(found, stop)
+            await self._reading.acquire(size)
+            try:
+                await self._publish(found, stop)
+            finally:
+                await self._reading.release(size)
         except Stopped:
             self.tally.unfinished += 1  # not recorded: the next run publishes it
         finally:

@@ -76,9 +76,10 @@ class ByteBudget:
     flight), so it waits instead of deadlocking.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, gauge: Any = metrics.IN_FLIGHT_BYTES) -> None:
         self.limit = limit
         self.used = 0
+        self._gauge = gauge  # set to the bytes in use after each change (None: no gauge)
         self._changed = asyncio.Condition()
 
     def fits(self, size: int) -> bool:
@@ -90,13 +91,15 @@ class ByteBudget:
         async with self._changed:
             await self._changed.wait_for(lambda: self.fits(size))
             self.used += size
-            metrics.IN_FLIGHT_BYTES.set(self.used)
+            if self._gauge is not None:
+                self._gauge.set(self.used)
 
     async def release(self, size: int) -> None:
         """Give ``size`` bytes back and wake the waiters."""
         async with self._changed:
             self.used -= size
-            metrics.IN_FLIGHT_BYTES.set(self.used)
+            if self._gauge is not None:
+                self._gauge.set(self.used)
             self._changed.notify_all()
 
 

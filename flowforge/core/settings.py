@@ -650,7 +650,10 @@ class BatchSettings:
         shown_default="(root name)",
     )
     concurrency: int = setting(
-        16, "Files read and awaiting Kafka at once, at most.", _int_at_least(1)
+        256,
+        "Files read and awaiting Kafka at once, at most (their bytes at most "
+        "FLOWFORGE_BRIDGE_IN_FLIGHT_BYTES, or one larger file alone).",
+        _int_at_least(1),
     )
     poll_interval_s: float = setting(
         0.5, "Seconds between two scans of the directory in --watch mode.", parse_positive_float
