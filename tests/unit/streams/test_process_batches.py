@@ -71,6 +71,20 @@ def _flow(pool: ThreadPoolExecutor, metadata: Sent, seen: dict[str, int]) -> Any
     )  # fmt: skip
 
 
+def _handled(processor: process.ImageProcessor, events: list[Any], pool: Any) -> list[int]:
+    """Run one batch to its end (then shut ``pool`` down): the offsets acked, in order."""
+    acked: list[int] = []
+
+    async def ack(event: Any) -> None:
+        acked.append(event.message.offset)
+
+    try:
+        asyncio.run(processor.handle_batch(events, ack))
+    finally:
+        pool.shutdown(wait=True)
+    return acked
+
+
 def _on_partition(event: Any, partition: int) -> Any:
     event.message.partition = partition
     return event
@@ -148,15 +162,7 @@ def test_the_same_image_twice_in_one_batch_gets_one_outcome_and_a_duplicate_reco
     processor = process.ImageProcessor(_flow(pool, metadata, {}))
     payload = jpeg(scene(640, 360, seed=9))
     events = [_event(payload, 0, 1_000_000), _event(payload, 1, 2_000_000)]
-    acked: list[int] = []
-
-    async def ack(event: Any) -> None:
-        acked.append(event.message.offset)
-
-    try:
-        asyncio.run(processor.handle_batch(events, ack))
-    finally:
-        pool.shutdown(wait=True)
+    acked = _handled(processor, events, pool)
     outcomes = [v for v in metadata.values if isinstance(v, ImageMetadata)]
     duplicates = [v for v in metadata.values if isinstance(v, ImageDuplicate)]
     assert [(o.kafka_offset, o.status) for o in outcomes] == [(0, "processed")]
@@ -183,15 +189,7 @@ def test_an_image_that_breaks_processing_is_rejected_and_the_batch_goes_on(
 
     monkeypatch.setattr(process, "process_image", broken_on_second)
     events = [_event(p, i, 1_000_000) for i, p in enumerate(payloads)]
-    acked: list[int] = []
-
-    async def ack(event: Any) -> None:
-        acked.append(event.message.offset)
-
-    try:
-        asyncio.run(processor.handle_batch(events, ack))
-    finally:
-        pool.shutdown(wait=True)
+    acked = _handled(processor, events, pool)
     outcomes = {v.kafka_offset: (v.status, v.reason) for v in metadata.values}
     assert outcomes == {
         0: ("processed", ""),
