@@ -19,10 +19,10 @@ from streams.tables import Tables, create_tables
 from streams.topics import Topics, create_topics
 from streams.transport import Producer
 
-# Images in flight (buffered, in the pool, or waiting for Kafka's acks) per pool thread. Each
-# in-flight image holds its payload (tens to hundreds of KB); with 2 per thread one worker
-# capped at about 24 images/s end to end on 2 busy cores while using a third of a core, since
-# every actor waited on acks (bench/e2e.py); 8 per thread keeps the threads busy.
+# Images per pool thread in Faust's stream buffer, and the process agent's batch (one actor per
+# thread): each holds its payload (tens to hundreds of KB). With 2 per thread one worker capped
+# at about 24 images/s end to end on 2 busy cores, every actor waiting on acks (bench/e2e.py);
+# 8 keeps the threads busy while the other actor's batch waits for Kafka.
 IN_FLIGHT_PER_THREAD = 8
 
 
