@@ -132,7 +132,7 @@ def process_each(
 
 
 class ImageProcessor:
-    """Turns one Kafka event into its outcome; the agent only feeds events to it."""
+    """Turns each Kafka event of a batch into its outcome; the agent only feeds batches to it."""
 
     def __init__(self, flow: FlowForgeApp) -> None:
         if flow.tables is None:
