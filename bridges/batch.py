@@ -123,7 +123,8 @@ class BatchBridge(Bridge):
         self._progress: Progress | None = None
         self._began = time.monotonic()
         self._failures: list[BaseException] = []
-        self._recorded: set[str] | None = None  # one-shot: the paths the checkpoint has a row for
+        # One-shot: what the checkpoint records for the files matched (path -> size, mtime).
+        self._recorded: dict[str, tuple[int, int]] | None = None
         # The files read and not yet done hold at most the bridge's in-flight bytes (or one
         # larger file alone), however many slots FLOWFORGE_BATCH_CONCURRENCY gives.
         self._reading = ByteBudget(settings.bridge.in_flight_bytes, gauge=None)
@@ -189,11 +190,10 @@ class BatchBridge(Bridge):
                 continue
             self._count_seen(item)
             matched.append(item)
-        recorded = await self.checkpoint.recorded_among([f.rel for f in matched])
-        done = {f.rel for f in matched if recorded.get(f.rel) == f.signature}
         # The checkpoint is this run's alone (locked): a file it has no row for cannot have
         # been published with the same content, so no lookup per file is needed.
-        self._recorded = set(recorded)
+        self._recorded = recorded = await self.checkpoint.recorded_among([f.rel for f in matched])
+        done = {f.rel for f in matched if recorded.get(f.rel) == f.signature}
         todo: list[Found] = []
         for item in matched:
             if item.rel in done:
