@@ -17,7 +17,7 @@ from streams.processing import ProcessingConfig
 from streams.stores.sqlite import SQLiteTable
 from streams.tables import Tables, create_tables
 from streams.topics import Topics, create_topics
-from streams.transport import Producer
+from streams.transport import Producer, batch_fetches
 
 # Images per pool thread in Faust's stream buffer, and the process agent's batch (one actor per
 # thread): each holds its payload (tens to hundreds of KB). With 2 per thread one worker capped
@@ -159,6 +159,8 @@ def create_app(settings: Settings) -> FlowForgeApp:
         # consumer would subscribe to no topic, which aiokafka refuses ("You should provide
         # either `topics` or `pattern`"), ending the worker. Only its web server and tasks run.
         app.boot_strategy = app.BootStrategy(app, enable_kafka=False)
+    elif worker.agents == ("sink",) and settings.sink.fetch_wait_ms > 0:
+        batch_fetches(app, settings.sink.fetch_wait_ms)
     _hold_flow_during_seek(app)
     return flow
 

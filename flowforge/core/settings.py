@@ -446,6 +446,13 @@ class SinkSettings:
         "Seconds a batch may wait to fill before it is written (flush on age).",
         parse_positive_float,
     )
+    fetch_wait_ms: int = setting(
+        50,
+        "A sink-only worker's fetch waits up to this long for 64 KiB of records: fewer, fuller "
+        "fetches at low rates (less CPU), rows at most this much later (0: fetch each record "
+        "as soon as it is there).",
+        _int_at_least(0),
+    )
     spool_max_mb: float = setting(
         256.0,
         "Size bound of the local SQLite spool (MB, fractions allowed); at the bound the sink "

@@ -119,3 +119,24 @@ def test_spool_bound_may_be_a_fraction_of_a_megabyte(tmp_path: Path) -> None:
     flow = build_worker(settings, NoClient())
     assert flow.sink is not None
     assert flow.sink.core.spool.max_bytes == 256 * 1024
+
+
+def test_sink_only_worker_batches_its_fetches(tmp_path: Path) -> None:
+    """--agents sink: while records flow, each fetch waits for 64 KiB of records or
+    FLOWFORGE_SINK_FETCH_WAIT_MS (fewer, fuller fetches of the small metadata records); 0 turns
+    it off."""
+    sink = build_worker(_settings(tmp_path, FLOWFORGE_WORKER_AGENTS="sink"), NoClient())
+    assert sink.app.flowforge_fetch == (64 * 1024, 50)
+    off = build_worker(
+        _settings(tmp_path, FLOWFORGE_WORKER_AGENTS="sink", FLOWFORGE_SINK_FETCH_WAIT_MS="0"),
+        NoClient(),
+    )
+    assert getattr(off.app, "flowforge_fetch", None) is None
+
+
+def test_process_worker_fetches_as_soon_as_an_image_is_there(tmp_path: Path) -> None:
+    """A worker running the process agent (with or without the sink) never waits for more
+    bytes: an image is fetched as soon as it is in Kafka."""
+    for agents in ("process", "process,sink"):
+        flow = build_worker(_settings(tmp_path, FLOWFORGE_WORKER_AGENTS=agents), NoClient())
+        assert getattr(flow.app, "flowforge_fetch", None) is None, agents
