@@ -12,6 +12,9 @@ the rows' own ``inserted_at`` (first to last). Variants, one run:
 - default: the default batch size (1000) and flush age;
 - drain: ClickHouse refused (fault drill) until every row is spooled, then answering: the rate
   at which the spool is written back;
+- paced: records sent one by one at ``PACED_RATE`` rows/s (as a processing worker sends them)
+  for ``--paced-s`` seconds: the sink worker's CPU per row (process CPU, the embedded engine's
+  threads included) from the first paced record to the last row inserted;
 - queries: the default batch while ``QUERY_CLIENTS`` clients keep querying the sink worker's
   ClickHouse HTTP interface, each in a loop of: `flowforge stats`' query, a malformed query, a
   query whose result is over the result-size limit, and a query that waits a second (the
@@ -20,14 +23,16 @@ the rows' own ``inserted_at`` (first to last). Variants, one run:
 Prints JSON with rows/s per variant and the ratios to the baseline, and writes
 bench/results/sink_throughput.json: ``batch1_rows_per_s``, ``default_batch_rows_per_s``,
 ``spool_drain_rows_per_s``, ``default_over_batch1``, ``drain_over_batch1``,
-``queries_rows_per_s``, ``queries_over_default``, ``queries_answered``, ``queries_refused`` (per
-run).
-``--quick``: 10,000 rows, 200 baseline rows, one run (what `make bench` runs). Not a test.
+``queries_rows_per_s``, ``queries_over_default``, ``queries_answered``, ``queries_refused``,
+``paced_cpu_ms_per_row`` (per run).
+``--quick``: 10,000 rows, 200 baseline rows, 20 paced seconds, one run (what `make bench` runs).
+Not a test.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import tempfile
 import threading
@@ -36,6 +41,10 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import psutil
+from aiokafka import AIOKafkaProducer
+
+from bench.load import cpu_seconds
 from bench.results import Figure, description, write
 from flowforge.core import stats
 from flowforge.core.faults import write_fault
@@ -118,6 +127,54 @@ class QueryLoad:
             client.close()
 
 
+#: Rows/s of the ``paced`` variant: issue 18's rate for the sink's CPU per row.
+PACED_RATE = 100.0
+
+
+async def _send_paced(pipeline: Pipeline, first: int, count: int, rate: float) -> None:
+    """Send metadata records ``first``.. one by one at ``rate``/s, as a worker sends them."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=pipeline.settings.kafka.bootstrap_servers, acks="all"
+    )
+    await producer.start()
+    try:
+        began = time.monotonic()
+        for i in range(count):
+            await asyncio.sleep(max(0.0, began + i / rate - time.monotonic()))
+            await producer.send(
+                pipeline.kafka.topic_metadata, metadata_record(first + i), key=b"cam-01"
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def paced_cpu_ms_per_row(seconds: float) -> float:
+    """The sink worker's CPU per row at PACED_RATE rows/s (see the module's docstring)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = stack_env()
+        name = f"bench.sink.paced.{uuid.uuid4().hex[:8]}"
+        pipeline = make_pipeline(name, Settings.from_env(env), env, Path(tmp))
+        warm = 10
+        pipeline.produce_metadata(metadata_record(i) for i in range(warm))
+        port = pipeline.start_worker(agents="sink")
+
+        def inserted() -> float:
+            return pipeline.metric(port, "flowforge_sink_rows_total", outcome="inserted")
+
+        try:
+            _wait(lambda: inserted() >= warm, "the first rows")
+            worker = psutil.Process(pipeline.workers[port].pid)
+            count = int(PACED_RATE * seconds)
+            before = cpu_seconds(worker)
+            asyncio.run(_send_paced(pipeline, warm, count, PACED_RATE))
+            _wait(lambda: inserted() >= warm + count, "every paced row written")
+            used = cpu_seconds(worker) - before
+        finally:
+            pipeline.stop_all()
+        return 1000 * used / count
+
+
 def run(
     variant: str,
     rows: int,
@@ -170,10 +227,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--baseline-rows", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="10,000 rows, 200 baseline, 1 run")
+    parser.add_argument("--paced-s", type=float, default=60.0)
+    parser.add_argument(
+        "--quick", action="store_true", help="10,000 rows, 200 baseline, 20 paced s, 1 run"
+    )
     args = parser.parse_args(argv)
     if args.quick:
-        args.rows, args.baseline_rows, args.repeat = 10_000, 200, 1
+        args.rows, args.baseline_rows, args.paced_s, args.repeat = 10_000, 200, 20.0, 1
     figures = {
         "batch1_rows_per_s": Figure("sink, batch size 1", "rows/s"),
         "default_batch_rows_per_s": Figure("sink, default batch (1000, 0.5 s)", "rows/s"),
@@ -186,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
         "queries_over_default": Figure("with query load / default", "x"),
         "queries_answered": Figure("queries answered during the load run", "queries"),
         "queries_refused": Figure("queries refused during the load run", "queries"),
+        "paced_cpu_ms_per_row": Figure(f"sink worker CPU per row at {PACED_RATE:.0f} rows/s", "ms"),
     }
     with running_stack():
         for _ in range(args.repeat):
@@ -205,17 +266,23 @@ def main(argv: list[str] | None = None) -> None:
             answered = sum(n for k, n in counts.items() if k.endswith("answered"))
             figures["queries_answered"].add(answered)
             figures["queries_refused"].add(sum(counts.values()) - answered)
+            figures["paced_cpu_ms_per_row"].add(paced_cpu_ms_per_row(args.paced_s))
     print(
         json.dumps(
             {
                 "rows": args.rows,
                 "baseline_rows": args.baseline_rows,
-                **{key: round(figure.median, 1) for key, figure in figures.items()},
+                **{key: round(figure.median, 3) for key, figure in figures.items()},
             },
             indent=2,
         )
     )
-    params = {"rows": args.rows, "baseline_rows": args.baseline_rows, "repeat": args.repeat}
+    params = {
+        "rows": args.rows,
+        "baseline_rows": args.baseline_rows,
+        "paced_s": args.paced_s,
+        "repeat": args.repeat,
+    }
     print(f"wrote {write('sink_throughput', figures, params)}")
 
 
