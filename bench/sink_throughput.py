@@ -127,6 +127,13 @@ class QueryLoad:
             client.close()
 
 
+def _pipeline(variant: str, workdir: Path) -> Pipeline:
+    """Fresh topics and an app id for one variant's run, on the running stack."""
+    env = stack_env()
+    name = f"bench.sink.{variant}.{uuid.uuid4().hex[:8]}"
+    return make_pipeline(name, Settings.from_env(env), env, workdir)
+
+
 #: Rows/s of the ``paced`` variant: issue 18's rate for the sink's CPU per row.
 PACED_RATE = 100.0
 
@@ -152,9 +159,7 @@ async def _send_paced(pipeline: Pipeline, first: int, count: int, rate: float) -
 def paced_cpu_ms_per_row(seconds: float) -> float:
     """The sink worker's CPU per row at PACED_RATE rows/s (see the module's docstring)."""
     with tempfile.TemporaryDirectory() as tmp:
-        env = stack_env()
-        name = f"bench.sink.paced.{uuid.uuid4().hex[:8]}"
-        pipeline = make_pipeline(name, Settings.from_env(env), env, Path(tmp))
+        pipeline = _pipeline("paced", Path(tmp))
         warm = 10
         pipeline.produce_metadata(metadata_record(i) for i in range(warm))
         port = pipeline.start_worker(agents="sink")
@@ -183,9 +188,7 @@ def run(
     queries: Counter[str] | None = None,
 ) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        env = stack_env()
-        name = f"bench.sink.{variant}.{uuid.uuid4().hex[:8]}"
-        pipeline = make_pipeline(name, Settings.from_env(env), env, Path(tmp))
+        pipeline = _pipeline(variant, Path(tmp))
         pipeline.env.update(env_extra)
         faults = Path(tmp) / "faults.json"
         if drain:
