@@ -17,7 +17,7 @@ from streams.processing import ProcessingConfig
 from streams.stores.sqlite import SQLiteTable
 from streams.tables import Tables, create_tables
 from streams.topics import Topics, create_topics
-from streams.transport import Producer, batch_fetches
+from streams.transport import Producer
 
 # Images per pool thread in Faust's stream buffer, and the process agent's batch (one actor per
 # thread): each holds its payload (tens to hundreds of KB). With 2 per thread one worker capped
@@ -85,16 +85,22 @@ def _hold_flow_during_seek(app: faust.App) -> None:
 
 
 def consumer_group(settings: Settings) -> str:
-    """The worker's Faust app id, which is its Kafka consumer group.
+    """The worker's Faust app id, which is the consumer group of its process agent.
 
-    A worker running only the sink uses ``<app id>-sink``: Kafka 4.0 refused a sink-only
-    worker and a process-only worker in one group (InconsistentGroupProtocolError on join,
-    after which the second one to join consumed nothing while its /livez still answered), so
-    the roles' consumers are kept apart. Workers running the process agent (with or without
-    the sink) share ``<app id>``, which is how they scale out.
+    Workers running the process agent share ``<app id>``, which is how they scale out. A
+    worker running only the sink has no Faust consumer; its app id is ``<app id>-sink``, as
+    its sink's group.
     """
     app_id = settings.worker.app_id
-    return app_id if "process" in settings.worker.agents else f"{app_id}-sink"
+    return app_id if "process" in settings.worker.agents else sink_group(settings)
+
+
+def sink_group(settings: Settings) -> str:
+    """The consumer group of every worker's sink (streams/agents/sink_consumer.py), whatever
+    else the worker runs: ``<app id>-sink``. It is an aiokafka consumer of its own, and Kafka
+    refuses two protocols in one group (InconsistentGroupProtocolError on join, seen with Kafka
+    4.0), so it never shares Faust's group."""
+    return f"{settings.worker.app_id}-sink"
 
 
 def create_app(settings: Settings) -> FlowForgeApp:
@@ -155,18 +161,19 @@ def create_app(settings: Settings) -> FlowForgeApp:
         worker_name=f"{socket.gethostname()}:{worker.web_port}",
     )
     if not consumes(settings):
-        # No agent to feed (the sink role in kafka-engine mode: ClickHouse consumes): Faust's
-        # consumer would subscribe to no topic, which aiokafka refuses ("You should provide
-        # either `topics` or `pattern`"), ending the worker. Only its web server and tasks run.
-        app.boot_strategy = app.BootStrategy(app, enable_kafka=False)
-    elif worker.agents == ("sink",) and settings.sink.fetch_wait_ms > 0:
-        batch_fetches(app, settings.sink.fetch_wait_ms)
+        # No Faust agent to feed (a sink-only worker: its sink has its own consumer, or
+        # ClickHouse consumes in kafka-engine mode): Faust's consumer would subscribe to no
+        # topic, which aiokafka refuses ("You should provide either `topics` or `pattern`"),
+        # ending the worker. Its producer runs for the sink's dead letters.
+        sink_agent = settings.sink.mode == "agent"
+        app.boot_strategy = app.BootStrategy(
+            app, enable_kafka=sink_agent, enable_kafka_consumer=False
+        )
     _hold_flow_during_seek(app)
     return flow
 
 
 def consumes(settings: Settings) -> bool:
-    """Whether the worker runs an agent that consumes from Kafka: the process agent, or the sink
-    agent (not in kafka-engine mode, where ClickHouse consumes images.metadata itself)."""
-    agents = settings.worker.agents
-    return "process" in agents or ("sink" in agents and settings.sink.mode == "agent")
+    """Whether Faust's consumer runs: only for the process agent (the sink consumes with its own,
+    streams/agents/sink_consumer.py; in kafka-engine mode ClickHouse consumes the metadata)."""
+    return "process" in settings.worker.agents

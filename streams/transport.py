@@ -8,9 +8,9 @@ for good, and a fetch failed by the error crashed the worker. Here the consumer 
 such an error back as soon as it is pending (the coordinator then joins again), logs and
 counts it, and a fetch it failed returns nothing for that round. The consumer also never
 commits past an image still in flight, and fetches again as soon as a full stream buffer has
-room (see :class:`Consumer`), and a sink-only worker's fetches wait for a batch of records
-(:func:`batch_fetches`). Its producer tells a topic's partitions, so the worker can send
-an image to the partition of its image id.
+room (see :class:`Consumer`). Its producer tells a topic's partitions, so the worker can send
+an image to the partition of its image id. The sink's own consumer (not Faust's) paces its
+fetches with :func:`pace_fetches`.
 
 Selected by the broker URL scheme ``flowforge://`` (entry point ``faust.transports``).
 """
@@ -38,20 +38,16 @@ FETCH_MIN_BYTES = 64 * 1024
 LONG_POLL_MS = 1500
 
 
-def batch_fetches(app: Any, wait_ms: int) -> None:
-    """Have ``app``'s consumer, while records flow, fetch once FETCH_MIN_BYTES are waiting or
-    ``wait_ms`` passed (Kafka's fetch.min.bytes and fetch.max.wait.ms). Each fetch costs the
-    consumer thread about 0.4 ms: a sink-only worker fetching each metadata record on its own (a
-    worker sends them one by one) spent more on fetching than on writing its rows at 100 rows/s.
-    Once a poll finds nothing (a second without records) it long-polls again, as Faust does,
-    so an idle worker does not fetch every ``wait_ms`` and the first record is not held."""
-    app.flowforge_fetch = (FETCH_MIN_BYTES, wait_ms)
-
-
 def pace_fetches(fetcher: Any, batching: tuple[int, int], got_records: bool) -> None:
     """Set the fetch.min.bytes and fetch.max.wait.ms of ``fetcher``'s next requests (aiokafka
     reads both as it builds each request): ``batching`` after a poll that found records, a
-    long poll (one byte, Faust's 1.5 s) after one that found none."""
+    long poll (one byte, Faust's 1.5 s) after one that found none.
+
+    While records flow, a fetch then waits for ``batching``'s bytes or time: each fetch costs
+    about 0.4 ms of CPU, and a sink fetching each metadata record on its own (a worker sends
+    them one by one) spent more on fetching than on writing its rows at 100 rows/s. Once a poll
+    finds nothing, the long poll means an idle consumer does not fetch every few milliseconds
+    and the first record after a pause is not held."""
     fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms = (
         batching if got_records else (1, LONG_POLL_MS)
     )
@@ -126,10 +122,6 @@ class ConsumerThread(driver.AIOKafkaConsumerThread):
             hand_back_join_error(consumer)
             await asyncio.sleep(WATCH_INTERVAL_S)
             return {}
-        batching = getattr(self.app, "flowforge_fetch", None)
-        fetcher = getattr(consumer, "_fetcher", None)
-        if batching is not None and fetcher is not None:
-            pace_fetches(fetcher, batching, bool(records))
         return records
 
 

@@ -440,7 +440,11 @@ class SinkSettings:
         "agent: the worker's sink agent writes rows; kafka-engine: ClickHouse consumes the topic.",
         parse_sink_mode,
     )
-    batch_size: int = setting(1000, "Rows per insert at most (flush on size).", _int_at_least(1))
+    batch_size: int = setting(
+        10_000,
+        "Rows per insert at most (flush on size); ClickHouse wants few, large inserts.",
+        _int_at_least(1),
+    )
     flush_s: float = setting(
         0.5,
         "Seconds a batch may wait to fill before it is written (flush on age).",
@@ -448,7 +452,7 @@ class SinkSettings:
     )
     fetch_wait_ms: int = setting(
         50,
-        "A sink-only worker's fetch waits up to this long for 64 KiB of records: fewer, fuller "
+        "The sink's fetches wait up to this long for 64 KiB of records: fewer, fuller "
         "fetches at low rates (less CPU), rows at most this much later (0: fetch each record "
         "as soon as it is there).",
         _int_at_least(0),

@@ -1,11 +1,12 @@
-"""Agent "sink": images.metadata into ClickHouse in batches; offsets advance once rows are durable.
+"""The sink: images.metadata batches into ClickHouse; a batch is durable before its offsets.
 
-Batches come from Faust's ``take_events`` (flush on size or age). Faust acks a batch's events
-when the loop body returns, even when it raises, so the body never returns before the batch is
-durable (inserted, or in the spool) and never raises: bad records go to the dead-letter topic,
-ClickHouse outages go to the spool, and a shutdown waits for the batch in hand to be stored.
-At the spool's bound the body waits for the drain to make room: nothing more is consumed, and
-nothing is dropped. Every ClickHouse and spool call runs on one thread (see streams/sink/core.py).
+Batches come from the sink's own Kafka consumer (streams/agents/sink_consumer.py: flush on size
+or age), which records a batch's offsets only once :meth:`SinkAgent.handle_batch` returns, so
+that never returns before the batch is durable (inserted, or in the spool) and never raises:
+bad records go to the dead-letter topic, ClickHouse outages go to the spool, and a shutdown
+waits for the batch in hand to be stored. At the spool's bound it waits for the drain to make
+room: nothing more is consumed, and nothing is dropped. Every ClickHouse and spool call runs
+on one thread (see streams/sink/core.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from flowforge.core.backoff import Backoff
 from flowforge.core.envelope import header_map
 from flowforge.core.errors import ClickHouseUnavailable
 from streams import metrics
+from streams.agents.sink_consumer import SinkConsumer
+from streams.app import sink_group
 from streams.dlq import dead_letter
 from streams.errors import MetadataInvalid
 from streams.records import metadata_row
@@ -40,8 +43,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Spooled rows merged into one insert while draining, as a multiple of the batch size.
-DRAIN_BATCHES = 10
+# Spooled rows merged into one insert while draining (at least one batch).
+DRAIN_ROWS = 10_000
 
 
 class _Origin:
@@ -61,7 +64,7 @@ class SinkAgent:
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ff-sink")
         spool = Spool(sink.spool_path, int(sink.spool_max_mb * 1024 * 1024))
         self.core = MetadataSink(
-            ClickHouseWriter(client), spool, drain_rows=DRAIN_BATCHES * sink.batch_size
+            ClickHouseWriter(client), spool, drain_rows=max(DRAIN_ROWS, sink.batch_size)
         )
         self.client = client
         self.backoff = Backoff(sink.retry_initial_s, sink.retry_max_s)
@@ -70,7 +73,7 @@ class SinkAgent:
         self.last_flush = time.monotonic()
         self._wake: asyncio.Event | None = None
         # Set when the worker stops: a batch in hand is then spooled even over the bound
-        # (by at most that batch), since Faust acks it as the agent ends.
+        # (by at most that batch), so the worker does not wait on a drain to stop.
         self._stopping = False
         if spool.batches:
             log.info("sink: %d rows from an earlier run wait in the spool", spool.rows)
@@ -81,16 +84,20 @@ class SinkAgent:
             self._wake = asyncio.Event()
         return self._wake
 
-    async def handle_batch(self, events: list[Any]) -> None:
-        """Make one batch durable (ClickHouse or spool), then dead-letter what cannot be a row.
+    def stop_waiting_for_room(self) -> None:
+        """The worker stops: a batch in hand goes to the spool even at its bound."""
+        self._stopping = True
 
-        Returns only once both are done: Faust acks the events when this returns (or raises),
-        so storage and dead-letter failures are retried here, and a cancellation (shutdown)
-        first finishes what is in hand.
+    async def handle_batch(self, records: list[Any]) -> None:
+        """Make one batch of Kafka records durable (ClickHouse or spool), then dead-letter what
+        cannot be a row.
+
+        Returns only once both are done: the caller records the batch's offsets as durable
+        when this returns, so storage and dead-letter failures are retried here, and a
+        cancellation (shutdown) first finishes what is in hand.
         """
         rows, origins, refused = [], [], []
-        for event in events:
-            message = event.message
+        for message in records:
             value = message.value if isinstance(message.value, bytes) else b""
             try:
                 rows.append(metadata_row(value))
@@ -227,16 +234,12 @@ class SinkAgent:
         log.info("sink: stopped; spool and ClickHouse client closed")
 
 
-def register(flow: FlowForgeApp, client: Any) -> tuple[Any, SinkAgent]:
-    """Register the "sink" agent on images.metadata and its drain task; the agent and its
-    SinkAgent."""
+def register(flow: FlowForgeApp, client: Any) -> tuple[SinkConsumer, SinkAgent]:
+    """Add the sink's consumer of images.metadata to the worker (started with the app, stopped
+    before its producer, which dead letters need) and the spool's drain task; the consumer and
+    its SinkAgent."""
     sink_agent = SinkAgent(flow, client)
-    settings = flow.settings.sink
-
-    async def sink(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_size, within=settings.flush_s):
-            await sink_agent.handle_batch(events)
-
-    agent = flow.app.agent(flow.topics.metadata_in, name="sink", concurrency=1)(sink)
+    consumer = SinkConsumer(flow, sink_agent, sink_group(flow.settings), loop=flow.app.loop)
+    flow.app.service(consumer)  # type: ignore[arg-type]  # Faust starts an instance as given
     flow.app.task(sink_agent.drain_forever)
-    return agent, sink_agent
+    return consumer, sink_agent

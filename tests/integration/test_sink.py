@@ -7,6 +7,7 @@ compose deployment) served over the session's engine by this process.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from flowforge.core.clickhouse import OWNER_FILE
 from flowforge.core.clickhouse_http import ClickHouseHttpServer
@@ -451,3 +453,73 @@ def test_a_clickhouse_server_down_at_start_does_not_stop_processing(pipeline: Pi
     code, body = pipeline.status(port, "/readyz")
     assert (code, "degraded: ClickHouse unavailable" in body) == (503, True), body
     assert pipeline.alive(port)
+
+
+def _commit_metadata_ends(pipeline: Pipeline, group: str) -> int:
+    """Commit, for ``group``, the end offset of every images.metadata partition (as a worker
+    that had read everything there would have); the records that were there."""
+
+    async def commit() -> int:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=pipeline.settings.kafka.bootstrap_servers,
+            group_id=group,
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            topic = pipeline.kafka.topic_metadata
+            tps = [TopicPartition(topic, p) for p in range(pipeline.settings.kafka.partitions)]
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            await consumer.commit(dict(ends))
+            return sum(ends.values())
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(commit())
+
+
+def test_a_sink_upgraded_from_faust_starts_where_the_workers_group_left_off(
+    pipeline: Pipeline,
+) -> None:
+    """Before the sink had its own consumer, a worker running both roles consumed
+    images.metadata in its Faust group (``<app id>``). On partitions its own group
+    (``<app id>-sink``) never committed, the sink starts at that group's commit, not at the
+    earliest record: an upgrade does not write every retained record again."""
+    pipeline.produce_metadata(metadata_record(i) for i in range(300))
+    assert _commit_metadata_ends(pipeline, pipeline.settings.worker.app_id) == 300
+    pipeline.produce_metadata(metadata_record(i) for i in range(300, 340))
+    port = pipeline.start_worker(agents="process,sink")
+    pipeline.wait_until(lambda: pipeline.rows() == 40, "the records after the commit")
+    pipeline.produce_metadata(metadata_record(i) for i in range(340, 350))
+    pipeline.wait_until(lambda: pipeline.rows() == 50, "a record sent later")
+    assert pipeline.metric(port, "flowforge_sink_rows_total", outcome="inserted") == 50
+    [[lowest]] = pipeline.query_engine("SELECT min(image_id) FROM images_metadata")
+    assert lowest == "cam-01-000300"
+
+
+def test_a_worker_running_both_roles_processes_while_its_sink_is_paused(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """The sink's consumer is its own: while its spool is full (ClickHouse refusing) and it
+    waits for room, the same worker's process agent goes on giving images their outcomes."""
+    faults = tmp_path / "faults.json"
+    write_fault(faults, "refused")
+    pipeline.env.update(
+        {
+            "FLOWFORGE_SINK_FAULT_FILE": str(faults),
+            "FLOWFORGE_SINK_SPOOL_MAX_MB": "0.25",
+            "FLOWFORGE_SINK_BATCH_SIZE": "200",
+        }
+    )
+    pipeline.produce_metadata(metadata_record(i) for i in range(4000))
+    port = pipeline.start_worker(agents="process,sink")
+    pipeline.wait_until(
+        lambda: pipeline.metric(port, "flowforge_sink_paused") == 1, "back-pressure", 120
+    )
+    ids = pipeline.produce((f"img-{i}", jpeg(scene(320, 240, seed=i))) for i in range(20))
+    out = pipeline.collect(4000 + len(ids))  # the metadata records there are outcomes too
+    assert set(ids) <= set(out.ids())
+    assert pipeline.metric(port, "flowforge_sink_paused") == 1, "the sink was not paused"
+    write_fault(faults, None)
+    pipeline.wait_until(lambda: pipeline.rows() == 4000 + len(ids), "every row", 120)

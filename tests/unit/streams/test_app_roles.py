@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from flowforge.core.settings import Settings
-from streams.app import consumer_group
+from streams.app import consumer_group, sink_group
 from streams.worker import build_worker
 
 
@@ -79,17 +81,47 @@ def test_sink_agent_without_a_client_is_a_programming_error(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize(
-    ("agents", "group"),
+    ("agents", "faust_group"),
     [("process,sink", "flowforge"), ("process", "flowforge"), ("sink", "flowforge-sink")],
 )
-def test_sink_only_worker_consumes_under_its_own_group(
-    tmp_path: Path, agents: str, group: str
+def test_every_sink_consumes_under_its_own_group(
+    tmp_path: Path, agents: str, faust_group: str
 ) -> None:
-    """Workers with the process agent share the app id as group; a sink-only one uses -sink."""
+    """Workers with the process agent share the app id as Faust's group; every sink, whatever
+    else its worker runs, consumes with its own consumer in ``<app id>-sink``."""
     settings = _settings(tmp_path, FLOWFORGE_WORKER_AGENTS=agents)
-    assert consumer_group(settings) == group
+    assert consumer_group(settings) == faust_group
     flow = build_worker(settings, NoClient())
-    assert flow.app.conf.id == group
+    assert flow.app.conf.id == faust_group
+    if "sink" in agents:
+        assert sink_group(settings) == flow.agents["sink"].group == "flowforge-sink"
+
+
+def test_a_sink_only_worker_runs_no_faust_consumer_but_its_producer(tmp_path: Path) -> None:
+    """--agents sink: Faust's consumer does not start (no Faust agent consumes), its producer
+    does (the sink's dead letters)."""
+    flow = build_worker(_settings(tmp_path, FLOWFORGE_WORKER_AGENTS="sink"), NoClient())
+    assert not flow.app.boot_strategy._should_enable_kafka_consumer()
+    assert flow.app.boot_strategy._should_enable_kafka_producer()
+
+
+def test_the_sink_consumer_commits_itself_and_batches_its_fetches(tmp_path: Path) -> None:
+    """The sink's consumer: auto-commit off (it commits durable offsets itself), from the
+    earliest offset, fetches waiting for 64 KiB or FLOWFORGE_SINK_FETCH_WAIT_MS, and the
+    worker's session timeout."""
+    env = {"FLOWFORGE_SINK_FETCH_WAIT_MS": "80", "FLOWFORGE_WORKER_SESSION_TIMEOUT_S": "20"}
+    flow = build_worker(_settings(tmp_path, **env), NoClient())
+
+    async def built() -> Any:
+        consumer = flow.agents["sink"].new_consumer()
+        await consumer.stop()  # never started: closes nothing, only marks it closed
+        return consumer
+
+    consumer = asyncio.run(built())
+    assert (consumer._group_id, consumer._enable_auto_commit) == ("flowforge-sink", False)
+    assert consumer._auto_offset_reset == "earliest"
+    assert (consumer._fetch_min_bytes, consumer._fetch_max_wait_ms) == (64 * 1024, 80)
+    assert consumer._session_timeout_ms == 20_000
 
 
 @pytest.mark.parametrize(("session", "heartbeat"), [("15", 3.0), ("6", 2.0), ("90", 3.0)])
@@ -119,24 +151,3 @@ def test_spool_bound_may_be_a_fraction_of_a_megabyte(tmp_path: Path) -> None:
     flow = build_worker(settings, NoClient())
     assert flow.sink is not None
     assert flow.sink.core.spool.max_bytes == 256 * 1024
-
-
-def test_sink_only_worker_batches_its_fetches(tmp_path: Path) -> None:
-    """--agents sink: while records flow, each fetch waits for 64 KiB of records or
-    FLOWFORGE_SINK_FETCH_WAIT_MS (fewer, fuller fetches of the small metadata records); 0 turns
-    it off."""
-    sink = build_worker(_settings(tmp_path, FLOWFORGE_WORKER_AGENTS="sink"), NoClient())
-    assert sink.app.flowforge_fetch == (64 * 1024, 50)
-    off = build_worker(
-        _settings(tmp_path, FLOWFORGE_WORKER_AGENTS="sink", FLOWFORGE_SINK_FETCH_WAIT_MS="0"),
-        NoClient(),
-    )
-    assert getattr(off.app, "flowforge_fetch", None) is None
-
-
-def test_process_worker_fetches_as_soon_as_an_image_is_there(tmp_path: Path) -> None:
-    """A worker running the process agent (with or without the sink) never waits for more
-    bytes: an image is fetched as soon as it is in Kafka."""
-    for agents in ("process", "process,sink"):
-        flow = build_worker(_settings(tmp_path, FLOWFORGE_WORKER_AGENTS=agents), NoClient())
-        assert getattr(flow.app, "flowforge_fetch", None) is None, agents

@@ -13,11 +13,10 @@ from types import SimpleNamespace
 
 import pytest
 from aiokafka import errors
-from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from streams.transport import Consumer, ConsumerThread, is_transient_join_error
+from streams.transport import Consumer, is_transient_join_error
 
 TP0 = TP("images.raw", 0)
 TP1 = TP("images.raw", 1)
@@ -138,32 +137,3 @@ def test_fetches_again_as_soon_as_a_full_buffer_has_room() -> None:
     waited, active = asyncio.run(scenario())
     assert active == {TP0}
     assert waited < 0.4, f"looked again after {waited:.2f} s"
-
-
-def test_batches_fetches_while_records_flow_and_long_polls_when_idle(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """With fetch batching on (a sink-only worker), a poll that found records makes the next
-    fetches wait for 64 KiB or 50 ms; a poll that found none (idle) goes back to Faust's long
-    poll (one byte, 1.5 s), so an idle worker does not fetch 20 times a second and the first
-    record after a pause is fetched at once. Without batching nothing is changed."""
-    polls = [{TP0: ["record"]}, {}, {TP0: ["record"]}]
-
-    async def fetched(self: object, consumer: object, *args: object, **kwargs: object) -> dict:
-        return polls.pop(0)
-
-    monkeypatch.setattr(driver.AIOKafkaConsumerThread, "_fetch_records", fetched)
-    fetcher = SimpleNamespace(_fetch_min_bytes=1, _fetch_max_wait_ms=1500)
-    consumer = SimpleNamespace(_fetcher=fetcher)
-    thread = ConsumerThread.__new__(ConsumerThread)
-    thread.app = SimpleNamespace(flowforge_fetch=(64 * 1024, 50))
-
-    def poll() -> tuple[int, int]:
-        asyncio.run(thread._fetch_records(consumer, {TP0}, timeout=1.0))
-        return fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms
-
-    assert [poll(), poll(), poll()] == [(64 * 1024, 50), (1, 1500), (64 * 1024, 50)]
-    thread.app = SimpleNamespace()  # batching off: Faust's settings stay
-    fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms = 1, 1500
-    polls.append({TP0: ["record"]})
-    assert poll() == (1, 1500)
