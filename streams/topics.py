@@ -18,7 +18,6 @@ class Topics:
     raw: Any
     processed: Any
     metadata: Any  # ImageMetadata records (outcomes) and ImageDuplicate records
-    metadata_in: Any  # images.metadata as raw bytes: the sink checks each record itself
     dlq: Any
 
 
@@ -48,6 +47,5 @@ def create_topics(app: faust.App, settings: Settings) -> Topics:
             value_type=ImageMetadata,
             partitions=kafka.partitions,
         ),
-        metadata_in=_raw_bytes_topic(app, kafka.topic_metadata, settings),
         dlq=_raw_bytes_topic(app, kafka.topic_dlq, settings),
     )

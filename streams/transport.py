@@ -9,8 +9,7 @@ such an error back as soon as it is pending (the coordinator then joins again), 
 counts it, and a fetch it failed returns nothing for that round. The consumer also never
 commits past an image still in flight, and fetches again as soon as a full stream buffer has
 room (see :class:`Consumer`). Its producer tells a topic's partitions, so the worker can send
-an image to the partition of its image id. The sink's own consumer (not Faust's) paces its
-fetches with :func:`pace_fetches`.
+an image to the partition of its image id.
 
 Selected by the broker URL scheme ``flowforge://`` (entry point ``faust.transports``).
 """
@@ -31,26 +30,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two looks for a group-join error waiting to be seen.
 WATCH_INTERVAL_S = 0.5
-
-#: Bytes a batched fetch waits for (or its wait): about a hundred metadata records.
-FETCH_MIN_BYTES = 64 * 1024
-#: An idle consumer's fetch wait: what Faust gives aiokafka (fetch_max_wait_ms).
-LONG_POLL_MS = 1500
-
-
-def pace_fetches(fetcher: Any, batching: tuple[int, int], got_records: bool) -> None:
-    """Set the fetch.min.bytes and fetch.max.wait.ms of ``fetcher``'s next requests (aiokafka
-    reads both as it builds each request): ``batching`` after a poll that found records, a
-    long poll (one byte, Faust's 1.5 s) after one that found none.
-
-    While records flow, a fetch then waits for ``batching``'s bytes or time: each fetch costs
-    about 0.4 ms of CPU, and a sink fetching each metadata record on its own (a worker sends
-    them one by one) spent more on fetching than on writing its rows at 100 rows/s. Once a poll
-    finds nothing, the long poll means an idle consumer does not fetch every few milliseconds
-    and the first record after a pause is not held."""
-    fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms = (
-        batching if got_records else (1, LONG_POLL_MS)
-    )
 
 
 def is_transient_join_error(exc: BaseException) -> bool:
@@ -76,9 +55,14 @@ def hand_back_join_error(consumer: Any) -> bool:
         return False
     with contextlib.suppress(KafkaError):
         coordinator.check_errors()
-    metrics.GROUP_JOIN_ERRORS.inc()
-    log.warning("joining the consumer group failed (%r); joining again", pending)
+    note_join_error(pending)
     return True
+
+
+def note_join_error(exc: BaseException) -> None:
+    """Log and count a transient group-join error that was seen (the coordinator joins again)."""
+    metrics.GROUP_JOIN_ERRORS.inc()
+    log.warning("joining the consumer group failed (%r); joining again", exc)
 
 
 class ConsumerThread(driver.AIOKafkaConsumerThread):
